@@ -1,0 +1,281 @@
+"""Configuration and response models: the public shapes of the deployment guide.
+
+Every model forbids unknown keys, so a typo fails at construction with the key's name
+instead of being ignored. Secrets are ``SecretStr`` and print as ``'**********'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "PROVIDER_KINDS",
+    "ChatMessage",
+    "CircuitBreakerConfig",
+    "FailurePolicy",
+    "FlexiAIConfig",
+    "ProviderConfig",
+    "RetryConfig",
+    "SyncConfig",
+    "UnifiedResponse",
+    "Usage",
+]
+
+PROVIDER_KINDS = ("openai", "anthropic", "gemini", "bedrock")
+ProviderKind = Literal["openai", "anthropic", "gemini", "bedrock"]
+
+#: Decides whether an exception counts toward a breaker: exception classes or a predicate.
+FailurePolicy = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ProviderConfig(_Model):
+    """One LLM endpoint. ``kind`` says which API it speaks; it defaults from ``name``."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    kind: ProviderKind | None = None
+    api_key: SecretStr | None = None
+    model: str = Field(min_length=1)
+    priority: int | None = Field(default=None, ge=0)
+    base_url: str | None = None
+    timeout: PositiveSeconds = 30.0
+    max_retries: int | None = Field(default=None, ge=0, le=10)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _infer_kind(self) -> ProviderConfig:
+        if self.kind is None:
+            inferred = next(
+                (k for k in PROVIDER_KINDS if self.name == k or self.name.startswith(k + "-")),
+                None,
+            )
+            if inferred is None:
+                raise ValueError(
+                    f"kind is required for provider {self.name!r}: one of {', '.join(PROVIDER_KINDS)}"
+                    " (it is inferred only from names such as 'openai' or 'openai-backup')"
+                )
+            object.__setattr__(self, "kind", inferred)
+        if self.kind in ("openai", "anthropic", "gemini") and self.api_key is None:
+            if self.base_url is None:
+                raise ValueError(
+                    f"api_key is required for provider {self.name!r} unless base_url points at "
+                    "a server that needs none"
+                )
+        return self
+
+    @property
+    def provider_kind(self) -> ProviderKind:
+        assert self.kind is not None  # set by _infer_kind
+        return self.kind
+
+
+class CircuitBreakerConfig(_Model):
+    """When a provider's breaker opens, and how it recovers.
+
+    ``failure_threshold`` failures within ``failure_window`` seconds open the breaker, counted
+    across the whole fleet when sync is on. After ``recovery_timeout`` seconds it admits at
+    most ``half_open_max_calls`` probes in flight; ``success_threshold`` successful probes
+    close it, one failed probe opens it again. A probe that never reports back releases its
+    lease after ``probe_lease_ttl`` seconds.
+
+    ``failure_on`` overrides which exceptions count: exception classes or a predicate. By
+    default every ``ProviderError`` whose ``counts_toward_breaker`` is true counts.
+    """
+
+    failure_threshold: int = Field(default=5, ge=1, le=10_000)
+    failure_window: PositiveSeconds = 60.0
+    recovery_timeout: PositiveSeconds = 60.0
+    half_open_max_calls: int = Field(default=1, ge=1, le=1000)
+    success_threshold: int = Field(default=1, ge=1, le=1000)
+    probe_lease_ttl: PositiveSeconds = 30.0
+    max_open_for: PositiveSeconds = Field(
+        default=600.0, description="Upper bound on how long a 429 Retry-After may open a breaker."
+    )
+    failure_on: FailurePolicy | None = Field(default=None, exclude=True)
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    @field_validator("failure_on")
+    @classmethod
+    def _check_failure_on(cls, value: FailurePolicy | None) -> FailurePolicy | None:
+        if value is None or callable(value) and not isinstance(value, tuple):
+            return value
+        if isinstance(value, tuple) and value and all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in value
+        ):
+            return value
+        raise ValueError("failure_on must be a non-empty tuple of exception classes or a callable")
+
+
+class RetryConfig(_Model):
+    """Retries of one provider before failing over: full-jitter exponential backoff."""
+
+    max_retries: int = Field(default=2, ge=0, le=10)
+    initial_backoff: PositiveSeconds = 0.25
+    max_backoff: PositiveSeconds = 8.0
+    respect_retry_after: bool = True
+    max_retry_after: float = Field(
+        default=10.0,
+        ge=0,
+        description="A 429 asking to wait longer than this fails over at once instead of waiting.",
+    )
+
+
+class SyncConfig(_Model):
+    """Sharing breaker state across workers. Fields and defaults follow the deployment guide.
+
+    ``mode``: ``pubsub`` keeps a background subscriber (long-lived workers); ``snapshot`` reads
+    every provider's state in one round trip when a request starts and reuses it for up to
+    ``snapshot_max_age`` seconds (Lambda); ``auto`` picks snapshot when
+    ``AWS_LAMBDA_FUNCTION_NAME`` is set, else pubsub.
+    """
+
+    enabled: bool = False
+    backend: Literal["redis", "memory"] = "redis"
+    mode: Literal["auto", "pubsub", "snapshot"] = "auto"
+
+    redis_url: SecretStr | None = None
+    redis_host: str = "localhost"
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    redis_db: int = Field(default=0, ge=0)
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    redis_ssl: bool = False
+    redis_ssl_ca_certs: str | None = None
+    redis_socket_timeout: PositiveSeconds = 0.25
+    redis_socket_connect_timeout: PositiveSeconds = 0.5
+    redis_cluster: bool = False
+    redis_sentinels: list[str] = Field(default_factory=list)
+    redis_sentinel_service: str | None = None
+    redis_iam_auth: bool = False
+    redis_iam_cache_name: str | None = None
+    redis_iam_region: str | None = None
+    redis_iam_serverless: bool = True
+
+    worker_id: str | None = Field(default=None, min_length=1, max_length=200)
+    key_prefix: str = Field(default="flexiai", min_length=1, max_length=100)
+    channel: str = Field(default="flexiai:events", min_length=1, max_length=200)
+    state_ttl: int = Field(default=3600, ge=60)
+    snapshot_max_age: float = Field(default=1.0, ge=0, le=60)
+    reconnect_backoff: PositiveSeconds = Field(
+        default=5.0, description="After a Redis failure, use local breakers this long before retrying."
+    )
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_host_port(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"sentinel {item!r} must be host:port")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _url_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")
+        ):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> SyncConfig:
+        if self.redis_sentinels and not self.redis_sentinel_service:
+            raise ValueError("redis_sentinel_service is required when redis_sentinels is set")
+        if self.redis_cluster and self.redis_sentinels:
+            raise ValueError("redis_cluster and redis_sentinels cannot be combined")
+        if self.redis_iam_auth:
+            if not self.redis_iam_cache_name or not self.redis_username:
+                raise ValueError(
+                    "redis_iam_auth needs redis_iam_cache_name and redis_username "
+                    "(the ElastiCache user id)"
+                )
+            if self.redis_password is not None:
+                raise ValueError("redis_iam_auth and redis_password cannot be combined")
+        return self
+
+    def resolved_mode(self, environ: dict[str, str] | None = None) -> Literal["pubsub", "snapshot"]:
+        if self.mode != "auto":
+            return self.mode
+        import os
+
+        env = os.environ if environ is None else environ
+        return "snapshot" if env.get("AWS_LAMBDA_FUNCTION_NAME") else "pubsub"
+
+
+class FlexiAIConfig(_Model):
+    """The whole client configuration. Providers are kept sorted by priority."""
+
+    providers: list[ProviderConfig] = Field(min_length=1)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+
+    @model_validator(mode="after")
+    def _unique_and_sorted(self) -> FlexiAIConfig:
+        names = [p.name for p in self.providers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"provider names must be unique; repeated: {', '.join(dupes)}")
+        prios = [p.priority for p in self.providers if p.priority is not None]
+        dup_prios = sorted({p for p in prios if prios.count(p) > 1})
+        if dup_prios:
+            raise ValueError(
+                f"provider priorities must be unique; repeated: {', '.join(map(str, dup_prios))}"
+            )
+        # Providers without a priority keep their list order, after every explicit priority.
+        ordered = sorted(
+            enumerate(self.providers),
+            key=lambda ip: (ip[1].priority is None, ip[1].priority or 0, ip[0]),
+        )
+        object.__setattr__(self, "providers", [p for _, p in ordered])
+        return self
+
+
+class ChatMessage(_Model):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class UnifiedResponse(BaseModel):
+    """One answer, whichever provider gave it.
+
+    ``metadata`` always holds ``provider``, ``attempts`` (provider calls made for this request,
+    retries included) and ``latency_ms``; ``failovers`` lists the providers given up on first.
+    """
+
+    content: str
+    model: str
+    provider: str
+    usage: Usage = Field(default_factory=Usage)
+    finish_reason: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,79 @@
+"""The interface every breaker store implements: a few atomic primitives and nothing else.
+
+A backend never decides anything on its own: ``transition`` runs ``circuit_breaker._machine``
+atomically against the stored record (under a lock, or in one Lua script) and, when the
+record changed, writes it with a fresh TTL and publishes the event. Fail-open, fallback and
+resync live one level up, in ``StateSyncManager``, so every backend behaves the same way.
+Backends raise ``StateStoreError`` for any failure of the store itself.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from flexiai.circuit_breaker._machine import Op, Policy, Transition
+from flexiai.circuit_breaker._record import BreakerRecord
+from flexiai.sync.events import SyncEvent
+
+__all__ = ["EventHandler", "StoreSnapshot", "SyncBackend"]
+
+EventHandler = Callable[[SyncEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """Every requested provider's record (absent ones are fresh CLOSED records) read at once,
+    with the store's clock at that moment."""
+
+    records: dict[str, BreakerRecord]
+    now: float
+    invalid: tuple[str, ...] = field(default=())
+
+
+class SyncBackend(ABC):
+    #: ``"redis"`` or ``"memory"``: shown in logs and ``get_provider_status()``.
+    name: str
+    #: True when the state is visible to other processes.
+    shared: bool
+
+    @abstractmethod
+    def load(self, providers: Sequence[str]) -> StoreSnapshot:
+        """Read every provider's record in one round trip. Garbage reads as a fresh record and
+        its provider is listed in ``invalid``."""
+
+    @abstractmethod
+    def transition(
+        self,
+        provider: str,
+        op: Op,
+        policy: Policy,
+        worker_id: str,
+        *,
+        open_for: float | None = None,
+        publish: bool = True,
+    ) -> Transition:
+        """Apply one operation atomically; when the record changes, store it and, if
+        ``publish``, announce the event. Returns the new record and the store's clock."""
+
+    @abstractmethod
+    def subscribe(self, handler: EventHandler, on_connect: Callable[[], None]) -> None:
+        """Start delivering other workers' events to ``handler``; call ``on_connect`` after
+        every (re)connection so the caller can resync. Idempotent."""
+
+    @abstractmethod
+    def health_check(self) -> bool:
+        """True only if the store answered just now (and the subscriber, if any, is alive)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop background work and release connections. Idempotent."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters for operators: malformed events dropped, invalid records read, errors."""
+        return {}
+
+    def describe(self) -> str:
+        """A one-line description for logs: never includes a password."""
+        return self.name

@@ -4,17 +4,17 @@
     ├── ConfigError                  bad config or environment variable (also a ValueError)
     ├── SecretResolutionError        an api_key reference (secretsmanager:/ssm:) could not be read
     ├── ProviderError                one provider attempt failed
-    │   ├── ProviderTimeout              the attempt ran out of time             retried, counts
-    │   ├── ProviderConnectionError      no connection / connection dropped      retried, counts
-    │   ├── RateLimited                  HTTP 429, carries retry_after           retried, counts
-    │   ├── ProviderServerError          HTTP 5xx                                retried, counts
-    │   ├── MalformedResponseError       2xx with a body we cannot read          retried, counts
-    │   ├── ProviderAuthError            HTTP 401/403                            next provider, counts
-    │   └── InvalidRequestError          HTTP 400/422: would fail everywhere     raised to the caller
+    │   ├── ProviderTimeout              the attempt ran out of time          retried, counts
+    │   ├── ProviderConnectionError      no connection / connection dropped   retried, counts
+    │   ├── RateLimited                  HTTP 429, carries retry_after        retried, counts
+    │   ├── ProviderServerError          HTTP 5xx                             retried, counts
+    │   ├── MalformedResponseError       2xx with a body we cannot read       retried, counts
+    │   ├── ProviderAuthError            HTTP 401/403                         next provider, counts
+    │   └── InvalidRequestError          HTTP 400/422: fails everywhere       raised to the caller
     ├── CircuitOpenError             a provider was skipped because its breaker is open
-    ├── AllProvidersFailedError      every provider failed or was skipped; carries each attempt
+    ├── AllProvidersFailedError      every provider failed or was skipped; lists each attempt
     ├── DeadlineExceededError        not enough time left (Lambda) to make another attempt
-    └── StateStoreError              the shared breaker store (Redis) failed; never reaches a request
+    └── StateStoreError              the shared store (Redis) failed; never reaches a request
 
 Messages never contain an API key: provider errors carry the provider's message after it
 has been passed through ``redact``, and nothing here formats a config object.
@@ -178,9 +178,7 @@ class AllProvidersFailedError(FlexiAIError):
     when every provider was skipped for an open breaker (the basis for an HTTP 503).
     """
 
-    def __init__(
-        self, attempts: list[AttemptRecord], *, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, attempts: list[AttemptRecord], *, retry_after: float | None = None) -> None:
         self.attempts = attempts
         self.retry_after = retry_after
         lines = "; ".join(
@@ -193,7 +191,9 @@ class AllProvidersFailedError(FlexiAIError):
 
     @property
     def all_circuits_open(self) -> bool:
-        return bool(self.attempts) and all(a.error_type == "CircuitOpenError" for a in self.attempts)
+        return bool(self.attempts) and all(
+            a.error_type == "CircuitOpenError" for a in self.attempts
+        )
 
 
 class StateStoreError(FlexiAIError):

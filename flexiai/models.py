@@ -55,6 +55,11 @@ class ProviderConfig(_Model):
     base_url: str | None = None
     timeout: PositiveSeconds = 30.0
     max_retries: int | None = Field(default=None, ge=0, le=10)
+    min_timeout: PositiveSeconds = Field(
+        default=1.0,
+        description="The shortest attempt worth making: with less time left before a deadline "
+        "the provider is skipped (capped at timeout).",
+    )
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("base_url")
@@ -73,16 +78,20 @@ class ProviderConfig(_Model):
             )
             if inferred is None:
                 raise ValueError(
-                    f"kind is required for provider {self.name!r}: one of {', '.join(PROVIDER_KINDS)}"
+                    f"kind is required for provider {self.name!r}: "
+                    f"one of {', '.join(PROVIDER_KINDS)}"
                     " (it is inferred only from names such as 'openai' or 'openai-backup')"
                 )
             object.__setattr__(self, "kind", inferred)
-        if self.kind in ("openai", "anthropic", "gemini") and self.api_key is None:
-            if self.base_url is None:
-                raise ValueError(
-                    f"api_key is required for provider {self.name!r} unless base_url points at "
-                    "a server that needs none"
-                )
+        if (
+            self.kind in ("openai", "anthropic", "gemini")
+            and self.api_key is None
+            and self.base_url is None
+        ):
+            raise ValueError(
+                f"api_key is required for provider {self.name!r} unless base_url points at "
+                "a server that needs none"
+            )
         return self
 
     @property
@@ -120,10 +129,12 @@ class CircuitBreakerConfig(_Model):
     @field_validator("failure_on")
     @classmethod
     def _check_failure_on(cls, value: FailurePolicy | None) -> FailurePolicy | None:
-        if value is None or callable(value) and not isinstance(value, tuple):
+        if value is None or (callable(value) and not isinstance(value, tuple)):
             return value
-        if isinstance(value, tuple) and value and all(
-            isinstance(t, type) and issubclass(t, BaseException) for t in value
+        if (
+            isinstance(value, tuple)
+            and value
+            and all(isinstance(t, type) and issubclass(t, BaseException) for t in value)
         ):
             return value
         raise ValueError("failure_on must be a non-empty tuple of exception classes or a callable")
@@ -135,11 +146,10 @@ class RetryConfig(_Model):
     max_retries: int = Field(default=2, ge=0, le=10)
     initial_backoff: PositiveSeconds = 0.25
     max_backoff: PositiveSeconds = 8.0
-    respect_retry_after: bool = True
-    max_retry_after: float = Field(
-        default=10.0,
-        ge=0,
-        description="A 429 asking to wait longer than this fails over at once instead of waiting.",
+    respect_retry_after: bool = Field(
+        default=True,
+        description="A 429 with Retry-After opens the provider's breaker (fleet-wide) for that "
+        "long and fails over at once, so nobody calls it again before it asked.",
     )
 
 
@@ -180,7 +190,8 @@ class SyncConfig(_Model):
     state_ttl: int = Field(default=3600, ge=60)
     snapshot_max_age: float = Field(default=1.0, ge=0, le=60)
     reconnect_backoff: PositiveSeconds = Field(
-        default=5.0, description="After a Redis failure, use local breakers this long before retrying."
+        default=5.0,
+        description="After a Redis failure, use local breakers this long before retrying.",
     )
 
     @field_validator("redis_sentinels")

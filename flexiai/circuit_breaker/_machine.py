@@ -133,8 +133,9 @@ def _apply(
         return BreakerRecord(version=record.version), False, EventType.CLOSED
 
     if op is Op.TRIP:
-        seconds = min(open_for if open_for is not None else policy.recovery_timeout,
-                      policy.max_open_for)
+        seconds = min(
+            open_for if open_for is not None else policy.recovery_timeout, policy.max_open_for
+        )
         if state is CircuitState.OPEN and record.open_until >= now + seconds:
             return record, False, None
         return _opened(record, now, seconds), False, EventType.OPENED
@@ -150,7 +151,11 @@ def _apply(
             failures, started = record.failures + 1, record.window_started_at
         if failures >= policy.failure_threshold:
             return _opened(record, now, policy.recovery_timeout), False, EventType.OPENED
-        return record.replace(failures=failures, window_started_at=started), False, EventType.FAILURE
+        return (
+            record.replace(failures=failures, window_started_at=started),
+            False,
+            EventType.FAILURE,
+        )
 
     if op is Op.ACQUIRE:
         if state is CircuitState.CLOSED:

@@ -76,7 +76,7 @@ class Provider(ABC):
     @abstractmethod
     async def acomplete(self, request: ChatRequest, *, timeout: float) -> UnifiedResponse: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most adapters own nothing
         """Release anything the adapter owns beyond the shared HTTP pool."""
 
     def __repr__(self) -> str:

@@ -1,0 +1,101 @@
+"""flexiai: LLM calls that keep answering when a provider fails.
+
+Everything is imported on first access, so ``import flexiai`` costs almost nothing and
+pulls in no provider code, no redis, no httpx and no boto3.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from flexiai._deadline import deadline
+    from flexiai.circuit_breaker import BreakerSnapshot, CircuitState
+    from flexiai.client import FlexiAI
+    from flexiai.config import load_config
+    from flexiai.exceptions import (
+        AllProvidersFailedError,
+        CircuitOpenError,
+        ConfigError,
+        DeadlineExceededError,
+        FlexiAIError,
+        InvalidRequestError,
+        ProviderError,
+    )
+    from flexiai.models import (
+        CircuitBreakerConfig,
+        FlexiAIConfig,
+        ProviderConfig,
+        RetryConfig,
+        SyncConfig,
+        UnifiedResponse,
+    )
+
+__all__ = [
+    "AllProvidersFailedError",
+    "BreakerSnapshot",
+    "CircuitBreakerConfig",
+    "CircuitOpenError",
+    "CircuitState",
+    "ConfigError",
+    "DeadlineExceededError",
+    "FlexiAI",
+    "FlexiAIConfig",
+    "FlexiAIError",
+    "InvalidRequestError",
+    "ProviderConfig",
+    "ProviderError",
+    "RetryConfig",
+    "SyncConfig",
+    "UnifiedResponse",
+    "__version__",
+    "deadline",
+    "load_config",
+]
+
+_HOMES = {
+    "FlexiAI": "flexiai.client",
+    "load_config": "flexiai.config",
+    "deadline": "flexiai._deadline",
+    "BreakerSnapshot": "flexiai.circuit_breaker",
+    "CircuitState": "flexiai.circuit_breaker",
+    **dict.fromkeys(
+        [
+            "CircuitBreakerConfig",
+            "FlexiAIConfig",
+            "ProviderConfig",
+            "RetryConfig",
+            "SyncConfig",
+            "UnifiedResponse",
+        ],
+        "flexiai.models",
+    ),
+    **dict.fromkeys(
+        [
+            "AllProvidersFailedError",
+            "CircuitOpenError",
+            "ConfigError",
+            "DeadlineExceededError",
+            "FlexiAIError",
+            "InvalidRequestError",
+            "ProviderError",
+        ],
+        "flexiai.exceptions",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'flexiai' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,47 @@
+"""How much time the current request has left, carried in a context variable.
+
+The Lambda middleware sets it from ``context.get_remaining_time_in_millis()`` minus a safety
+margin; anyone can set it with ``flexiai.deadline(seconds)``. The client caps each attempt's
+timeout by it and skips providers that could not answer in the time left.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+__all__ = ["deadline", "remaining_time"]
+
+RemainingFn = Callable[[], float]
+
+_REMAINING: ContextVar[RemainingFn | None] = ContextVar("flexiai_deadline", default=None)
+
+
+@contextmanager
+def deadline(budget: float | RemainingFn) -> Iterator[None]:
+    """Limit every flexiai call inside the block.
+
+    ``budget`` is seconds from now, or a function returning the seconds left (so a Lambda
+    context can be read live rather than copied once).
+    """
+    if callable(budget):
+        remaining = budget
+    else:
+        ends_at = time.monotonic() + float(budget)
+
+        def remaining() -> float:
+            return ends_at - time.monotonic()
+
+    token = _REMAINING.set(remaining)
+    try:
+        yield
+    finally:
+        _REMAINING.reset(token)
+
+
+def remaining_time() -> float | None:
+    """Seconds left in the current deadline, or None when no deadline is set."""
+    fn = _REMAINING.get()
+    return None if fn is None else fn()

@@ -1,0 +1,70 @@
+"""What a client reports to listeners (the Lambda middleware's logs and metrics, or yours).
+
+Listeners are called synchronously; an exception in one is logged and swallowed, so
+bookkeeping can never replace a provider's answer or its real error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flexiai.circuit_breaker._record import CircuitState
+
+__all__ = [
+    "BreakerChanged",
+    "ClientEvent",
+    "FailedOver",
+    "Listener",
+    "ProviderCallFailed",
+    "ProviderCallSucceeded",
+    "notify",
+]
+
+logger = logging.getLogger("flexiai.client")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCallSucceeded:
+    provider: str
+    latency_ms: float
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCallFailed:
+    provider: str
+    error_type: str
+    status_code: int | None
+    latency_ms: float
+    counted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FailedOver:
+    """The request gave up on ``provider`` (failed or skipped) and moves down the list."""
+
+    provider: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerChanged:
+    provider: str
+    old: CircuitState
+    new: CircuitState
+    remote: bool
+    worker_id: str
+
+
+ClientEvent = ProviderCallSucceeded | ProviderCallFailed | FailedOver | BreakerChanged
+Listener = Callable[[ClientEvent], None]
+
+
+def notify(listeners: list[Listener], event: ClientEvent) -> None:
+    for listener in listeners:
+        try:
+            listener(event)
+        except Exception:
+            logger.exception("flexiai listener %r failed on %s", listener, type(event).__name__)

@@ -1,0 +1,3 @@
+from flexiai.cli import main
+
+raise SystemExit(main())

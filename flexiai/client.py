@@ -1,0 +1,493 @@
+"""``FlexiAI``: calls providers in priority order, with retries and a breaker per provider.
+
+The failover algorithm is written once, as a generator that yields what to do next (call
+this provider with this timeout, or sleep) and receives the outcome; ``generate`` drives it
+with blocking I/O and ``agenerate`` with ``await``. Building a client opens no connection
+and imports no provider code: providers, the HTTP pool and the Redis connection are all
+created on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from flexiai._clock import Clock, SystemClock
+from flexiai._deadline import remaining_time
+from flexiai._hooks import (
+    BreakerChanged,
+    FailedOver,
+    Listener,
+    ProviderCallFailed,
+    ProviderCallSucceeded,
+    notify,
+)
+from flexiai._retry import full_jitter_backoff
+from flexiai._secrets import api_key_source
+from flexiai.circuit_breaker import CircuitBreaker, CircuitState, StateChange
+from flexiai.exceptions import (
+    AllProvidersFailedError,
+    AttemptRecord,
+    DeadlineExceededError,
+    InvalidRequestError,
+    ProviderError,
+    RateLimited,
+    SecretResolutionError,
+)
+from flexiai.models import ChatMessage, FlexiAIConfig, ProviderConfig, UnifiedResponse
+from flexiai.sync.backends.base import SyncBackend
+from flexiai.sync.backends.memory import MemorySyncBackend
+from flexiai.sync.manager import StateSyncManager
+
+if TYPE_CHECKING:
+    import httpx
+
+    from flexiai.providers._http import HttpPool
+    from flexiai.providers.base import ChatRequest, Provider
+
+__all__ = ["FlexiAI"]
+
+logger = logging.getLogger("flexiai.client")
+
+MessageInput = ChatMessage | dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    provider: str
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Sleep:
+    seconds: float
+
+
+_Outcome = UnifiedResponse | ProviderError | SecretResolutionError
+_Flow = Generator[_Call | _Sleep, _Outcome | None, UnifiedResponse]
+
+
+class FlexiAI:
+    """A client for several LLM providers that keeps answering when one of them fails.
+
+    ``config`` defaults to ``flexiai.config.load_config()`` (the ``FLEXIAI_*`` environment).
+    ``sync_backend`` replaces the backend that ``config.sync`` would build (bring your own
+    Redis client); ``clock``, ``transport`` and ``rand`` exist for tests.
+    """
+
+    def __init__(
+        self,
+        config: FlexiAIConfig | None = None,
+        *,
+        sync_backend: SyncBackend | None = None,
+        clock: Clock | None = None,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        if config is None:
+            from flexiai.config import load_config
+
+            config = load_config()
+        self.config = config
+        self._clock = clock or SystemClock()
+        self._rand = rand or random.random
+        self._transport = transport
+        self._async_transport = async_transport
+        self._http_pool: HttpPool | None = None
+        self._providers: dict[str, Provider] = {}
+        self._providers_lock = threading.Lock()
+        self._listeners: list[Listener] = []
+        self._closed = False
+        self._provider_configs = {p.name: p for p in config.providers}
+
+        sync = config.sync
+        backend = sync_backend or self._build_backend()
+        self._state = StateSyncManager(
+            backend,
+            worker_id=sync.worker_id,
+            mode=sync.resolved_mode() if sync.enabled else "pubsub",
+            snapshot_max_age=sync.snapshot_max_age,
+            reconnect_backoff=sync.reconnect_backoff,
+            clock=self._clock,
+        )
+        self._breakers = {
+            p.name: CircuitBreaker(
+                p.name,
+                config.circuit_breaker,
+                self._state,
+                self._clock,
+                on_change=self._on_breaker_change,
+            )
+            for p in config.providers
+        }
+        self._state.attach(self._breakers.values())
+        if sync.enabled:
+            logger.info(
+                "Sync manager initialized (backend: %s, mode: %s, worker: %s)",
+                backend.name,
+                self._state.mode,
+                self._state.worker_id,
+            )
+
+    def _build_backend(self) -> SyncBackend:
+        sync = self.config.sync
+        if not sync.enabled:
+            return MemorySyncBackend(clock=self._clock)  # private: this client's own breakers
+        if sync.backend == "memory":
+            return MemorySyncBackend(namespace=sync.key_prefix, clock=self._clock)
+        from flexiai.sync.backends.redis import RedisSyncBackend
+
+        return RedisSyncBackend(sync)
+
+    # -- the guide's public surface ------------------------------------------------------
+    @property
+    def _sync_manager(self) -> StateSyncManager | None:
+        """The sync manager, or None when sync is disabled (as the guide documents)."""
+        return self._state if self.config.sync.enabled else None
+
+    @property
+    def worker_id(self) -> str:
+        return self._state.worker_id
+
+    def add_listener(self, listener: Listener) -> None:
+        """Receive ``flexiai._hooks`` events: calls, failovers and breaker changes."""
+        self._listeners.append(listener)
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        **options: Any,
+    ) -> UnifiedResponse:
+        return self.chat_completion(
+            [ChatMessage(role="user", content=prompt)],
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            **options,
+        )
+
+    def chat_completion(
+        self,
+        messages: Sequence[MessageInput],
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        **options: Any,
+    ) -> UnifiedResponse:
+        request = self._request(messages, system, temperature, max_tokens, options)
+        flow = self._failover(request)
+        outcome: _Outcome | None = None
+        while True:
+            try:
+                step = flow.send(outcome)
+            except StopIteration as done:
+                result: UnifiedResponse = done.value
+                return result
+            if isinstance(step, _Sleep):
+                self._clock.sleep(step.seconds)
+                outcome = None
+                continue
+            try:
+                outcome = self._provider(step.provider).complete(request, timeout=step.timeout)
+            except (ProviderError, SecretResolutionError) as exc:
+                outcome = exc
+
+    async def agenerate(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        **options: Any,
+    ) -> UnifiedResponse:
+        return await self.achat_completion(
+            [ChatMessage(role="user", content=prompt)],
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            **options,
+        )
+
+    async def achat_completion(
+        self,
+        messages: Sequence[MessageInput],
+        *,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        **options: Any,
+    ) -> UnifiedResponse:
+        request = self._request(messages, system, temperature, max_tokens, options)
+        flow = self._failover(request)
+        outcome: _Outcome | None = None
+        while True:
+            try:
+                step = flow.send(outcome)
+            except StopIteration as done:
+                result: UnifiedResponse = done.value
+                return result
+            if isinstance(step, _Sleep):
+                await self._clock.asleep(step.seconds)
+                outcome = None
+                continue
+            try:
+                outcome = await self._provider(step.provider).acomplete(
+                    request, timeout=step.timeout
+                )
+            except (ProviderError, SecretResolutionError) as exc:
+                outcome = exc
+
+    def get_provider_status(self) -> dict[str, dict[str, Any]]:
+        """Every provider's breaker as this worker sees it (refreshed from the store first)."""
+        if self.config.sync.enabled:
+            self._state.refresh()
+        status: dict[str, dict[str, Any]] = {}
+        for p in self.config.providers:
+            snap = self._breakers[p.name].snapshot()
+            status[p.name] = {
+                "kind": p.kind,
+                "model": p.model,
+                "priority": p.priority,
+                **snap.as_dict(),
+                "healthy": snap.state is CircuitState.CLOSED,
+            }
+        return status
+
+    def reset_circuit_breakers(self, provider: str | None = None) -> None:
+        """Close the breaker of ``provider`` (or every one) for the whole fleet."""
+        if provider is not None and provider not in self._breakers:
+            raise KeyError(f"unknown provider {provider!r}")
+        for name, breaker in self._breakers.items():
+            if provider is None or name == provider:
+                breaker.reset()
+
+    def close(self) -> None:
+        """Stop the sync manager and close connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for p in self._providers.values():
+            p.close()
+        if self._http_pool is not None:
+            self._http_pool.close()
+        self._state.close()
+
+    async def aclose(self) -> None:
+        if self._http_pool is not None:
+            await self._http_pool.aclose()
+        self.close()
+
+    def __enter__(self) -> FlexiAI:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> FlexiAI:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        names = ", ".join(p.name for p in self.config.providers)
+        return f"FlexiAI(providers=[{names}], sync={self._state!r})"
+
+    # -- internals ---------------------------------------------------------------------
+    def _request(
+        self,
+        messages: Sequence[MessageInput],
+        system: str | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        options: dict[str, Any],
+    ) -> ChatRequest:
+        from flexiai.providers.base import ChatRequest
+
+        parsed = [m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages]
+        if not parsed:
+            raise ValueError("messages must not be empty")
+        return ChatRequest(parsed, system, temperature, max_tokens, dict(options))
+
+    def _provider(self, name: str) -> Provider:
+        provider = self._providers.get(name)
+        if provider is None:
+            from flexiai.providers import provider_class
+            from flexiai.providers._http import HttpPool
+
+            with self._providers_lock:
+                provider = self._providers.get(name)
+                if provider is None:
+                    if self._http_pool is None:
+                        self._http_pool = HttpPool(
+                            transport=self._transport, async_transport=self._async_transport
+                        )
+                    config = self._provider_configs[name]
+                    cls = provider_class(config.provider_kind)
+                    provider = cls(
+                        config,
+                        http=self._http_pool,
+                        api_key=api_key_source(config.name, config.api_key),
+                    )
+                    self._providers[name] = provider
+        return provider
+
+    def _on_breaker_change(self, change: StateChange) -> None:
+        notify(
+            self._listeners,
+            BreakerChanged(change.provider, change.old, change.new, change.remote, self.worker_id),
+        )
+
+    def _attempt_timeout(self, provider: ProviderConfig) -> float | None:
+        """The timeout for the next attempt, or None if the deadline leaves too little time."""
+        left = remaining_time()
+        if left is None:
+            return provider.timeout
+        if left < min(provider.min_timeout, provider.timeout):
+            return None
+        return min(provider.timeout, left)
+
+    def _failover(self, request: ChatRequest) -> _Flow:
+        """The whole decision process for one request. Yields I/O; never performs it."""
+        self._state.before_request()
+        started = self._clock.monotonic()
+        retry = self.config.retry
+        attempts: list[AttemptRecord] = []
+        gave_up_on: list[str] = []
+        calls = 0
+        deadline_hit: float | None = None
+        for config in self.config.providers:
+            breaker = self._breakers[config.name]
+            permit = breaker.allow()
+            if permit is None:
+                attempts.append(
+                    AttemptRecord(
+                        config.name,
+                        "CircuitOpenError",
+                        f"circuit {breaker.state.value}",
+                        skipped=True,
+                    )
+                )
+                gave_up_on.append(config.name)
+                notify(self._listeners, FailedOver(config.name, "circuit_open"))
+                continue
+            max_retries = retry.max_retries if config.max_retries is None else config.max_retries
+            last: ProviderError | SecretResolutionError | None = None
+            for attempt in range(max_retries + 1):
+                timeout = self._attempt_timeout(config)
+                if timeout is None:
+                    deadline_hit = remaining_time()
+                    break
+                call_started = self._clock.monotonic()
+                outcome = yield _Call(config.name, timeout)
+                calls += 1
+                latency_ms = (self._clock.monotonic() - call_started) * 1000
+                if isinstance(outcome, UnifiedResponse):
+                    breaker.record_success(permit)
+                    notify(self._listeners, ProviderCallSucceeded(config.name, latency_ms, calls))
+                    outcome.metadata.update(
+                        provider=config.name,
+                        attempts=calls,
+                        latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
+                        failovers=gave_up_on,
+                        worker_id=self.worker_id,
+                    )
+                    return outcome
+                assert outcome is not None
+                last = outcome
+                if isinstance(outcome, SecretResolutionError):
+                    break  # our configuration, not the provider's health
+                counted = breaker.record_failure(permit, outcome)
+                notify(
+                    self._listeners,
+                    ProviderCallFailed(
+                        config.name,
+                        type(outcome).__name__,
+                        outcome.status_code,
+                        latency_ms,
+                        counted,
+                    ),
+                )
+                if isinstance(outcome, InvalidRequestError):
+                    raise outcome
+                if (
+                    isinstance(outcome, RateLimited)
+                    and outcome.retry_after is not None
+                    and retry.respect_retry_after
+                ):
+                    breaker.trip(outcome.retry_after)
+                    break
+                if permit.probe or not outcome.retryable or attempt == max_retries:
+                    break
+                delay = full_jitter_backoff(
+                    attempt,
+                    initial=retry.initial_backoff,
+                    maximum=retry.max_backoff,
+                    rand=self._rand,
+                )
+                left = remaining_time()
+                if left is not None and left - delay < min(config.min_timeout, config.timeout):
+                    break
+                yield _Sleep(delay)
+                next_permit = breaker.allow()  # the fleet may have opened it meanwhile
+                if next_permit is None:
+                    break
+                permit = next_permit
+            if last is None:
+                attempts.append(
+                    AttemptRecord(
+                        config.name,
+                        "DeadlineExceededError",
+                        "not enough time left for an attempt",
+                        skipped=True,
+                    )
+                )
+            else:
+                attempts.append(
+                    AttemptRecord(
+                        config.name,
+                        type(last).__name__,
+                        getattr(last, "message", str(last)),
+                        getattr(last, "status_code", None),
+                    )
+                )
+            gave_up_on.append(config.name)
+            notify(
+                self._listeners,
+                FailedOver(config.name, type(last).__name__ if last else "deadline"),
+            )
+        if calls == 0 and deadline_hit is not None:
+            raise DeadlineExceededError(
+                remaining=max(0.0, deadline_hit),
+                needed=min(min(p.min_timeout, p.timeout) for p in self.config.providers),
+            )
+        raise AllProvidersFailedError(attempts, retry_after=self._earliest_recovery(attempts))
+
+    def _earliest_recovery(self, attempts: list[AttemptRecord]) -> float | None:
+        """Seconds until the first open breaker may be probed, when all were skipped."""
+        if not attempts or not all(a.error_type == "CircuitOpenError" for a in attempts):
+            return None
+        waits = [w for b in self._breakers.values() if (w := b.seconds_until_probe()) is not None]
+        return min(waits) if waits else None

@@ -1,0 +1,273 @@
+"""Amazon Bedrock through the Converse API (``bedrock-runtime`` ``converse``), one request
+shape for every model family Bedrock hosts.
+
+Bedrock requests are SigV4-signed, so this adapter goes through boto3 rather than the shared
+httpx pool; credentials come from the usual AWS chain (environment, profile, instance or
+Lambda role) and ``api_key`` is never read. boto3 is imported on first use only: importing
+flexiai, or this module, never pays for it.
+
+Timeouts: botocore fixes timeouts per client, while flexiai chooses one per attempt (it shrinks
+near a Lambda deadline). The adapter keeps a few clients keyed by the attempt timeout rounded
+to 0.1 s (at most ``_MAX_CLIENTS``, least recently used evicted) and gives each
+``connect_timeout = read_timeout = timeout``. ``read_timeout`` bounds each socket read, not the
+whole exchange, which for one non-streamed JSON answer is the wait for the reply. Every client
+makes exactly one attempt (``total_max_attempts=1``): retries and backoff are flexiai's job.
+
+Errors are mapped in one place, ``_botocore_errors``, to the same ``ProviderError`` tree as the
+HTTP adapters (throttling is ``RateLimited``, a validation error is ``InvalidRequestError``,
+...), by error code first and HTTP status second.
+
+``options``: ``region`` (else ``AWS_REGION``, else botocore's own resolution), ``profile``.
+Any other option is passed to ``converse`` as-is (``additionalModelRequestFields``,
+``guardrailConfig``, ...); ``inferenceConfig`` is merged into the generated one. ``base_url``
+becomes the client's ``endpoint_url`` (VPC endpoints, local test servers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from flexiai.exceptions import (
+    ConfigError,
+    InvalidRequestError,
+    MalformedResponseError,
+    ProviderAuthError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderServerError,
+    ProviderTimeout,
+    RateLimited,
+)
+from flexiai.models import ProviderConfig, UnifiedResponse, Usage
+from flexiai.providers._http import HttpPool
+from flexiai.providers.base import ApiKeySource, ChatRequest, Provider, parse_retry_after
+
+if TYPE_CHECKING:
+    import boto3
+    from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
+
+__all__ = ["BedrockProvider"]
+
+_TRANSPORT_OPTIONS = {"region", "profile", "inferenceConfig"}
+_MAX_CLIENTS = 8
+
+_RATE_LIMITED = {"ThrottlingException", "TooManyRequestsException", "ServiceQuotaExceededException"}
+_AUTH = {
+    "AccessDeniedException",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "ExpiredTokenException",
+    "InvalidClientTokenId",
+    "MissingAuthenticationTokenException",
+}
+_INVALID = {"ValidationException", "ResourceNotFoundException"}
+_TIMEOUT = {"ModelTimeoutException"}
+_SERVER = {
+    "InternalServerException",
+    "ServiceUnavailableException",
+    "ModelNotReadyException",
+    "ModelErrorException",
+}
+
+
+class BedrockProvider(Provider):
+    def __init__(self, config: ProviderConfig, *, http: HttpPool, api_key: ApiKeySource) -> None:
+        super().__init__(config, http=http, api_key=api_key)
+        self._session: boto3.session.Session | None = None
+        self._clients: OrderedDict[float, BedrockRuntimeClient] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- sans-I/O halves -------------------------------------------------------------------
+
+    def build_request(self, request: ChatRequest) -> dict[str, Any]:
+        """The keyword arguments of ``converse``."""
+        opts = {**self.config.options, **request.options}
+        system = [request.system] if request.system else []
+        system.extend(m.content for m in request.messages if m.role == "system")
+        kwargs: dict[str, Any] = {
+            "modelId": self.config.model,
+            "messages": [
+                {"role": m.role, "content": [{"text": m.content}]}
+                for m in request.messages
+                if m.role != "system"
+            ],
+        }
+        if system:
+            kwargs["system"] = [{"text": text} for text in system]
+        inference: dict[str, Any] = {}
+        if request.max_tokens is not None:
+            inference["maxTokens"] = request.max_tokens
+        if request.temperature is not None:
+            inference["temperature"] = request.temperature
+        inference.update(dict(opts.get("inferenceConfig", {})))
+        if inference:
+            kwargs["inferenceConfig"] = inference
+        kwargs.update({k: v for k, v in opts.items() if k not in _TRANSPORT_OPTIONS})
+        return kwargs
+
+    def parse_response(self, raw: Mapping[str, Any]) -> UnifiedResponse:
+        """Map a ``converse`` result; raises ``MalformedResponseError`` on any other shape."""
+        try:
+            blocks = raw["output"]["message"]["content"]
+            if not isinstance(blocks, list):
+                raise TypeError("output.message.content is not a list")
+            texts: list[str] = []
+            for block in blocks:
+                if "text" in block:
+                    if not isinstance(block["text"], str):
+                        raise TypeError("output.message.content[].text is not a string")
+                    texts.append(block["text"])
+            usage = raw.get("usage") or {}
+            prompt = int(usage.get("inputTokens", 0))
+            completion = int(usage.get("outputTokens", 0))
+            return UnifiedResponse(
+                content="".join(texts),
+                model=self.config.model,
+                provider=self.name,
+                usage=Usage(
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    total_tokens=int(usage.get("totalTokens", prompt + completion)),
+                ),
+                finish_reason=raw.get("stopReason"),
+            )
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise MalformedResponseError(
+                f"unexpected response shape ({type(exc).__name__}: {exc})"[:300],
+                provider=self.name,
+            ) from None
+
+    # -- I/O -------------------------------------------------------------------------------
+
+    def complete(self, request: ChatRequest, *, timeout: float) -> UnifiedResponse:
+        kwargs = self.build_request(request)
+        started = time.perf_counter()
+        with self._botocore_errors():
+            raw = self._client(timeout).converse(**kwargs)
+        result = self.parse_response(raw)
+        result.metadata.setdefault("provider_latency_ms", (time.perf_counter() - started) * 1000)
+        return result
+
+    async def acomplete(self, request: ChatRequest, *, timeout: float) -> UnifiedResponse:
+        # boto3 is blocking; its own read/connect timeouts bound how long the thread runs.
+        return await asyncio.to_thread(self.complete, request, timeout=timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
+            client.close()
+
+    def _client(self, timeout: float) -> BedrockRuntimeClient:
+        key = max(0.1, round(timeout, 1))
+        with self._lock:
+            client = self._clients.get(key)
+            if client is not None:
+                self._clients.move_to_end(key)
+                return client
+            # Creating clients from one session is not thread-safe: keep it under the lock.
+            client = self._new_client(key)
+            self._clients[key] = client
+            evicted = self._clients.popitem(last=False)[1] if len(self._clients) > _MAX_CLIENTS else None
+        if evicted is not None:
+            evicted.close()  # in-flight calls keep their connection; idle ones are closed
+        return client
+
+    def _new_client(self, timeout: float) -> BedrockRuntimeClient:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ConfigError(
+                f"provider {self.name!r} is a Bedrock provider: install boto3 "
+                "(pip install 'flexiai[aws]')"
+            ) from exc
+        opts = self.config.options
+        if self._session is None:
+            self._session = boto3.session.Session(profile_name=opts.get("profile"))
+        config = Config(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=20,
+            user_agent_extra="flexiai",
+        )
+        return self._session.client(
+            "bedrock-runtime",
+            region_name=opts.get("region") or os.environ.get("AWS_REGION") or None,
+            endpoint_url=self.config.base_url,
+            config=config,
+        )
+
+    @contextmanager
+    def _botocore_errors(self) -> Iterator[None]:
+        """Every botocore failure becomes a ``ProviderError``, chained to the original."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectTimeoutError,
+            NoCredentialsError,
+            NoRegionError,
+            ParamValidationError,
+            PartialCredentialsError,
+            ReadTimeoutError,
+        )
+        from botocore.parsers import ResponseParserError
+
+        try:
+            yield
+        except ClientError as exc:
+            raise self._from_client_error(exc.response) from exc
+        except (ReadTimeoutError, ConnectTimeoutError) as exc:
+            raise ProviderTimeout(f"timed out ({type(exc).__name__})", provider=self.name) from exc
+        except (NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
+            raise ProviderAuthError(
+                f"cannot sign requests ({type(exc).__name__})", provider=self.name
+            ) from exc
+        except ParamValidationError as exc:
+            raise InvalidRequestError(str(exc)[:300], provider=self.name) from exc
+        except ResponseParserError as exc:
+            raise MalformedResponseError(
+                f"unreadable response ({type(exc).__name__})", provider=self.name
+            ) from exc
+        except BotoCoreError as exc:
+            # EndpointConnectionError, ConnectionClosedError and the other transport errors.
+            raise ProviderConnectionError(
+                f"transport error ({type(exc).__name__})", provider=self.name
+            ) from exc
+
+    def _from_client_error(self, response: Mapping[str, Any]) -> ProviderError:
+        error = response.get("Error") or {}
+        meta = response.get("ResponseMetadata") or {}
+        code = str(error.get("Code") or "")
+        status = meta.get("HTTPStatusCode")
+        message = f"{code}: {error.get('Message') or 'no error message'}"[:300]
+        if code in _RATE_LIMITED or (not code and status == 429):
+            headers = meta.get("HTTPHeaders") or {}
+            return RateLimited(
+                message,
+                provider=self.name,
+                status_code=status,
+                retry_after=parse_retry_after(headers.get("retry-after")),
+            )
+        if code in _AUTH or status in (401, 403):
+            return ProviderAuthError(message, provider=self.name, status_code=status)
+        if code in _TIMEOUT or status == 408:
+            return ProviderTimeout(message, provider=self.name, status_code=status)
+        if code in _SERVER or (isinstance(status, int) and status >= 500):
+            return ProviderServerError(message, provider=self.name, status_code=status)
+        if code in _INVALID or status in (400, 404, 409, 413, 422):
+            return InvalidRequestError(message, provider=self.name, status_code=status)
+        if status == 429:
+            return RateLimited(message, provider=self.name, status_code=status)
+        return ProviderServerError(
+            f"unexpected error: {message}"[:300], provider=self.name, status_code=status
+        )

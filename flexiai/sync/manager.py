@@ -1,0 +1,189 @@
+"""``StateSyncManager``: one worker's link to the shared breaker store.
+
+It owns the rules every backend shares:
+
+* **fail open**: any store failure falls back, within that one call, to a local memory
+  store seeded with the last known state; Redis is then left alone for
+  ``reconnect_backoff`` seconds instead of costing a timeout on every request;
+* **resync**: after a (re)connection, and whenever a snapshot is older than
+  ``snapshot_max_age`` in snapshot mode, every breaker's view is replaced by the store's;
+* **events**: remote events are applied to the matching breaker if they are newer.
+
+Logs say "falling back" and "reconnected" once per outage, never once per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Literal
+
+from flexiai._clock import Clock, SystemClock
+from flexiai.circuit_breaker._machine import Op, Policy, Transition
+from flexiai.exceptions import StateStoreError
+from flexiai.sync.backends.base import SyncBackend
+from flexiai.sync.backends.memory import MemorySyncBackend
+from flexiai.sync.events import SyncEvent
+
+if TYPE_CHECKING:
+    from flexiai.circuit_breaker._breaker import CircuitBreaker
+
+__all__ = ["StateSyncManager", "generate_worker_id"]
+
+logger = logging.getLogger("flexiai.sync.manager")
+
+SyncMode = Literal["pubsub", "snapshot"]
+
+
+def generate_worker_id() -> str:
+    """hostname-pid-random: unique per process, readable in ``flexiai status``."""
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class StateSyncManager:
+    def __init__(
+        self,
+        backend: SyncBackend,
+        *,
+        worker_id: str | None = None,
+        mode: SyncMode = "pubsub",
+        snapshot_max_age: float = 1.0,
+        reconnect_backoff: float = 5.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.backend = backend
+        self.worker_id = worker_id or generate_worker_id()
+        self.mode: SyncMode = mode
+        self._clock = clock or SystemClock()
+        self._snapshot_max_age = snapshot_max_age
+        self._reconnect_backoff = reconnect_backoff
+        self._fallback = MemorySyncBackend(clock=self._clock)
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._lock = threading.Lock()
+        self._degraded_until: float | None = None
+        self._snapshot_at: float | None = None
+        self._subscribed = False
+        self._closed = False
+        self.fallbacks = 0
+        self.reconnects = 0
+
+    # -- wiring ------------------------------------------------------------------------
+    def attach(self, breakers: Iterable[CircuitBreaker]) -> None:
+        for breaker in breakers:
+            self._breakers[breaker.provider] = breaker
+
+    @property
+    def shared(self) -> bool:
+        return self.backend.shared and not self.degraded
+
+    @property
+    def degraded(self) -> bool:
+        return self._degraded_until is not None
+
+    # -- the request path --------------------------------------------------------------
+    def before_request(self) -> None:
+        """Bring the breakers' views up to date: cheap when nothing is due."""
+        if self._closed:
+            return
+        now = self._clock.monotonic()
+        if self._degraded_until is not None:
+            if now < self._degraded_until:
+                return
+            self._try_reconnect()
+            return
+        if self.mode == "pubsub":
+            if not self._subscribed:
+                self._start_subscriber()
+        elif self._snapshot_at is None or now - self._snapshot_at >= self._snapshot_max_age:
+            self.refresh()
+
+    def refresh(self) -> bool:
+        """Read every provider's shared state in one round trip. False if the store failed."""
+        try:
+            snapshot = self.backend.load(list(self._breakers))
+        except StateStoreError as exc:
+            self._degrade(exc)
+            return False
+        self._snapshot_at = self._clock.monotonic()
+        if self._degraded_until is not None:
+            with self._lock:
+                self._degraded_until = None
+                self.reconnects += 1
+            logger.warning(
+                "shared breaker store %s reconnected; state resynced", self.backend.describe()
+            )
+        for name, record in snapshot.records.items():
+            breaker = self._breakers.get(name)
+            if breaker is not None:
+                breaker.apply_snapshot(record, snapshot.now)
+        return True
+
+    def transition(
+        self, provider: str, op: Op, policy: Policy, *, open_for: float | None = None
+    ) -> Transition:
+        if self._degraded_until is None:
+            try:
+                return self.backend.transition(
+                    provider, op, policy, self.worker_id, open_for=open_for
+                )
+            except StateStoreError as exc:
+                self._degrade(exc)
+        return self._fallback.transition(provider, op, policy, self.worker_id, open_for=open_for)
+
+    # -- events and connections --------------------------------------------------------
+    def _start_subscriber(self) -> None:
+        try:
+            self.backend.subscribe(self._on_event, self._on_connect)
+        except StateStoreError as exc:
+            self._degrade(exc)
+            return
+        self._subscribed = True
+
+    def _on_connect(self) -> None:
+        """Called by the backend after every (re)connection of its subscriber."""
+        self.refresh()
+
+    def _on_event(self, event: SyncEvent) -> None:
+        breaker = self._breakers.get(event.provider)
+        if breaker is not None:
+            breaker.apply_remote(event.record, event.timestamp)
+
+    def _degrade(self, exc: BaseException) -> None:
+        with self._lock:
+            first = self._degraded_until is None
+            self._degraded_until = self._clock.monotonic() + self._reconnect_backoff
+            if first:
+                self.fallbacks += 1
+                self._fallback.seed({n: b.record for n, b in self._breakers.items()})
+        if first:
+            logger.warning(
+                "shared breaker store %s unavailable (%s); falling back to local breakers, "
+                "retrying in %.1fs",
+                self.backend.describe(),
+                type(exc.__cause__ or exc).__name__,
+                self._reconnect_backoff,
+            )
+
+    def _try_reconnect(self) -> None:
+        if self.refresh() and self.mode == "pubsub" and not self._subscribed:
+            self._start_subscriber()
+
+    # -- health and lifecycle ----------------------------------------------------------
+    def health_check(self) -> bool:
+        return not self.degraded and self.backend.health_check()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.backend.close()
+            self._fallback.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"StateSyncManager(worker_id={self.worker_id!r}, backend={self.backend.describe()!r}, "
+            f"mode={self.mode!r}, degraded={self.degraded})"
+        )

@@ -265,6 +265,12 @@ class FlexiAI:
             }
         return status
 
+    def refresh_breakers(self) -> bool:
+        """Read every provider's shared state now (one round trip); the Lambda middleware
+        calls this when an invocation starts. False if the store is unreachable, in which
+        case local breakers are used, as on any store failure."""
+        return self._state.refresh()
+
     def reset_circuit_breakers(self, provider: str | None = None) -> None:
         """Close the breaker of ``provider`` (or every one) for the whole fleet."""
         if provider is not None and provider not in self._breakers:

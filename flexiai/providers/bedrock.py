@@ -58,22 +58,24 @@ __all__ = ["BedrockProvider"]
 _TRANSPORT_OPTIONS = {"region", "profile", "inferenceConfig"}
 _MAX_CLIENTS = 8
 
-_RATE_LIMITED = {"ThrottlingException", "TooManyRequestsException", "ServiceQuotaExceededException"}
-_AUTH = {
-    "AccessDeniedException",
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "ExpiredTokenException",
-    "InvalidClientTokenId",
-    "MissingAuthenticationTokenException",
-}
-_INVALID = {"ValidationException", "ResourceNotFoundException"}
-_TIMEOUT = {"ModelTimeoutException"}
-_SERVER = {
-    "InternalServerException",
-    "ServiceUnavailableException",
-    "ModelNotReadyException",
-    "ModelErrorException",
+#: Bedrock's error codes; an unknown code is classified by its HTTP status like the others.
+_BY_CODE: dict[str, type[ProviderError]] = {
+    "ThrottlingException": RateLimited,
+    "TooManyRequestsException": RateLimited,
+    "ServiceQuotaExceededException": RateLimited,
+    "AccessDeniedException": ProviderAuthError,
+    "UnrecognizedClientException": ProviderAuthError,
+    "InvalidSignatureException": ProviderAuthError,
+    "ExpiredTokenException": ProviderAuthError,
+    "InvalidClientTokenId": ProviderAuthError,
+    "MissingAuthenticationTokenException": ProviderAuthError,
+    "ValidationException": InvalidRequestError,
+    "ResourceNotFoundException": InvalidRequestError,
+    "ModelTimeoutException": ProviderTimeout,
+    "InternalServerException": ProviderServerError,
+    "ServiceUnavailableException": ProviderServerError,
+    "ModelNotReadyException": ProviderServerError,
+    "ModelErrorException": ProviderServerError,
 }
 
 
@@ -176,7 +178,9 @@ class BedrockProvider(Provider):
             # Creating clients from one session is not thread-safe: keep it under the lock.
             client = self._new_client(key)
             self._clients[key] = client
-            evicted = self._clients.popitem(last=False)[1] if len(self._clients) > _MAX_CLIENTS else None
+            evicted = None
+            if len(self._clients) > _MAX_CLIENTS:
+                evicted = self._clients.popitem(last=False)[1]
         if evicted is not None:
             evicted.close()  # in-flight calls keep their connection; idle ones are closed
         return client
@@ -249,8 +253,10 @@ class BedrockProvider(Provider):
         meta = response.get("ResponseMetadata") or {}
         code = str(error.get("Code") or "")
         status = meta.get("HTTPStatusCode")
-        message = f"{code}: {error.get('Message') or 'no error message'}"[:300]
-        if code in _RATE_LIMITED or (not code and status == 429):
+        status = status if isinstance(status, int) else None
+        message = f"{code or 'error'}: {error.get('Message') or 'no error message'}"[:300]
+        kind = _BY_CODE.get(code) or _kind_for_status(status)
+        if kind is RateLimited:
             headers = meta.get("HTTPHeaders") or {}
             return RateLimited(
                 message,
@@ -258,16 +264,17 @@ class BedrockProvider(Provider):
                 status_code=status,
                 retry_after=parse_retry_after(headers.get("retry-after")),
             )
-        if code in _AUTH or status in (401, 403):
-            return ProviderAuthError(message, provider=self.name, status_code=status)
-        if code in _TIMEOUT or status == 408:
-            return ProviderTimeout(message, provider=self.name, status_code=status)
-        if code in _SERVER or (isinstance(status, int) and status >= 500):
-            return ProviderServerError(message, provider=self.name, status_code=status)
-        if code in _INVALID or status in (400, 404, 409, 413, 422):
-            return InvalidRequestError(message, provider=self.name, status_code=status)
-        if status == 429:
-            return RateLimited(message, provider=self.name, status_code=status)
-        return ProviderServerError(
-            f"unexpected error: {message}"[:300], provider=self.name, status_code=status
-        )
+        return kind(message, provider=self.name, status_code=status)
+
+
+def _kind_for_status(status: int | None) -> type[ProviderError]:
+    """The same status rules as ``HttpProvider._classify``."""
+    if status == 429:
+        return RateLimited
+    if status in (401, 403):
+        return ProviderAuthError
+    if status in (400, 404, 409, 413, 422):
+        return InvalidRequestError
+    if status == 408:
+        return ProviderTimeout
+    return ProviderServerError

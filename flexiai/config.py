@@ -118,8 +118,8 @@ def load_config(
             continue
         raise ConfigError(f"{name}: unknown flexiai environment variable{_suggest(name)}")
 
+    ordered = sorted(providers)
     if providers:
-        ordered = sorted(providers)
         data["providers"] = [providers[i] for i in ordered]
         # pydantic reports list positions; map them back to the N in the variable names
         origin = {
@@ -135,7 +135,7 @@ def load_config(
     try:
         return FlexiAIConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, origin)) from None
+        raise ConfigError(_describe(exc, origin, ordered)) from None
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -164,7 +164,9 @@ def _read_file(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def _describe(exc: ValidationError, origin: dict[tuple[Any, ...], str]) -> str:
+def _describe(
+    exc: ValidationError, origin: dict[tuple[Any, ...], str], provider_numbers: list[int]
+) -> str:
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
         loc = tuple(error["loc"])
@@ -173,6 +175,11 @@ def _describe(exc: ValidationError, origin: dict[tuple[Any, ...], str]) -> str:
             name = origin.get(loc[:length])
             if name:
                 break
+        if name is None and len(loc) >= 2 and loc[0] == "providers" and provider_numbers:
+            # a required field nobody set, or a rule across fields: name the variables
+            number = provider_numbers[int(loc[1])]
+            field = f"_{str(loc[2]).upper()}" if len(loc) >= 3 else "_*"
+            name = f"{PREFIX}PROVIDER_{number}{field}"
         where = name or ".".join(str(part) for part in loc) or "config"
         lines.append(f"{where}: {error['msg']}")
     return "invalid flexiai configuration: " + "; ".join(lines)

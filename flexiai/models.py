@@ -179,6 +179,7 @@ class SyncConfig(_Model):
     redis_cluster: bool = False
     redis_sentinels: list[str] = Field(default_factory=list)
     redis_sentinel_service: str | None = None
+    redis_sentinel_password: SecretStr | None = None
     redis_iam_auth: bool = False
     redis_iam_cache_name: str | None = None
     redis_iam_region: str | None = None

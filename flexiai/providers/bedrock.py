@@ -152,7 +152,9 @@ class BedrockProvider(Provider):
         kwargs = self.build_request(request)
         started = time.perf_counter()
         with self._botocore_errors():
-            raw = self._client(timeout).converse(**kwargs)
+            client = self._client(timeout)
+        with self._botocore_errors(response=True):
+            raw = client.converse(**kwargs)
         result = self.parse_response(raw)
         result.metadata.setdefault("provider_latency_ms", (time.perf_counter() - started) * 1000)
         return result
@@ -190,10 +192,7 @@ class BedrockProvider(Provider):
             import boto3
             from botocore.config import Config
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ConfigError(
-                f"provider {self.name!r} is a Bedrock provider: install boto3 "
-                "(pip install 'flexiai[aws]')"
-            ) from exc
+            raise self._missing_boto() from exc
         opts = self.config.options
         if self._session is None:
             self._session = boto3.session.Session(profile_name=opts.get("profile"))
@@ -211,20 +210,34 @@ class BedrockProvider(Provider):
             config=config,
         )
 
-    @contextmanager
-    def _botocore_errors(self) -> Iterator[None]:
-        """Every botocore failure becomes a ``ProviderError``, chained to the original."""
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            ConnectTimeoutError,
-            NoCredentialsError,
-            NoRegionError,
-            ParamValidationError,
-            PartialCredentialsError,
-            ReadTimeoutError,
+    def _missing_boto(self) -> ConfigError:
+        return ConfigError(
+            f"provider {self.name!r} is a Bedrock provider: install boto3 "
+            "(pip install 'flexiai[aws]')"
         )
-        from botocore.parsers import ResponseParserError
+
+    @contextmanager
+    def _botocore_errors(self, *, response: bool = False) -> Iterator[None]:
+        """Every botocore failure becomes a ``ProviderError``, chained to the original.
+
+        With ``response=True`` (around the call itself) plain ``TypeError``/``AttributeError``
+        and the like count as an unreadable response too: botocore's parser raises them when a
+        2xx body does not fit the service model (a string where a list belongs).
+        """
+        try:
+            from botocore.exceptions import (
+                BotoCoreError,
+                ClientError,
+                ConnectTimeoutError,
+                NoCredentialsError,
+                NoRegionError,
+                ParamValidationError,
+                PartialCredentialsError,
+                ReadTimeoutError,
+            )
+            from botocore.parsers import ResponseParserError
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise self._missing_boto() from exc
 
         try:
             yield
@@ -246,6 +259,12 @@ class BedrockProvider(Provider):
             # EndpointConnectionError, ConnectionClosedError and the other transport errors.
             raise ProviderConnectionError(
                 f"transport error ({type(exc).__name__})", provider=self.name
+            ) from exc
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            if not response:
+                raise
+            raise MalformedResponseError(
+                f"unreadable response ({type(exc).__name__})", provider=self.name
             ) from exc
 
     def _from_client_error(self, response: Mapping[str, Any]) -> ProviderError:

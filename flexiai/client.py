@@ -128,11 +128,13 @@ class FlexiAI:
         }
         self._state.attach(self._breakers.values())
         if sync.enabled:
-            logger.info(
-                "Sync manager initialized (backend: %s, mode: %s, worker: %s)",
-                backend.name,
+            # The guide documents this exact line; the details follow on a second one.
+            logger.info("Sync manager initialized (backend: %s)", backend.name)
+            logger.debug(
+                "sync mode %s, worker %s, store %s",
                 self._state.mode,
                 self._state.worker_id,
+                backend.describe(),
             )
 
     def _build_backend(self) -> SyncBackend:

@@ -169,13 +169,12 @@ class CircuitBreaker:
             self._view = record
         if old.state is not record.state:
             change = StateChange(self.provider, old.state, record.state, record, remote)
+            verb = {"OPEN": "opened", "CLOSED": "closed", "HALF_OPEN": "half-open"}
             logger.info(
-                "circuit %s for provider %s (%s)",
-                {"OPEN": "opened", "CLOSED": "closed", "HALF_OPEN": "half-open"}[
-                    record.state.value
-                ],
+                "Circuit %s for provider %s%s",
+                verb[record.state.value],
                 self.provider,
-                "remote" if remote else "local",
+                " (remote)" if remote else "",
             )
             if self._on_change is not None:
                 try:

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
 from flexiai._clock import Clock, SystemClock
-from flexiai.circuit_breaker._machine import Op, Policy, Transition
+from flexiai.circuit_breaker._machine import EventType, Op, Policy, Transition
 from flexiai.exceptions import StateStoreError
 from flexiai.sync.backends.base import SyncBackend
 from flexiai.sync.backends.memory import MemorySyncBackend
@@ -37,6 +37,7 @@ __all__ = ["StateSyncManager", "generate_worker_id"]
 logger = logging.getLogger("flexiai.sync.manager")
 
 SyncMode = Literal["pubsub", "snapshot"]
+_BROADCAST = (EventType.OPENED, EventType.CLOSED, EventType.HALF_OPEN)
 
 
 def generate_worker_id() -> str:
@@ -127,11 +128,15 @@ class StateSyncManager:
     ) -> Transition:
         if self._degraded_until is None:
             try:
-                return self.backend.transition(
+                result = self.backend.transition(
                     provider, op, policy, self.worker_id, open_for=open_for
                 )
             except StateStoreError as exc:
                 self._degrade(exc)
+            else:
+                if result.event in _BROADCAST and self.backend.shared:
+                    logger.info("Broadcasting state change: %s %s", provider, result.event)
+                return result
         return self._fallback.transition(provider, op, policy, self.worker_id, open_for=open_for)
 
     # -- events and connections --------------------------------------------------------
@@ -142,6 +147,7 @@ class StateSyncManager:
             self._degrade(exc)
             return
         self._subscribed = True
+        logger.info("Worker %s started", self.worker_id)
 
     def _on_connect(self) -> None:
         """Called by the backend after every (re)connection of its subscriber."""

@@ -1,0 +1,4 @@
+import logging
+
+# FlexiAI logs sync events
+logging.basicConfig(level=logging.INFO)

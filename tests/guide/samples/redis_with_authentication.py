@@ -1,0 +1,11 @@
+sync=SyncConfig(
+    enabled=True,
+    backend="redis",
+    redis_host="redis.example.com",
+    redis_port=6379,
+    redis_db=0,
+    redis_password="your-redis-password",
+    redis_ssl=True,
+    redis_socket_timeout=5.0,
+    redis_socket_connect_timeout=5.0
+)

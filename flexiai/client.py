@@ -334,7 +334,9 @@ class FlexiAI:
     ) -> ChatRequest:
         from flexiai.providers.base import ChatRequest
 
-        parsed = [m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages]
+        parsed = [
+            m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages
+        ]
         if not parsed:
             raise ValueError("messages must not be empty")
         return ChatRequest(parsed, system, temperature, max_tokens, dict(options))

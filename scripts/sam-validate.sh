@@ -6,7 +6,8 @@
 # environment (.venv-sam, gitignored), created here on first use.
 #
 #   scripts/sam-validate.sh            create .venv-sam if missing, then validate
-#   scripts/sam-validate.sh --prepare  only create .venv-sam (for a CI set-up step)
+#   scripts/sam-validate.sh --prepare  only create .venv-sam (for a CI set-up step);
+#                                      --prepare-only is the same
 #
 # Environment: PYTHON (interpreter for the venv, default python3), SAM_VENV (default
 # <repo>/.venv-sam), SAM_CLI_SPEC (pip requirement, default below).
@@ -23,9 +24,11 @@ if [ ! -x "$VENV/bin/sam" ]; then
     "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet "$SAM_CLI_SPEC"
 fi
 
-if [ "${1:-}" = "--prepare" ]; then
-    exit 0
-fi
+case "${1:-}" in
+    --prepare | --prepare-only) exit 0 ;;
+    "") ;;
+    *) echo "usage: $0 [--prepare]" >&2; exit 2 ;;
+esac
 
 # A dummy region: validation is offline, but the CLI insists on knowing one.
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"

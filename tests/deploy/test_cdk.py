@@ -1,0 +1,434 @@
+"""infra/: the CDK constructs synthesize offline and pin the same security and wiring as SAM.
+
+One synthesis serves the module: an app with two stacks, one with IAM auth and three providers,
+one without IAM auth and with OpenAI only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from .cfn_yaml import load_template
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+
+pytestmark = [
+    pytest.mark.cdk,
+    pytest.mark.skipif(shutil.which("node") is None, reason="aws-cdk-lib needs node (jsii)"),
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INFRA = REPO_ROOT / "infra"
+OPENAI_ARN = "arn:aws:secretsmanager:us-east-1:111122223333:secret:openai-AbCdEf"
+ANTHROPIC_ARN = "arn:aws:secretsmanager:us-east-1:111122223333:secret:anthropic-GhIjKl"
+BEDROCK_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
+NETWORK = {
+    "vpcId": "vpc-0123456789abcdef0",
+    "availabilityZones": "us-east-1a,us-east-1b",
+    "privateSubnetIds": "subnet-0aaaaaaaaaaaaaaaa,subnet-0bbbbbbbbbbbbbbbb",
+}
+#: Checks CDK-generated templates trip by design, each with its reason.
+CDK_LINT_IGNORES = [
+    # CDK makes a Lambda function DependsOn its role (and the role's default policy) so the
+    # policy exists before the first invocation; the role is also referenced by GetAtt.
+    "W3005",
+]
+
+
+def _load_app_module() -> ModuleType:
+    if str(INFRA) not in sys.path:
+        sys.path.insert(0, str(INFRA))
+    spec = importlib.util.spec_from_file_location("flexiai_example_app", INFRA / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """{"app": module, "iam"/"no_iam": (stack, Template)} from one synthesis."""
+    pytest.importorskip("aws_cdk", reason="aws-cdk-lib is not installed (the 'cdk' extra)")
+    from aws_cdk import App
+    from aws_cdk.assertions import Template
+
+    work = tmp_path_factory.mktemp("cdk")
+    layer = work / "layer"
+    (layer / "python" / "flexiai").mkdir(parents=True)
+    (layer / "python" / "flexiai" / "__init__.py").write_text("")
+    handlers = work / "handlers"
+    handlers.mkdir()
+    for module in ("generate", "breaker_status"):
+        (handlers / f"{module}.py").write_text("def handler(event, context):\n    return {}\n")
+
+    app_module = _load_app_module()
+    app = App(outdir=str(work / "cdk.out"))
+    common = {**NETWORK, "flexiaiLayerPath": str(layer), "handlersPath": str(handlers)}
+    iam_stack = app_module.stack_from_context(
+        app,
+        {
+            **common,
+            "stackName": "FlexiAIIam",
+            "openaiSecretArn": OPENAI_ARN,
+            "anthropicSecretArn": ANTHROPIC_ARN,
+            "bedrockModelId": BEDROCK_MODEL,
+        },
+    )
+    plain_stack = app_module.stack_from_context(
+        app,
+        {**common, "stackName": "FlexiAIPlain", "openaiSecretArn": OPENAI_ARN, "iamAuth": "false"},
+    )
+    app.synth()
+    return {
+        "app": app_module,
+        "iam": (iam_stack, Template.from_stack(iam_stack)),
+        "no_iam": (plain_stack, Template.from_stack(plain_stack)),
+    }
+
+
+def _json(synthesized: dict[str, Any], key: str) -> dict[str, Any]:
+    return synthesized[key][1].to_json()
+
+
+def _of_type(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
+
+
+def _logical_id(template: dict[str, Any], type_: str, prefix: str) -> str:
+    (found,) = [k for k in _of_type(template, type_) if k.startswith(prefix)]
+    return found
+
+
+def _statements_by_role(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Inline statements per role logical id, from every AWS::IAM::Policy and role policy."""
+    by_role: dict[str, list[dict[str, Any]]] = {}
+    for policy in _of_type(template, "AWS::IAM::Policy").values():
+        for role in policy["Properties"]["Roles"]:
+            by_role.setdefault(role["Ref"], []).extend(
+                policy["Properties"]["PolicyDocument"]["Statement"]
+            )
+    for logical_id, role in _of_type(template, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            by_role.setdefault(logical_id, []).extend(policy["PolicyDocument"]["Statement"])
+    return by_role
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def _function_env(template: dict[str, Any], prefix: str) -> dict[str, Any]:
+    logical_id = _logical_id(template, "AWS::Lambda::Function", prefix)
+    env: dict[str, Any] = template["Resources"][logical_id]["Properties"]["Environment"][
+        "Variables"
+    ]
+    return env
+
+
+def _role_of(template: dict[str, Any], function_prefix: str) -> str:
+    logical_id = _logical_id(template, "AWS::Lambda::Function", function_prefix)
+    role: str = template["Resources"][logical_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+    return role
+
+
+# ----------------------------------------------------------------------------- network
+
+
+@pytest.mark.parametrize("variant", ["iam", "no_iam"])
+def test_store_accepts_valkey_only_from_the_functions_security_group(
+    synthesized: dict[str, Any], variant: str
+) -> None:
+    template = _json(synthesized, variant)
+    store_sg = _logical_id(template, "AWS::EC2::SecurityGroup", "BreakerStoreSecurityGroup")
+    functions_sg = _logical_id(template, "AWS::EC2::SecurityGroup", "FunctionsSecurityGroup")
+    assert "SecurityGroupIngress" not in template["Resources"][store_sg]["Properties"]
+    ingress = [
+        rule["Properties"]
+        for rule in _of_type(template, "AWS::EC2::SecurityGroupIngress").values()
+        if rule["Properties"]["GroupId"] == {"Fn::GetAtt": [store_sg, "GroupId"]}
+    ]
+    assert len(ingress) == 1
+    rule = ingress[0]
+    assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 6379, 6380)
+    assert rule["SourceSecurityGroupId"] == {"Fn::GetAtt": [functions_sg, "GroupId"]}
+
+    egress = template["Resources"][functions_sg]["Properties"]["SecurityGroupEgress"]
+    assert [(e["CidrIp"], e["FromPort"], e["ToPort"]) for e in egress] == [("0.0.0.0/0", 443, 443)]
+    (to_store,) = _of_type(template, "AWS::EC2::SecurityGroupEgress").values()
+    assert to_store["Properties"]["DestinationSecurityGroupId"] == {
+        "Fn::GetAtt": [store_sg, "GroupId"]
+    }
+    assert (to_store["Properties"]["FromPort"], to_store["Properties"]["ToPort"]) == (6379, 6380)
+
+    (cache,) = _of_type(template, "AWS::ElastiCache::ServerlessCache").values()
+    assert cache["Properties"]["Engine"] == "valkey"
+    assert cache["Properties"]["SecurityGroupIds"] == [{"Fn::GetAtt": [store_sg, "GroupId"]}]
+    assert cache["Properties"]["SubnetIds"] == NETWORK["privateSubnetIds"].split(",")
+
+
+# --------------------------------------------------------------------------------- IAM
+
+
+def test_only_generate_reads_secrets_and_only_the_given_arns(synthesized: dict[str, Any]) -> None:
+    for variant, arns in (("iam", {OPENAI_ARN, ANTHROPIC_ARN}), ("no_iam", {OPENAI_ARN})):
+        template = _json(synthesized, variant)
+        generate_role = _role_of(template, "FunctionsGenerate")
+        for role, statements in _statements_by_role(template).items():
+            secret_reads = [
+                s for s in statements if any(a.startswith("secretsmanager:") for a in _actions(s))
+            ]
+            if role != generate_role:
+                assert secret_reads == [], f"{variant}: {role} must not read provider secrets"
+                continue
+            resources = set()
+            for statement in secret_reads:
+                assert set(_actions(statement)) <= {
+                    "secretsmanager:GetSecretValue",
+                    "secretsmanager:DescribeSecret",
+                }
+                resource = statement["Resource"]
+                resources.update([resource] if isinstance(resource, str) else resource)
+            assert resources == arns, variant
+
+
+def test_elasticache_connect_only_with_iam_auth(synthesized: dict[str, Any]) -> None:
+    template = _json(synthesized, "iam")
+    cache = _logical_id(template, "AWS::ElastiCache::ServerlessCache", "BreakerStoreCache")
+    user = _logical_id(template, "AWS::ElastiCache::User", "BreakerStoreAppUser")
+    by_role = _statements_by_role(template)
+    for function in ("FunctionsGenerate", "FunctionsBreakerStatus"):
+        connects = [
+            s for s in by_role[_role_of(template, function)] if "elasticache:Connect" in _actions(s)
+        ]
+        assert len(connects) == 1, function
+        assert connects[0]["Resource"] == [
+            {"Fn::GetAtt": [cache, "ARN"]},
+            {"Fn::GetAtt": [user, "Arn"]},
+        ]
+    users = _of_type(template, "AWS::ElastiCache::User")
+    app_user = users[user]["Properties"]
+    assert app_user["AuthenticationMode"] == {"Type": "iam"}
+    assert app_user["UserId"] == app_user["UserName"]
+    (default_user,) = [
+        u["Properties"] for u in users.values() if u["Properties"]["UserName"] == "default"
+    ]
+    assert default_user["AccessString"].startswith("off ")
+    assert default_user["AuthenticationMode"]["Type"] == "password"
+    (group,) = _of_type(template, "AWS::ElastiCache::UserGroup").values()
+    assert template["Resources"][cache]["Properties"]["UserGroupId"] == {
+        "Ref": next(iter(_of_type(template, "AWS::ElastiCache::UserGroup")))
+    }
+    assert len(group["Properties"]["UserIds"]) == 2
+
+    plain = _json(synthesized, "no_iam")
+    for statements in _statements_by_role(plain).values():
+        assert not [s for s in statements if "elasticache:Connect" in _actions(s)]
+    assert not _of_type(plain, "AWS::ElastiCache::User")
+    assert not _of_type(plain, "AWS::ElastiCache::UserGroup")
+    (plain_cache,) = _of_type(plain, "AWS::ElastiCache::ServerlessCache").values()
+    assert "UserGroupId" not in plain_cache["Properties"]
+
+
+def test_bedrock_is_invokable_only_by_generate_and_only_for_its_model(
+    synthesized: dict[str, Any],
+) -> None:
+    template = _json(synthesized, "iam")
+    generate_role = _role_of(template, "FunctionsGenerate")
+    for role, statements in _statements_by_role(template).items():
+        bedrock = [s for s in statements if any(a.startswith("bedrock:") for a in _actions(s))]
+        if role != generate_role:
+            assert bedrock == []
+            continue
+        (statement,) = bedrock
+        assert _actions(statement) == ["bedrock:InvokeModel"]
+        assert json.dumps(statement["Resource"]).endswith(
+            f'::foundation-model/{BEDROCK_MODEL}"]]}}'
+        )
+
+
+# --------------------------------------------------------------------------- functions
+
+
+def test_functions_environment(synthesized: dict[str, Any]) -> None:
+    template = _json(synthesized, "iam")
+    cache = _logical_id(template, "AWS::ElastiCache::ServerlessCache", "BreakerStoreCache")
+    generate = _function_env(template, "FunctionsGenerate")
+    assert generate == _function_env(template, "FunctionsBreakerStatus")
+    user_id = _of_type(template, "AWS::ElastiCache::User")[
+        _logical_id(template, "AWS::ElastiCache::User", "BreakerStoreAppUser")
+    ]["Properties"]["UserId"]
+    expected = {
+        "POWERTOOLS_SERVICE_NAME": "flexiai",
+        "POWERTOOLS_METRICS_NAMESPACE": "FlexiAI",
+        "FLEXIAI_SYNC_ENABLED": "true",
+        "FLEXIAI_SYNC_BACKEND": "redis",
+        "FLEXIAI_SYNC_MODE": "snapshot",
+        "FLEXIAI_SYNC_REDIS_HOST": {"Fn::GetAtt": [cache, "Endpoint.Address"]},
+        "FLEXIAI_SYNC_REDIS_PORT": {"Fn::GetAtt": [cache, "Endpoint.Port"]},
+        "FLEXIAI_SYNC_REDIS_SSL": "true",
+        "FLEXIAI_SYNC_REDIS_CLUSTER": "true",
+        "FLEXIAI_SYNC_REDIS_IAM_AUTH": "true",
+        "FLEXIAI_SYNC_REDIS_USERNAME": user_id,
+        "FLEXIAI_SYNC_REDIS_IAM_CACHE_NAME": template["Resources"][cache]["Properties"][
+            "ServerlessCacheName"
+        ],
+        "FLEXIAI_SYNC_KEY_PREFIX": "flexiai",
+        "FLEXIAI_SYNC_STATE_TTL": "300",
+        "FLEXIAI_PROVIDER_1_NAME": "openai",
+        "FLEXIAI_PROVIDER_1_API_KEY": f"secretsmanager:{OPENAI_ARN}#api_key",
+        "FLEXIAI_PROVIDER_1_PRIORITY": "1",
+        "FLEXIAI_PROVIDER_2_NAME": "anthropic",
+        "FLEXIAI_PROVIDER_2_API_KEY": f"secretsmanager:{ANTHROPIC_ARN}#api_key",
+        "FLEXIAI_PROVIDER_3_NAME": "bedrock",
+        "FLEXIAI_PROVIDER_3_MODEL": BEDROCK_MODEL,
+        "FLEXIAI_LAMBDA_SAFETY_MARGIN_MS": "1000",
+    }
+    assert {k: generate.get(k) for k in expected} == expected
+    assert "FLEXIAI_PROVIDER_3_API_KEY" not in generate
+
+    plain = _function_env(_json(synthesized, "no_iam"), "FunctionsGenerate")
+    assert plain["FLEXIAI_SYNC_REDIS_IAM_AUTH"] == "false"
+    assert "FLEXIAI_SYNC_REDIS_USERNAME" not in plain
+    assert not [k for k in plain if k.startswith("FLEXIAI_PROVIDER_2_")]
+
+
+def test_cdk_sets_the_same_variables_as_the_sam_template(synthesized: dict[str, Any]) -> None:
+    """Both routes configure the library identically (the SAM drift test covers the names)."""
+    sam = load_template(REPO_ROOT / "template.yaml")
+    sam_names = set(sam["Globals"]["Function"]["Environment"]["Variables"])
+    cdk_names = set(_function_env(_json(synthesized, "iam"), "FunctionsGenerate"))
+    assert cdk_names == sam_names
+
+
+def test_functions_run_python312_in_the_vpc_with_powertools_from_ssm(
+    synthesized: dict[str, Any],
+) -> None:
+    template = _json(synthesized, "iam")
+    (powertools,) = [
+        name
+        for name, parameter in template["Parameters"].items()
+        if parameter["Type"] == "AWS::SSM::Parameter::Value<String>"
+        and parameter["Default"] == "/aws/service/powertools/python/x86_64/python3.12/latest"
+    ]
+    layer = _logical_id(template, "AWS::Lambda::LayerVersion", "FunctionsFlexiAILayer")
+    functions = _of_type(template, "AWS::Lambda::Function")
+    assert len(functions) == 2
+    for fn in functions.values():
+        props = fn["Properties"]
+        assert props["Runtime"] == "python3.12"
+        assert props["Architectures"] == ["x86_64"]
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert props["Layers"] == [{"Ref": powertools}, {"Ref": layer}]
+        assert props["VpcConfig"]["SubnetIds"] == NETWORK["privateSubnetIds"].split(",")
+    handlers = sorted(fn["Properties"]["Handler"] for fn in functions.values())
+    assert handlers == ["breaker_status.handler", "generate.handler"]
+    generate = functions[_logical_id(template, "AWS::Lambda::Function", "FunctionsGenerate")]
+    assert generate["Properties"]["Timeout"] <= 29
+
+
+def test_alarm_on_circuit_opened(synthesized: dict[str, Any]) -> None:
+    synthesized["iam"][1].has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "FlexiAI",
+            "MetricName": "CircuitOpened",
+            "Dimensions": [{"Name": "service", "Value": "flexiai"}],
+            "Statistic": "Sum",
+            "Period": 300,
+            "Threshold": 1,
+            "EvaluationPeriods": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+        },
+    )
+
+
+def test_http_api_routes_require_iam(synthesized: dict[str, Any]) -> None:
+    template = _json(synthesized, "iam")
+    routes = {
+        r["Properties"]["RouteKey"]: r["Properties"]
+        for r in _of_type(template, "AWS::ApiGatewayV2::Route").values()
+    }
+    assert set(routes) == {"POST /generate", "GET /breakers"}
+    assert {r["AuthorizationType"] for r in routes.values()} == {"AWS_IAM"}
+
+
+# ------------------------------------------------------------------------------ lint
+
+
+@pytest.mark.parametrize("variant", ["iam", "no_iam"])
+def test_cfn_lint_passes_on_the_synthesized_template(
+    synthesized: dict[str, Any], variant: str
+) -> None:
+    from cfnlint.api import ManualArgs, lint
+
+    matches = lint(
+        json.dumps(_json(synthesized, variant)),
+        config=ManualArgs(regions=["us-east-1"], ignore_checks=CDK_LINT_IGNORES),
+    )
+    assert [str(m) for m in matches] == []
+
+
+# -------------------------------------------------------------------- construct checks
+
+
+def test_store_rejects_names_its_user_ids_or_key_patterns_cannot_hold(
+    synthesized: dict[str, Any],
+) -> None:
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_ec2 as ec2
+    from flexiai_infra import BreakerStore
+
+    stack = Stack(App(), "Names")
+    vpc = ec2.Vpc.from_vpc_attributes(
+        stack,
+        "Vpc",
+        vpc_id=NETWORK["vpcId"],
+        availability_zones=NETWORK["availabilityZones"].split(","),
+        private_subnet_ids=NETWORK["privateSubnetIds"].split(","),
+    )
+    with pytest.raises(ValueError, match="cache_name"):
+        BreakerStore(stack, "Store", vpc=vpc, cache_name="x" * 31)
+    with pytest.raises(ValueError, match="cache_name"):
+        BreakerStore(stack, "Store2", vpc=vpc, cache_name="Upper")
+    with pytest.raises(ValueError, match="key_prefix"):
+        BreakerStore(stack, "Store3", vpc=vpc, cache_name="ok", key_prefix="{tagged}")
+
+
+def test_functions_refuse_to_guess_where_the_layer_is(
+    synthesized: dict[str, Any], tmp_path: Path
+) -> None:
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_ec2 as ec2
+    from flexiai_infra import BreakerStore, FlexiAIFunctions, ProviderSpec
+
+    stack = Stack(App(), "Layer")
+    vpc = ec2.Vpc.from_vpc_attributes(
+        stack,
+        "Vpc",
+        vpc_id=NETWORK["vpcId"],
+        availability_zones=NETWORK["availabilityZones"].split(","),
+        private_subnet_ids=NETWORK["privateSubnetIds"].split(","),
+    )
+    store = BreakerStore(stack, "Store", vpc=vpc)
+    with pytest.raises(ValueError, match="make -C layer build-FlexiAILayer"):
+        FlexiAIFunctions(
+            stack,
+            "Functions",
+            vpc=vpc,
+            store=store,
+            providers=[ProviderSpec(name="bedrock", model=BEDROCK_MODEL)],
+            handlers_path=tmp_path,
+            flexiai_layer_path=tmp_path / "missing",
+        )

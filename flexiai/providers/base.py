@@ -177,7 +177,7 @@ class HttpProvider(Provider):
             raise
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedResponseError(
-                f"unexpected response shape ({type(exc).__name__}: {exc})"[:300],
+                self._redact(f"unexpected response shape ({type(exc).__name__}: {exc})"[:300]),
                 provider=self.name,
                 status_code=response.status_code,
             ) from None

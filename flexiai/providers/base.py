@@ -3,7 +3,8 @@
 HTTP adapters are sans-I/O: ``build_request`` and ``parse_response`` are pure, and
 ``HttpProvider`` sends the request through the client's shared httpx pool, once for the
 sync API and once for the async one. Every transport and status error becomes a typed
-``ProviderError`` in exactly one place, ``HttpProvider._classify``.
+``ProviderError`` in exactly one place, ``HttpProvider.classify_error``, which an adapter
+may extend (Gemini does).
 """
 
 from __future__ import annotations
@@ -167,10 +168,11 @@ class HttpProvider(Provider):
         except (ValueError, UnicodeDecodeError):
             body = None
         if response.status_code >= 300 or response.status_code < 200:
-            raise self._classify(response, body)
+            raise self.classify_error(response, body)
         if body is None:
-            raise MalformedResponseError("response body is not JSON", provider=self.name,
-                                         status_code=response.status_code)
+            raise MalformedResponseError(
+                "response body is not JSON", provider=self.name, status_code=response.status_code
+            )
         try:
             result = self.parse_body(body)
         except MalformedResponseError:
@@ -184,7 +186,7 @@ class HttpProvider(Provider):
         result.metadata.setdefault("provider_latency_ms", (time.perf_counter() - started) * 1000)
         return result
 
-    def _classify(self, response: httpx.Response, body: Any) -> ProviderError:
+    def classify_error(self, response: httpx.Response, body: Any) -> ProviderError:
         status = response.status_code
         message = self._redact(self.error_message(body))
         if status == 429:
@@ -201,8 +203,9 @@ class HttpProvider(Provider):
             return ProviderTimeout(message, provider=self.name, status_code=status)
         if status >= 500:
             return ProviderServerError(message, provider=self.name, status_code=status)
-        return ProviderServerError(f"unexpected status: {message}", provider=self.name,
-                                   status_code=status)
+        return ProviderServerError(
+            f"unexpected status: {message}", provider=self.name, status_code=status
+        )
 
 
 def dumps_compact(value: Any) -> str:

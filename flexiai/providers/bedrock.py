@@ -287,7 +287,7 @@ class BedrockProvider(Provider):
 
 
 def _kind_for_status(status: int | None) -> type[ProviderError]:
-    """The same status rules as ``HttpProvider._classify``."""
+    """The same status rules as ``HttpProvider.classify_error``."""
     if status == 429:
         return RateLimited
     if status in (401, 403):

@@ -138,8 +138,8 @@ class GeminiProvider(HttpProvider):
             finish_reason=finish,
         )
 
-    def _classify(self, response: httpx.Response, body: Any) -> ProviderError:
-        error = super()._classify(response, body)
+    def classify_error(self, response: httpx.Response, body: Any) -> ProviderError:
+        error = super().classify_error(response, body)
         details = _error_details(body)
         if isinstance(error, InvalidRequestError) and any(
             d.get("reason") in _AUTH_REASONS for d in details

@@ -1,0 +1,467 @@
+"""The fleet-wide breaker store: one hash per provider in Redis, Valkey or ElastiCache.
+
+    {prefix}:state:{provider}     hash, BreakerRecord.to_fields() layout, TTL state_ttl
+    {channel}                     pub/sub, one flexiai.sync.events JSON message per event
+
+Every operation is one Lua script run with EVALSHA: ``lua/breaker.lua`` applies
+``circuit_breaker._machine`` atomically with the server's clock, writes the record and
+publishes the event; ``lua/load.lua`` reads every provider and the clock in one round trip.
+In cluster mode the prefix carries a hash tag (``{flexiai}:state:openai``) so every key a
+script touches lives in one slot.
+
+The backend is lazy: building it imports no redis module and opens no socket; the shared
+process-level client (see ``_redis_connect``) is acquired on first use. Every failure of
+the store raises ``StateStoreError``; deciding what to do about it is the manager's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import logging
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, TypeVar
+
+from flexiai._clock import Clock, SystemClock
+from flexiai.circuit_breaker._machine import EventType, Op, Policy, Transition
+from flexiai.circuit_breaker._record import BreakerRecord
+from flexiai.exceptions import StateStoreError
+from flexiai.models import SyncConfig
+from flexiai.sync.backends import _redis_connect
+from flexiai.sync.backends.base import EventHandler, StoreSnapshot, SyncBackend
+from flexiai.sync.events import decode_event
+
+__all__ = ["RedisSyncBackend", "state_key", "state_key_pattern"]
+
+logger = logging.getLogger("flexiai.sync.redis")
+
+_T = TypeVar("_T")
+
+#: How long the subscriber waits for a message before checking whether it should stop.
+_POLL_SECONDS = 0.2
+#: Subscriber reconnect backoff (redis-py EqualJitterBackoff): doubling from this base up
+#: to ``reconnect_backoff``, half of it random, so a fleet does not reconnect in step.
+_RECONNECT_BASE = 0.1
+#: How long ``close()`` waits for the subscriber thread.
+_JOIN_SECONDS = 2.0
+#: Repeated problems are logged on the first occurrence and then every this many.
+_LOG_EVERY = 100
+
+
+def _tagged(prefix: str, cluster: bool) -> str:
+    if not cluster:
+        return prefix
+    # Redis hashes the text between the first "{" and the first "}" after it, if non-empty.
+    opening = prefix.find("{")
+    closing = prefix.find("}", opening + 1) if opening != -1 else -1
+    if closing > opening + 1:
+        return prefix  # already carries a hash tag
+    return f"{{{prefix}}}"
+
+
+def state_key(prefix: str, provider: str, cluster: bool) -> str:
+    """The hash holding ``provider``'s breaker: ``flexiai:state:openai``, or in cluster mode
+    ``{flexiai}:state:openai`` (a prefix that already has a ``{tag}`` is kept as is)."""
+    return f"{_tagged(prefix, cluster)}:state:{provider}"
+
+
+def state_key_pattern(prefix: str, cluster: bool) -> str:
+    """A SCAN ``MATCH`` pattern for every provider's hash under ``prefix``."""
+    literal = "".join(f"\\{c}" if c in "*?[]\\" else c for c in state_key(prefix, "", cluster))
+    return literal + "*"
+
+
+@cache
+def _script_source(name: str) -> str:
+    return (importlib.resources.files("flexiai.sync.backends") / "lua" / name).read_text("utf-8")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+@dataclass(frozen=True, slots=True)
+class _Scripts:
+    client: Any
+    breaker: Any
+    load: Any
+
+
+class RedisSyncBackend(SyncBackend):
+    """Breaker records in Redis, shared by every worker that uses the same prefix.
+
+    ``client`` brings your own ``redis.Redis`` or ``RedisCluster`` (IAM, custom pools,
+    fakeredis in tests); it is used as is and never closed here. Otherwise the process's
+    shared client for the config's connection settings is used. ``clock`` is accepted for
+    parity with the memory store; every time here is the server's ``TIME``.
+    """
+
+    name = "redis"
+    shared = True
+
+    def __init__(
+        self, config: SyncConfig, *, client: Any = None, clock: Clock | None = None
+    ) -> None:
+        self._config = config
+        self._clock = clock or SystemClock()
+        self._own_client = client
+        self._cluster = config.redis_cluster or (
+            client is not None and _redis_connect.is_cluster_client(client)
+        )
+        if config.redis_iam_auth and client is None:
+            _redis_connect.iam_region(config)  # a missing region is a config error: say so now
+        self._lock = threading.Lock()
+        self._lease: _redis_connect.ClientLease | None = None
+        self._scripts: _Scripts | None = None
+        self._subscriber: _Subscriber | None = None
+        self._closed = False
+        self._counts = {
+            "malformed_events": 0,
+            "invalid_records": 0,
+            "store_errors": 0,
+            "reconnects": 0,
+            "handler_errors": 0,
+        }
+
+    # -- keys -------------------------------------------------------------------------
+
+    def key_for(self, provider: str) -> str:
+        return state_key(self._config.key_prefix, provider, self._cluster)
+
+    # -- SyncBackend ------------------------------------------------------------------
+
+    def load(self, providers: Sequence[str]) -> StoreSnapshot:
+        keys = [self.key_for(p) for p in providers]
+        return self._run(
+            "load", lambda: self._snapshot(providers, self._registered().load(keys=keys, args=[]))
+        )
+
+    def transition(
+        self,
+        provider: str,
+        op: Op,
+        policy: Policy,
+        worker_id: str,
+        *,
+        open_for: float | None = None,
+        publish: bool = True,
+    ) -> Transition:
+        config = self._config
+        args = [
+            op.value,
+            provider,
+            worker_id,
+            "" if open_for is None else _number(open_for),
+            "1" if publish else "0",
+            config.channel,
+            str(config.state_ttl * 1000),
+            str(policy.failure_threshold),
+            _number(policy.failure_window),
+            _number(policy.recovery_timeout),
+            str(policy.half_open_max_calls),
+            str(policy.success_threshold),
+            _number(policy.probe_lease_ttl),
+            _number(policy.max_open_for),
+        ]
+        keys = [self.key_for(provider)]
+        return self._run(
+            f"transition({op.value})",
+            lambda: self._transition(provider, self._registered().breaker(keys=keys, args=args)),
+        )
+
+    def subscribe(self, handler: EventHandler, on_connect: Callable[[], None]) -> None:
+        with self._lock:
+            if self._closed:
+                raise StateStoreError(f"{self.describe()}: backend is closed")
+            if self._subscriber is not None:
+                return
+            self._subscriber = _Subscriber(self, handler, on_connect)
+        self._subscriber.start()
+
+    def health_check(self) -> bool:
+        subscriber = self._subscriber
+        if subscriber is not None and not subscriber.connected:
+            return False
+        try:
+            self._run("ping", lambda: self._client().ping(), count=False)
+        except StateStoreError:
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            subscriber, self._subscriber = self._subscriber, None
+        if subscriber is not None:
+            subscriber.stop()
+        with self._lock:
+            lease, self._lease = self._lease, None
+            self._scripts = None
+        if lease is not None:
+            lease.release()
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def describe(self) -> str:
+        if self._own_client is not None:
+            return f"{type(self._own_client).__name__} (supplied client)"
+        return _redis_connect.describe(self._config)
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisSyncBackend({self.describe()!r}, key_prefix={self._config.key_prefix!r}, "
+            f"channel={self._config.channel!r})"
+        )
+
+    # -- operator tools ---------------------------------------------------------------
+
+    def list_providers(self) -> list[str]:
+        """Every provider with a record under this prefix (SCAN; for ``flexiai status``)."""
+        prefix = state_key(self._config.key_prefix, "", self._cluster)
+        pattern = state_key_pattern(self._config.key_prefix, self._cluster)
+
+        def scan() -> list[str]:
+            client = self._client()
+            options: dict[str, Any] = {"match": pattern, "count": 200}
+            if self._cluster:
+                # Every state key shares the prefix's hash tag: one node holds them all.
+                options["target_nodes"] = client.get_node_from_key(prefix)
+            return sorted({_text(key)[len(prefix) :] for key in client.scan_iter(**options)})
+
+        return self._run("scan", scan)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        if self._own_client is not None:
+            return self._own_client
+        with self._lock:
+            if self._closed:
+                raise StateStoreError(f"{self.describe()}: backend is closed")
+            if self._lease is None:
+                self._lease = _redis_connect.acquire(self._config)
+            return self._lease.client
+
+    def _registered(self) -> _Scripts:
+        client = self._client()
+        scripts = self._scripts
+        if scripts is None or scripts.client is not client:
+            # register_script only hashes the source: EVALSHA, then SCRIPT LOAD on NOSCRIPT.
+            scripts = _Scripts(
+                client,
+                client.register_script(_script_source("breaker.lua")),
+                client.register_script(_script_source("load.lua")),
+            )
+            self._scripts = scripts
+        return scripts
+
+    def _run(self, what: str, call: Callable[[], _T], *, count: bool = True) -> _T:
+        """Run one store call; any failure in it (redis-py's errors, ``RedisClusterException``
+        which is not one of them, socket errors, a client that cannot even be built) becomes
+        ``StateStoreError``, the one error the manager falls back on."""
+        try:
+            return call()
+        except Exception as exc:
+            if count:
+                self._count("store_errors")
+            if isinstance(exc, StateStoreError):
+                raise
+            raise self._error(what, exc) from exc
+
+    def _error(self, what: str, exc: BaseException) -> StateStoreError:
+        message = f"redis {what} failed on {self.describe()}: {type(exc).__name__}: {exc}"
+        config = self._config
+        for secret in (config.redis_password, config.redis_url, config.redis_sentinel_password):
+            if secret is not None and secret.get_secret_value():
+                message = message.replace(secret.get_secret_value(), "**********")
+        return StateStoreError(message)
+
+    def _snapshot(self, providers: Sequence[str], reply: Any) -> StoreSnapshot:
+        """Parse load.lua's reply: TIME, then one entry per provider."""
+        now = int(reply[0]) + int(reply[1]) / 1_000_000
+        records: dict[str, BreakerRecord] = {}
+        invalid: list[str] = []
+        for provider, entry in zip(providers, reply[2:], strict=True):
+            record = self._parse_entry(entry)
+            if record is None:
+                invalid.append(provider)
+                record = BreakerRecord()
+            records[provider] = record
+        if invalid:
+            self._count("invalid_records", len(invalid))
+            logger.warning(
+                "ignored invalid breaker state for %s in %s (read as CLOSED)",
+                ", ".join(invalid),
+                self.describe(),
+            )
+        return StoreSnapshot(records=records, now=now, invalid=tuple(invalid))
+
+    def _transition(self, provider: str, reply: Any) -> Transition:
+        """Parse breaker.lua's reply: flags, event, TIME, then the record's fields."""
+        changed, granted, event, now, invalid = (_text(v) for v in reply[:5])
+        flat = reply[5:]
+        if invalid == "1":
+            self._count("invalid_records")
+            logger.warning(
+                "overwrote invalid breaker state for %s in %s", provider, self.describe()
+            )
+        return Transition(
+            record=BreakerRecord.from_fields(dict(zip(flat[::2], flat[1::2], strict=True))),
+            changed=changed == "1",
+            granted=granted == "1",
+            event=EventType(event) if event else None,
+            now=float(now),
+        )
+
+    def _parse_entry(self, entry: Any) -> BreakerRecord | None:
+        """One load.lua entry: a hash's flat field list, or the key's type name."""
+        if isinstance(entry, list):
+            try:
+                return BreakerRecord.from_fields(dict(zip(entry[::2], entry[1::2], strict=True)))
+            except ValueError:
+                return None
+        return BreakerRecord() if _text(entry) == "none" else None
+
+    def _count(self, name: str, amount: int = 1) -> int:
+        with self._lock:
+            self._counts[name] += amount
+            return self._counts[name]
+
+
+class _Subscriber:
+    """The background reader of the event channel: one daemon thread, one connection.
+
+    A ``subscribe`` confirmation from the server marks every (re)connection, including the
+    ones redis-py makes by itself inside ``get_message``; each one calls ``on_connect`` so
+    the manager resyncs whatever it missed.
+    """
+
+    def __init__(
+        self,
+        backend: RedisSyncBackend,
+        handler: EventHandler,
+        on_connect: Callable[[], None],
+    ) -> None:
+        from redis.backoff import EqualJitterBackoff
+
+        self._backend = backend
+        self._handler = handler
+        self._on_connect = on_connect
+        self._channel = backend._config.channel
+        self._backoff = EqualJitterBackoff(
+            cap=backend._config.reconnect_backoff, base=_RECONNECT_BASE
+        )
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="flexiai-sync-subscriber", daemon=True
+        )
+        self.connected = False
+        self._connections = 0
+        self._pubsub: Any = None  # the thread's current PubSub, for _wake
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(_JOIN_SECONDS)
+
+    def _wake(self) -> None:
+        """End a wait in ``get_message`` now rather than at the next poll: shutting the
+        socket down (not closing it, which is the thread's job) makes it readable."""
+        connection = getattr(self._pubsub, "connection", None)
+        sock = getattr(connection, "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _run(self) -> None:
+        pubsub: Any = None
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self._pubsub = self._backend._client().pubsub()
+                    pubsub.subscribe(self._channel)
+                message = pubsub.get_message(timeout=_POLL_SECONDS)
+            except Exception as exc:
+                self.connected = False
+                pubsub = self._pubsub = self._discard(pubsub)
+                if self._stopping.is_set():
+                    break
+                failures += 1
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                logger.log(
+                    level,
+                    "event subscriber lost %s (%s: %s); reconnecting",
+                    self._backend.describe(),
+                    type(exc).__name__,
+                    exc,
+                )
+                self._stopping.wait(self._backoff.compute(failures))
+                continue
+            if message is None or self._stopping.is_set():
+                continue
+            kind = _text(message.get("type"))
+            if kind == "subscribe":
+                failures = 0
+                self._connected()
+            elif kind == "message":
+                self._deliver(message.get("data"))
+        self._discard(pubsub)
+
+    def _connected(self) -> None:
+        self.connected = True
+        self._connections += 1
+        if self._connections > 1:
+            self._backend._count("reconnects")
+            logger.info("event subscriber reconnected to %s", self._backend.describe())
+        try:
+            self._on_connect()
+        except Exception:
+            self._handler_failed("on_connect")
+
+    def _deliver(self, data: Any) -> None:
+        try:
+            event = decode_event(data)
+        except Exception as exc:  # MalformedEventError, or a payload that is not even text
+            count = self._backend._count("malformed_events")
+            if count == 1 or count % _LOG_EVERY == 0:
+                logger.warning(
+                    "dropped a malformed event on %r (%s); %d dropped so far",
+                    self._channel,
+                    exc,
+                    count,
+                )
+            return
+        try:
+            self._handler(event)
+        except Exception:
+            self._handler_failed("event handler")
+
+    def _handler_failed(self, what: str) -> None:
+        count = self._backend._count("handler_errors")
+        if count == 1 or count % _LOG_EVERY == 0:
+            logger.exception("%s raised; %d errors so far", what, count)
+
+    @staticmethod
+    def _discard(pubsub: Any) -> None:
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except Exception:
+                logger.debug("closing the subscriber connection failed", exc_info=True)

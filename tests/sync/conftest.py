@@ -1,0 +1,140 @@
+"""Stores under test: the memory store, the Redis store over fakeredis, and over a real
+redis-server. Every backend made through ``make_backend`` is closed after its test, and no
+test may leave a shared Redis client behind."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from flexiai.circuit_breaker._machine import Policy
+from flexiai.models import CircuitBreakerConfig, SyncConfig
+from flexiai.sync.backends import _redis_connect
+from flexiai.sync.backends.base import SyncBackend
+from flexiai.sync.backends.memory import MemorySyncBackend
+from flexiai.sync.backends.redis import RedisSyncBackend
+from flexiai.testing.clock import FakeClock
+from tests.support.redis_fixtures import sync_config_for
+
+_REAL = pytest.param("redis", marks=pytest.mark.redis_server)
+STORES = ["memory", "fakeredis", _REAL]
+REDIS_STORES = ["fakeredis", _REAL]
+
+
+def policy(**overrides: Any) -> Policy:
+    """A breaker policy with short real-time durations (the Redis stores use server TIME)."""
+    settings: dict[str, Any] = {
+        "failure_threshold": 3,
+        "failure_window": 60.0,
+        "recovery_timeout": 0.2,
+        "half_open_max_calls": 1,
+        "success_threshold": 1,
+        "probe_lease_ttl": 30.0,
+        "max_open_for": 600.0,
+    }
+    settings.update(overrides)
+    return Policy.from_config(CircuitBreakerConfig(**settings))
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.01)
+
+
+@dataclass
+class Store:
+    """One store under test. ``backend()`` makes another worker's view of the same store;
+    ``advance(s)`` lets ``s`` seconds pass on the store's clock; ``raw`` is a redis client
+    with full rights (None for memory)."""
+
+    kind: str
+    make: Callable[[], SyncBackend]
+    advance: Callable[[float], None]
+    raw: Any = None
+    config: SyncConfig = field(default_factory=SyncConfig)
+    backends: list[SyncBackend] = field(default_factory=list)
+
+    def backend(self) -> SyncBackend:
+        backend = self.make()
+        self.backends.append(backend)
+        return backend
+
+    def key(self, provider: str) -> str:
+        return f"{self.config.key_prefix}:state:{provider}"
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_clients() -> Iterator[None]:
+    before = _redis_connect.shared_client_count()
+    yield
+    assert _redis_connect.shared_client_count() == before, "a test left a Redis client open"
+
+
+@pytest.fixture
+def make_backend() -> Iterator[Callable[..., RedisSyncBackend]]:
+    """``make_backend(config, **kw)``: a RedisSyncBackend closed after the test."""
+    made: list[RedisSyncBackend] = []
+
+    def make(config: SyncConfig, **kwargs: Any) -> RedisSyncBackend:
+        backend = RedisSyncBackend(config, **kwargs)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in reversed(made):
+        backend.close()
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    yield from _store(request, request.param)
+
+
+@pytest.fixture(params=REDIS_STORES)
+def redis_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    yield from _store(request, request.param)
+
+
+def _store(request: pytest.FixtureRequest, kind: str) -> Iterator[Store]:
+    if kind == "memory":
+        clock = FakeClock()
+        namespace = f"contract-{id(clock)}"
+        made = Store(kind, lambda: MemorySyncBackend(namespace, clock=clock), clock.advance)
+    elif kind == "fakeredis":
+        import fakeredis
+
+        server = fakeredis.FakeServer()
+        config = SyncConfig(enabled=True)
+        clients: list[Any] = []
+
+        def make_fake() -> SyncBackend:
+            client = fakeredis.FakeRedis(server=server)
+            clients.append(client)
+            return RedisSyncBackend(config, client=client)
+
+        made = Store(kind, make_fake, time.sleep, fakeredis.FakeRedis(server=server), config)
+        clients.append(made.raw)
+    else:
+        server = request.getfixturevalue("redis_server")
+        config = sync_config_for(server)
+        made = Store(kind, lambda: RedisSyncBackend(config), time.sleep, server.client(), config)
+    try:
+        yield made
+    finally:
+        for backend in made.backends:
+            backend.close()
+        if kind == "fakeredis":
+            for client in clients:
+                client.close()
+        elif made.raw is not None:
+            made.raw.close()

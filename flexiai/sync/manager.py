@@ -97,7 +97,9 @@ class StateSyncManager:
             self._try_reconnect()
             return
         if self.mode == "pubsub":
-            if not self._subscribed:
+            # Read the fleet's state before the first request rather than waiting for the
+            # subscriber thread: a new worker must not start CLOSED on an open provider.
+            if not self._subscribed and self.refresh():
                 self._start_subscriber()
         elif self._snapshot_at is None or now - self._snapshot_at >= self._snapshot_max_age:
             self.refresh()

@@ -1,0 +1,153 @@
+"""One client against a real Redis: start from the fleet's state, write nothing on the
+healthy path, and ride out a Redis outage with one log line each way."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from flexiai import FlexiAI
+from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, ProviderConfig, RetryConfig
+from flexiai.sync.backends.redis import state_key
+from flexiai.testing import FakeLLMServer
+from tests.support.redis_fixtures import sync_config_for
+from tests.support.redis_servers import RedisProcess
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as server:
+        yield server
+
+
+def client_for(server: RedisProcess, fake: FakeLLMServer, **sync: Any) -> FlexiAI:
+    config = FlexiAIConfig(
+        providers=[
+            ProviderConfig(name="openai", api_key="k", model="m", base_url=fake.base_url("openai")),
+            ProviderConfig(name="anthropic", api_key="k", model="m",
+                           base_url=fake.base_url("anthropic")),
+        ],
+        sync=sync_config_for(server, **{"reconnect_backoff": 0.3, **sync}),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2, recovery_timeout=60),
+        retry=RetryConfig(max_retries=0),
+    )
+    return FlexiAI(config)
+
+
+def commands(server: RedisProcess) -> dict[str, int]:
+    with server.client(decode_responses=True) as r:
+        stats = r.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+@pytest.mark.parametrize("mode", ["pubsub", "snapshot"])
+def test_a_new_worker_starts_from_the_fleets_state_not_closed(
+    redis_server: RedisProcess, fake: FakeLLMServer, mode: str
+) -> None:
+    """Regression: the origin never wrote state keys, so a new worker always started CLOSED."""
+    fake.down("openai")
+    with client_for(redis_server, fake, mode=mode) as first:
+        first.generate("a")
+        first.generate("b")
+        assert first.get_provider_status()["openai"]["state"] == "OPEN"
+    calls_before = fake.count("openai")
+    with client_for(redis_server, fake, mode=mode) as newcomer:
+        assert newcomer.generate("c").provider == "anthropic"
+    assert fake.count("openai") == calls_before
+
+
+def test_snapshot_mode_reads_once_per_max_age_and_writes_nothing_when_healthy(
+    redis_server: RedisProcess, fake: FakeLLMServer
+) -> None:
+    with client_for(redis_server, fake, mode="snapshot", snapshot_max_age=60) as client:
+        client.generate("warm up")  # loads the scripts
+        before = commands(redis_server)
+        for _ in range(20):
+            assert client.generate("x").provider == "openai"
+        after = commands(redis_server)
+    changed = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert {k: v for k, v in changed.items() if v and k != "info"} == {}
+
+
+def test_snapshot_mode_refreshes_in_one_round_trip_per_request_when_stale(
+    redis_server: RedisProcess, fake: FakeLLMServer
+) -> None:
+    with client_for(redis_server, fake, mode="snapshot", snapshot_max_age=0) as client:
+        client.generate("warm up")
+        before = commands(redis_server)
+        for _ in range(10):
+            client.generate("x")
+        after = commands(redis_server)
+    assert after.get("evalsha", 0) - before.get("evalsha", 0) == 10
+    writes = ("hset", "publish", "set", "del")
+    assert all(after.get(k, 0) == before.get(k, 0) for k in writes)
+
+
+def test_a_frozen_redis_never_fails_a_request_and_logs_once_each_way(
+    redis_server: RedisProcess, fake: FakeLLMServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with client_for(redis_server, fake, mode="snapshot", snapshot_max_age=0) as client:
+        client.generate("warm up")
+        fake.down("openai")
+        redis_server.freeze()
+        try:
+            with caplog.at_level(logging.WARNING, logger="flexiai.sync.manager"):
+                for _ in range(6):
+                    assert client.generate("x").provider == "anthropic"
+                assert client._sync_manager is not None
+                assert client._sync_manager.health_check() is False
+                # local breakers kept working while Redis was frozen
+                assert client.get_provider_status()["openai"]["state"] == "OPEN"
+        finally:
+            redis_server.thaw()
+        fake.up("openai")
+        time.sleep(0.35)  # the reconnect backoff
+        with caplog.at_level(logging.WARNING, logger="flexiai.sync.manager"):
+            client.generate("after")
+            client.generate("after")
+        assert client._sync_manager.health_check() is True
+        # resynced from Redis, which never saw the outage's failures: CLOSED again
+        assert client.get_provider_status()["openai"]["state"] == "CLOSED"
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("falling back" in m for m in messages) == 1
+    assert sum("reconnected" in m for m in messages) == 1
+
+
+def test_a_killed_and_restarted_redis_is_resynced(
+    redis_server: RedisProcess, fake: FakeLLMServer
+) -> None:
+    with client_for(redis_server, fake, mode="pubsub") as client:
+        client.generate("warm up")
+        redis_server.kill()
+        assert client.generate("x").provider == "openai"
+        redis_server.restart()
+        with redis_server.client() as r:  # another worker opened openai meanwhile
+            r.hset(state_key("flexiai", "openai", False), mapping={
+                "state": "OPEN", "opened_at": str(time.time()),
+                "open_until": str(time.time() + 60), "version": "99", "updated_by": "other",
+            })
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            client.generate("poll")  # requests keep succeeding while it reconnects
+            if client.get_provider_status()["openai"]["state"] == "OPEN":
+                break
+            time.sleep(0.1)
+        assert client.get_provider_status()["openai"]["updated_by"] == "other"
+        assert client.generate("y").provider == "anthropic"
+
+
+def test_garbage_in_the_state_keys_never_fails_a_request(
+    redis_server: RedisProcess, fake: FakeLLMServer
+) -> None:
+    with redis_server.client() as r:
+        r.set(state_key("flexiai", "openai", False), "garbage")
+        r.hset(state_key("flexiai", "anthropic", False), mapping={"state": "EXPLODED"})
+    with client_for(redis_server, fake, mode="snapshot") as client:
+        assert client.generate("x").provider == "openai"
+        assert client._sync_manager is not None
+        stats = client._sync_manager.backend.stats()
+    assert stats["invalid_records"] >= 2

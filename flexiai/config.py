@@ -9,8 +9,10 @@ so the rules are never written twice:
   BASE_URL, TIMEOUT, MAX_RETRIES, MIN_TIMEOUT, OPTIONS (JSON);
 * ``FLEXIAI_CONFIG_FILE``: a JSON (or, with PyYAML, YAML) file that variables override.
 
-Lists take comma-separated values. An unknown ``FLEXIAI_`` variable is an error, so a typo
-never silently falls back to a default. Every error names the variable.
+Lists take comma-separated values. An empty value counts as unset (``sam local invoke``
+passes a variable whose template value is ``AWS::NoValue`` or unresolvable as ""). An unknown
+``FLEXIAI_`` variable is an error, so a typo never silently falls back to a default. Every
+error names the variable.
 
 pydantic-settings would do this too, but its import costs about 60-110 ms on a cold start,
 which alone would break the cold-start budget; mapping names onto the models is shorter.
@@ -94,6 +96,8 @@ def load_config(
     for name, raw in sorted(env.items()):
         if not name.startswith(PREFIX):
             continue
+        if raw == "" and (name in ENVIRONMENT_VARIABLES or PROVIDER_VARIABLE.match(name)):
+            continue  # empty is unset: sam local invoke passes AWS::NoValue this way
         if name in _SECTION_VARIABLES:
             section, field = _SECTION_VARIABLES[name]
             value: Any = raw

@@ -1,0 +1,289 @@
+"""HTTP events in, HTTP responses out: the whole of the sample handlers' logic.
+
+Events are API Gateway HTTP API payload 2.0 or Lambda Function URL events (also REST API
+payload 1.0: only ``body`` and ``isBase64Encoded`` are read). The ``POST /generate`` body::
+
+    {"prompt": "Hello"}                    or  {"messages": [{"role": "user", "content": "Hi"}]}
+    optional: "system": str, "temperature": number >= 0, "max_tokens": integer >= 1
+
+Answers (JSON):
+
+===  ==========================================================================================
+200  ``{content, provider, model, usage, request_id, attempts, failovers}``
+400  the body is malformed (the message says how), or a provider rejected the request
+     (``InvalidRequestError``, with the provider's message)
+502  every provider failed: ``error.attempts`` lists what happened to each (never a key)
+503  every provider's breaker is open; ``Retry-After`` says when the first may be probed
+504  the invocation ran out of time before any provider answered
+===  ==========================================================================================
+
+Errors look like ``{"error": {"type": "DeadlineExceededError", "message": ...}, "request_id"}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flexiai._deadline import remaining_time
+from flexiai.exceptions import (
+    AllProvidersFailedError,
+    DeadlineExceededError,
+    InvalidRequestError,
+)
+
+if TYPE_CHECKING:
+    from flexiai.client import FlexiAI
+
+__all__ = [
+    "BadRequestError",
+    "GenerateRequest",
+    "breaker_status_response",
+    "error_response",
+    "generate_response",
+    "json_response",
+    "parse_generate_request",
+]
+
+_ROLES = ("system", "user", "assistant")
+_FIELDS = ("prompt", "messages", "system", "temperature", "max_tokens")
+
+
+class BadRequestError(ValueError):
+    """The event's body is not a valid request; the message is shown to the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    messages: list[dict[str, str]]
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+def read_json_body(event: Mapping[str, Any]) -> Any:
+    """The event's body parsed as JSON (base64-decoded first when ``isBase64Encoded``)."""
+    if not isinstance(event, Mapping):
+        raise BadRequestError("the event is not an HTTP event (expected a JSON object)")
+    body = event.get("body")
+    if body is None or body == "":
+        raise BadRequestError("body is missing: send a JSON object")
+    if not isinstance(body, str):
+        raise BadRequestError("body must be a string (an HTTP event's body)")
+    if event.get("isBase64Encoded"):
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequestError("body is not valid base64 (isBase64Encoded is true)") from None
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequestError("body is not UTF-8 text") from None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise BadRequestError("body is not valid JSON") from None
+
+
+def parse_generate_request(event: Mapping[str, Any]) -> GenerateRequest:
+    """Validate a ``/generate`` event; ``BadRequestError`` names the first problem found."""
+    data = read_json_body(event)
+    if not isinstance(data, dict):
+        raise BadRequestError("body must be a JSON object")
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        raise BadRequestError(f"body has unknown field(s) {names}; known: {', '.join(_FIELDS)}")
+    has_prompt, has_messages = "prompt" in data, "messages" in data
+    if has_prompt == has_messages:
+        raise BadRequestError(
+            "body must contain 'prompt' or 'messages'"
+            if not has_prompt
+            else "body must contain 'prompt' or 'messages', not both"
+        )
+    if has_prompt:
+        prompt = data["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise BadRequestError("prompt must be a non-empty string")
+        messages = [{"role": "user", "content": prompt}]
+    else:
+        messages = _messages(data["messages"])
+    system = data.get("system")
+    if system is not None and not isinstance(system, str):
+        raise BadRequestError("system must be a string")
+    temperature = data.get("temperature")
+    if temperature is not None:
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+            raise BadRequestError("temperature must be a number")
+        if not math.isfinite(temperature) or temperature < 0:
+            raise BadRequestError("temperature must be a finite number >= 0")
+        temperature = float(temperature)
+    max_tokens = data.get("max_tokens")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise BadRequestError("max_tokens must be an integer >= 1")
+    return GenerateRequest(messages, system, temperature, max_tokens)
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise BadRequestError("messages must be a non-empty list")
+    messages: list[dict[str, str]] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise BadRequestError(f"messages[{i}] must be an object with 'role' and 'content'")
+        role, content = item.get("role"), item.get("content")
+        if role not in _ROLES:
+            raise BadRequestError(f"messages[{i}].role must be one of {', '.join(_ROLES)}")
+        if not isinstance(content, str):
+            raise BadRequestError(f"messages[{i}].content must be a string")
+        extra = sorted(set(item) - {"role", "content"})
+        if extra:
+            raise BadRequestError(f"messages[{i}] has unknown field(s) {', '.join(extra)}")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+# -- responses -------------------------------------------------------------------------------
+
+
+def json_response(
+    status: int, body: Any, headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """An API Gateway / Function URL response with a JSON body."""
+    return {
+        "statusCode": status,
+        "headers": {"content-type": "application/json", **(headers or {})},
+        "body": json.dumps(body, separators=(",", ":")),
+        "isBase64Encoded": False,
+    }
+
+
+def _request_id(context: Any) -> str | None:
+    value = getattr(context, "aws_request_id", None)
+    return value if isinstance(value, str) else None
+
+
+def generate_response(client: FlexiAI, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """Answer a ``POST /generate`` event with ``client`` (see the module docstring)."""
+    request_id = _request_id(context)
+    try:
+        request = parse_generate_request(event)
+    except BadRequestError as exc:
+        return json_response(
+            400, {"error": {"type": "BadRequest", "message": str(exc)}, "request_id": request_id}
+        )
+    try:
+        answer = client.chat_completion(
+            request.messages,
+            system=request.system,
+            temperature=request.temperature,
+            max_tokens=request.max_tokens,
+        )
+    except (AllProvidersFailedError, DeadlineExceededError, InvalidRequestError) as exc:
+        return error_response(exc, client, request_id)
+    meta = answer.metadata
+    return json_response(
+        200,
+        {
+            "content": answer.content,
+            "provider": answer.provider,
+            "model": answer.model,
+            "usage": answer.usage.model_dump(),
+            "request_id": request_id,
+            "attempts": meta.get("attempts"),
+            "failovers": list(meta.get("failovers", [])),
+        },
+    )
+
+
+def error_response(
+    exc: AllProvidersFailedError | DeadlineExceededError | InvalidRequestError,
+    client: FlexiAI,
+    request_id: str | None,
+) -> dict[str, Any]:
+    """Map the errors a request can end with onto 400, 502, 503 and 504."""
+    error: dict[str, Any] = {"type": type(exc).__name__}
+    headers: dict[str, str] = {}
+    if isinstance(exc, InvalidRequestError):
+        status = 400
+        error.update(message=exc.message, provider=exc.provider, status_code=exc.status_code)
+    elif isinstance(exc, DeadlineExceededError):
+        status = 504
+        error.update(message=str(exc), remaining_ms=round(exc.remaining * 1000))
+    else:
+        error["message"] = (
+            "every provider's circuit breaker is open"
+            if exc.all_circuits_open
+            else "every provider failed"
+        )
+        error["attempts"] = [
+            {
+                "provider": a.provider,
+                "error_type": a.error_type,
+                "status_code": a.status_code,
+                "message": a.message,
+                "skipped": a.skipped,
+            }
+            for a in exc.attempts
+        ]
+        if exc.all_circuits_open:
+            status = 503
+            if exc.retry_after is not None:
+                seconds = max(1, math.ceil(exc.retry_after))
+                headers["retry-after"] = str(seconds)
+                error["retry_after"] = seconds
+        elif _ran_out_of_time(exc, client):
+            status = 504
+            error["message"] = "the invocation ran out of time before any provider answered"
+        else:
+            status = 502
+    return json_response(status, {"error": error, "request_id": request_id}, headers)
+
+
+def _ran_out_of_time(exc: AllProvidersFailedError, client: FlexiAI) -> bool:
+    """True when the deadline, not the providers, ended the request: a provider was skipped
+    for lack of time, or too little time is left for any provider's shortest attempt."""
+    if any(a.error_type == DeadlineExceededError.__name__ for a in exc.attempts):
+        return True
+    left = remaining_time()
+    if left is None:
+        return False
+    shortest = min(min(p.min_timeout, p.timeout) for p in client.config.providers)
+    return left < shortest
+
+
+def breaker_status_response(client: FlexiAI, context: Any) -> dict[str, Any]:
+    """Every provider's breaker as the fleet shares it, this worker's id and the store's
+    health (a ``PING`` of the shared store, when sync is enabled)."""
+    providers = client.get_provider_status()  # reads the store first, when sync is on
+    manager = client._sync_manager  # public in the deployment guide: None when sync is off
+    if manager is None:
+        backend: dict[str, Any] = {"enabled": False, "shared": False, "healthy": True}
+    else:
+        backend = {
+            "enabled": True,
+            "name": manager.backend.name,
+            "mode": manager.mode,
+            "shared": manager.shared,
+            "healthy": manager.health_check(),
+            "degraded": manager.degraded,
+        }
+    return json_response(
+        200,
+        {
+            "worker_id": client.worker_id,
+            "backend": backend,
+            "providers": providers,
+            "request_id": _request_id(context),
+        },
+    )

@@ -1,0 +1,259 @@
+"""The sample handlers in handlers/, driven with the sample events in events/ against
+FakeLLMServer providers configured through FLEXIAI_* variables, as on Lambda."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from flexiai.aws.context import LocalLambdaContext
+from flexiai.testing import Error, FakeLLMServer, Reply, Slow
+from tests.aws.conftest import provider_env, read_event
+from tests.support.llm_fixtures import fake_api_key
+
+Context = Callable[..., LocalLambdaContext]
+Loader = Callable[[str], ModuleType]
+
+
+def body(response: dict[str, Any]) -> dict[str, Any]:
+    assert response["headers"]["content-type"] == "application/json"
+    parsed: dict[str, Any] = json.loads(response["body"])
+    return parsed
+
+
+@pytest.fixture
+def generate(
+    fake_llm: FakeLLMServer, monkeypatch: pytest.MonkeyPatch, load_handler: Loader
+) -> Callable[..., dict[str, Any]]:
+    """``generate(event, context)`` through handlers/generate.py, two providers configured."""
+    provider_env(
+        monkeypatch,
+        fake_llm,
+        "openai",
+        "anthropic",
+        RETRY_MAX_RETRIES="0",
+        CIRCUIT_BREAKER_FAILURE_THRESHOLD="1",
+        CIRCUIT_BREAKER_RECOVERY_TIMEOUT="30",
+    )
+    handler: Callable[..., dict[str, Any]] = load_handler("generate").handler
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("name", "asked"),
+    [
+        ("generate.json", "Say hello in one word."),
+        ("generate_function_url.json", "Say hello in one word."),  # base64 body
+        ("generate_messages.json", "And when does it close again?"),
+    ],
+)
+def test_each_sample_event_is_answered_by_the_first_provider(
+    generate: Callable[..., dict[str, Any]], lambda_context: Context, name: str, asked: str
+) -> None:
+    context = lambda_context()
+    response = generate(read_event(name), context)
+    assert response["statusCode"] == 200
+    assert body(response) == {
+        "content": f"openai says: {asked}",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "usage": {
+            "prompt_tokens": len(asked.split()),
+            "completion_tokens": len(asked.split()) + 2,
+            "total_tokens": 2 * len(asked.split()) + 2,
+        },
+        "request_id": context.aws_request_id,
+        "attempts": 1,
+        "failovers": [],
+    }
+
+
+def test_the_request_fields_reach_the_provider(
+    generate: Callable[..., dict[str, Any]], lambda_context: Context, fake_llm: FakeLLMServer
+) -> None:
+    generate(read_event("generate_messages.json"), lambda_context())
+    [sent] = fake_llm.requests("openai")
+    assert sent.json["max_tokens"] == 200
+    assert [m["role"] for m in sent.json["messages"]] == ["system", "user", "assistant", "user"]
+    assert sent.headers["authorization"] == f"Bearer {fake_api_key('openai')}"
+
+
+def test_a_failing_provider_fails_over_and_says_so(
+    generate: Callable[..., dict[str, Any]], lambda_context: Context, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.script("openai", [Error(503)])
+    response = generate(read_event("generate.json"), lambda_context())
+    assert response["statusCode"] == 200
+    answer = body(response)
+    assert (answer["provider"], answer["failovers"], answer["attempts"]) == (
+        "anthropic",
+        ["openai"],
+        2,
+    )
+
+
+def test_a_malformed_body_is_a_400_naming_the_problem(
+    generate: Callable[..., dict[str, Any]], lambda_context: Context, fake_llm: FakeLLMServer
+) -> None:
+    context = lambda_context()
+    response = generate(read_event("generate_bad_body.json"), context)
+    assert response["statusCode"] == 400
+    assert body(response) == {
+        "error": {"type": "BadRequest", "message": "body is not valid JSON"},
+        "request_id": context.aws_request_id,
+    }
+    assert fake_llm.count("openai") == 0
+
+
+def test_a_request_a_provider_rejects_is_a_400_with_its_message(
+    generate: Callable[..., dict[str, Any]], lambda_context: Context, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.script("openai", [Error(400, message="max_tokens is too large: 20")])
+    response = generate(read_event("generate.json"), lambda_context())
+    assert response["statusCode"] == 400
+    error = body(response)["error"]
+    assert (error["type"], error["message"], error["provider"]) == (
+        "InvalidRequestError",
+        "max_tokens is too large: 20",
+        "openai",
+    )
+    assert fake_llm.count("anthropic") == 0  # it would reject it too
+
+
+def test_every_provider_failing_is_a_502_listing_attempts_without_keys(
+    generate: Callable[..., dict[str, Any]], lambda_context: Context, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.set_default("openai", Error(500, message=f"echo {fake_api_key('openai')}"))
+    fake_llm.set_default("anthropic", Error(401, message="invalid x-api-key"))
+    response = generate(read_event("generate.json"), lambda_context())
+    assert response["statusCode"] == 502
+    error = body(response)["error"]
+    assert [(a["provider"], a["error_type"], a["status_code"]) for a in error["attempts"]] == [
+        ("openai", "ProviderServerError", 500),
+        ("anthropic", "ProviderAuthError", 401),
+    ]
+    assert fake_api_key("openai") not in response["body"]
+    assert "[redacted]" in response["body"]
+
+
+def test_all_breakers_open_is_a_503_with_retry_after(
+    generate: Callable[..., dict[str, Any]], lambda_context: Context, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.down("openai")
+    fake_llm.down("anthropic")
+    assert generate(read_event("generate.json"), lambda_context())["statusCode"] == 502
+    calls = fake_llm.count("openai") + fake_llm.count("anthropic")
+
+    response = generate(read_event("generate.json"), lambda_context())  # both now open
+    assert response["statusCode"] == 503
+    retry_after = int(response["headers"]["retry-after"])
+    assert 29 <= retry_after <= 30  # recovery_timeout=30, rounded up
+    error = body(response)["error"]
+    assert error["retry_after"] == retry_after
+    assert {a["error_type"] for a in error["attempts"]} == {"CircuitOpenError"}
+    assert fake_llm.count("openai") + fake_llm.count("anthropic") == calls  # nobody was called
+
+
+def test_a_slow_provider_is_cut_short_before_the_lambda_deadline_with_a_504(
+    fake_llm: FakeLLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+    load_handler: Loader,
+    lambda_context: Context,
+) -> None:
+    """2.5 s left and a 1 s margin: the attempt gets 1.5 s, the provider needs 10 s."""
+    provider_env(monkeypatch, fake_llm, "openai", RETRY_MAX_RETRIES="2")
+    fake_llm.set_default("openai", Slow(10, Reply()))
+    handler = load_handler("generate").handler
+    context = lambda_context(timeout=2.5)
+    started = time.monotonic()
+    response = handler(read_event("generate.json"), context)
+    elapsed = time.monotonic() - started
+    assert response["statusCode"] == 504
+    error = body(response)["error"]
+    assert error["type"] == "AllProvidersFailedError"
+    assert [a["error_type"] for a in error["attempts"]] == ["ProviderTimeout"]
+    assert 1.3 < elapsed < 2.0  # answered with the margin still ahead
+    assert context.get_remaining_time_in_millis() > 500
+    assert fake_llm.count("openai") == 1  # no retry that could not finish in time
+
+
+def test_too_little_time_for_any_attempt_is_a_504_without_calling_anyone(
+    fake_llm: FakeLLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+    load_handler: Loader,
+    lambda_context: Context,
+) -> None:
+    provider_env(monkeypatch, fake_llm, "openai", "anthropic")
+    handler = load_handler("generate").handler
+    response = handler(read_event("generate.json"), lambda_context(timeout=1.5))
+    assert response["statusCode"] == 504
+    error = body(response)["error"]
+    assert error["type"] == "DeadlineExceededError"
+    assert error["remaining_ms"] <= 500
+    assert fake_llm.count("openai") == fake_llm.count("anthropic") == 0
+
+
+def test_breaker_status_reports_every_provider_and_the_worker(
+    fake_llm: FakeLLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+    load_handler: Loader,
+    lambda_context: Context,
+) -> None:
+    provider_env(monkeypatch, fake_llm, "openai", "anthropic", SYNC_WORKER_ID="worker-7")
+    handler = load_handler("breaker_status").handler
+    context = lambda_context()
+    response = handler(read_event("breaker_status.json"), context)
+    assert response["statusCode"] == 200
+    status = body(response)
+    assert status["worker_id"] == "worker-7"
+    assert status["request_id"] == context.aws_request_id
+    assert status["backend"] == {"enabled": False, "shared": False, "healthy": True}
+    assert list(status["providers"]) == ["openai", "anthropic"]
+    assert status["providers"]["openai"]["state"] == "CLOSED"
+    assert status["providers"]["anthropic"]["priority"] == 2
+    assert fake_llm.count("openai") == 0  # status never calls a provider
+
+
+@pytest.mark.redis_server
+def test_breaker_status_shows_the_state_the_fleet_shares_in_redis(
+    fake_llm: FakeLLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+    load_handler: Loader,
+    lambda_context: Context,
+    redis_server: Any,
+) -> None:
+    from flexiai import FlexiAI
+    from flexiai.config import load_config
+
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "breaker-status")  # auto -> snapshot
+    provider_env(
+        monkeypatch,
+        fake_llm,
+        "openai",
+        "anthropic",
+        SYNC_ENABLED="true",
+        SYNC_REDIS_HOST=redis_server.host,
+        SYNC_REDIS_PORT=str(redis_server.port),
+        CIRCUIT_BREAKER_FAILURE_THRESHOLD="1",
+        RETRY_MAX_RETRIES="0",
+    )
+    fake_llm.down("openai")
+    with FlexiAI(load_config()) as other_worker:
+        assert other_worker.generate("hi").provider == "anthropic"  # opens openai fleet-wide
+
+    response = load_handler("breaker_status").handler(
+        read_event("breaker_status.json"), lambda_context()
+    )
+    status = body(response)
+    assert status["backend"]["enabled"] is True
+    assert status["backend"]["mode"] == "snapshot"
+    assert status["backend"]["healthy"] is True
+    assert status["backend"]["shared"] is True
+    assert status["providers"]["openai"]["state"] == "OPEN"
+    assert status["providers"]["openai"]["shared"] is True
+    assert status["providers"]["anthropic"]["state"] == "CLOSED"

@@ -1,0 +1,191 @@
+"""Parsing HTTP events and mapping flexiai's errors onto status codes, without a handler."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from flexiai import FlexiAI
+from flexiai._deadline import deadline
+from flexiai.aws.http_events import (
+    BadRequestError,
+    GenerateRequest,
+    error_response,
+    json_response,
+    parse_generate_request,
+)
+from flexiai.exceptions import (
+    AllProvidersFailedError,
+    AttemptRecord,
+    DeadlineExceededError,
+    InvalidRequestError,
+)
+from flexiai.models import FlexiAIConfig, ProviderConfig
+
+
+def event(body: Any, *, raw: bool = False, b64: bool = False) -> dict[str, Any]:
+    text = body if raw else json.dumps(body)
+    if b64:
+        text = base64.b64encode(text.encode()).decode()
+    return {"version": "2.0", "body": text, "isBase64Encoded": b64}
+
+
+@pytest.fixture
+def client() -> Iterator[FlexiAI]:
+    config = FlexiAIConfig(
+        providers=[
+            ProviderConfig(name="openai", model="m", api_key="k", min_timeout=1.0),
+            ProviderConfig(name="anthropic", model="m", api_key="k", min_timeout=2.0),
+        ]
+    )
+    with FlexiAI(config) as client:  # never called: no connection is made
+        yield client
+
+
+def test_a_prompt_becomes_one_user_message() -> None:
+    request = parse_generate_request(event({"prompt": "hi", "temperature": 0, "max_tokens": 5}))
+    assert request == GenerateRequest([{"role": "user", "content": "hi"}], None, 0.0, 5)
+
+
+def test_messages_and_a_system_prompt_are_kept_in_order() -> None:
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    request = parse_generate_request(event({"messages": messages, "system": "be brief"}))
+    assert request.messages == messages
+    assert request.system == "be brief"
+
+
+def test_a_base64_body_is_decoded() -> None:
+    request = parse_generate_request(event({"prompt": "héllo"}, b64=True))
+    assert request.messages[0]["content"] == "héllo"
+
+
+@pytest.mark.parametrize(
+    ("evt", "message"),
+    [
+        ({"version": "2.0"}, "body is missing"),
+        (event("{nope", raw=True), "body is not valid JSON"),
+        (event("!!!", raw=True, b64=True), "body is not valid JSON"),
+        ({"body": "***", "isBase64Encoded": True}, "body is not valid base64"),
+        ({"body": base64.b64encode(b"\xff\xfe").decode(), "isBase64Encoded": True},
+         "body is not UTF-8"),
+        (event(["prompt"]), "body must be a JSON object"),
+        (event({}), "body must contain 'prompt' or 'messages'"),
+        (event({"system": "x"}), "body must contain 'prompt' or 'messages'"),
+        (event({"prompt": "a", "messages": []}), "not both"),
+        (event({"prompt": ""}), "prompt must be a non-empty string"),
+        (event({"prompt": 3}), "prompt must be a non-empty string"),
+        (event({"prompt": "a", "temperature": "hot"}), "temperature must be a number"),
+        (event({"prompt": "a", "temperature": True}), "temperature must be a number"),
+        (event({"prompt": "a", "temperature": -1}), "temperature must be a finite number >= 0"),
+        (event({"prompt": "a", "max_tokens": 0}), "max_tokens must be an integer >= 1"),
+        (event({"prompt": "a", "max_tokens": 2.5}), "max_tokens must be an integer >= 1"),
+        (event({"prompt": "a", "system": 1}), "system must be a string"),
+        (event({"prompt": "a", "temprature": 1}), "unknown field(s) 'temprature'"),
+        (event({"messages": []}), "messages must be a non-empty list"),
+        (event({"messages": ["hi"]}), "messages[0] must be an object"),
+        (event({"messages": [{"role": "bot", "content": "x"}]}),
+         "messages[0].role must be one of system, user, assistant"),
+        (event({"messages": [{"role": "user", "content": None}]}),
+         "messages[0].content must be a string"),
+        (event({"messages": [{"role": "user", "content": "x", "name": "a"}]}),
+         "messages[0] has unknown field(s) name"),
+    ],
+)
+def test_malformed_bodies_are_rejected_with_the_reason(evt: dict[str, Any], message: str) -> None:
+    with pytest.raises(BadRequestError) as info:
+        parse_generate_request(evt)
+    assert message in str(info.value)
+
+
+def test_a_json_response_is_an_http_api_response() -> None:
+    response = json_response(201, {"a": 1}, {"x-extra": "1"})
+    assert response == {
+        "statusCode": 201,
+        "headers": {"content-type": "application/json", "x-extra": "1"},
+        "body": '{"a":1}',
+        "isBase64Encoded": False,
+    }
+
+
+def body(response: dict[str, Any]) -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(response["body"])
+    return parsed
+
+
+def test_all_breakers_open_is_a_503_with_retry_after_rounded_up(client: FlexiAI) -> None:
+    attempts = [
+        AttemptRecord("openai", "CircuitOpenError", "circuit OPEN", skipped=True),
+        AttemptRecord("anthropic", "CircuitOpenError", "circuit OPEN", skipped=True),
+    ]
+    response = error_response(AllProvidersFailedError(attempts, retry_after=12.2), client, "r1")
+    assert response["statusCode"] == 503
+    assert response["headers"]["retry-after"] == "13"
+    assert body(response)["error"]["retry_after"] == 13
+    assert body(response)["request_id"] == "r1"
+
+
+def test_retry_after_is_never_below_one_second(client: FlexiAI) -> None:
+    attempts = [AttemptRecord("openai", "CircuitOpenError", "circuit OPEN", skipped=True)]
+    response = error_response(AllProvidersFailedError(attempts, retry_after=0.0), client, None)
+    assert response["headers"]["retry-after"] == "1"
+
+
+def test_failed_providers_are_a_502_listing_each_attempt(client: FlexiAI) -> None:
+    attempts = [
+        AttemptRecord("openai", "ProviderServerError", "overloaded", 503),
+        AttemptRecord("anthropic", "CircuitOpenError", "circuit OPEN", skipped=True),
+    ]
+    response = error_response(AllProvidersFailedError(attempts), client, None)
+    assert response["statusCode"] == 502
+    assert "retry-after" not in response["headers"]
+    assert body(response)["error"]["attempts"] == [
+        {"provider": "openai", "error_type": "ProviderServerError", "status_code": 503,
+         "message": "overloaded", "skipped": False},
+        {"provider": "anthropic", "error_type": "CircuitOpenError", "status_code": None,
+         "message": "circuit OPEN", "skipped": True},
+    ]
+
+
+def test_a_provider_skipped_for_lack_of_time_makes_it_a_504(client: FlexiAI) -> None:
+    attempts = [
+        AttemptRecord("openai", "ProviderTimeout", "timed out"),
+        AttemptRecord("anthropic", "DeadlineExceededError", "not enough time", skipped=True),
+    ]
+    response = error_response(AllProvidersFailedError(attempts), client, None)
+    assert response["statusCode"] == 504
+
+
+def test_a_timeout_with_no_time_left_for_another_attempt_is_a_504(client: FlexiAI) -> None:
+    attempts = [AttemptRecord("openai", "ProviderTimeout", "timed out")]
+    with deadline(0.5):  # less than the shortest attempt (openai's min_timeout, 1 s)
+        response = error_response(AllProvidersFailedError(attempts), client, None)
+    assert response["statusCode"] == 504
+    with deadline(5):  # time was left: the providers failed, not the clock
+        response = error_response(AllProvidersFailedError(attempts), client, None)
+    assert response["statusCode"] == 502
+
+
+def test_deadline_exceeded_is_a_504(client: FlexiAI) -> None:
+    response = error_response(DeadlineExceededError(remaining=0.25, needed=1.0), client, "r")
+    assert response["statusCode"] == 504
+    assert body(response)["error"] == {
+        "type": "DeadlineExceededError",
+        "message": "deadline too close: 250 ms left, an attempt needs at least 1000 ms",
+        "remaining_ms": 250,
+    }
+
+
+def test_an_invalid_request_is_a_400_with_the_providers_message(client: FlexiAI) -> None:
+    exc = InvalidRequestError("max_tokens is too large", provider="openai", status_code=400)
+    response = error_response(exc, client, None)
+    assert response["statusCode"] == 400
+    assert body(response)["error"] == {
+        "type": "InvalidRequestError",
+        "message": "max_tokens is too large",
+        "provider": "openai",
+        "status_code": 400,
+    }

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from flexiai.config import PROVIDER_VARIABLE
 from flexiai.models import CircuitBreakerConfig, ProviderConfig, RetryConfig, SyncConfig
 
-SECTIONS: list[tuple[str, type[BaseModel], str | None]] = [
+SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("SyncConfig", SyncConfig, "FLEXIAI_SYNC_"),
     ("CircuitBreakerConfig", CircuitBreakerConfig, "FLEXIAI_CIRCUIT_BREAKER_"),
     ("RetryConfig", RetryConfig, "FLEXIAI_RETRY_"),
@@ -37,12 +37,10 @@ def main() -> None:
         print(f"### `{title}`\n\n{doc}\n")
         print("| Field | Default | Environment variable | Notes |\n| --- | --- | --- | --- |")
         for name, field in model.model_fields.items():
-            if name == "failure_on":
-                var = "(code only)"
-            elif prefix and prefix.startswith("FLEXIAI_PROVIDER") and name.upper() not in provider_fields:
-                var = "(code only)"
-            else:
-                var = f"`{prefix}{name.upper()}`"
+            code_only = name == "failure_on" or (
+                prefix.startswith("FLEXIAI_PROVIDER") and name.upper() not in provider_fields
+            )
+            var = "(code only)" if code_only else f"`{prefix}{name.upper()}`"
             notes = (field.description or "").replace("\n", " ")
             if field.metadata:
                 bounds = ", ".join(

@@ -42,9 +42,7 @@ class LocalLambdaContext:
         self.function_version = function_version
         self.memory_limit_in_mb = memory_limit_in_mb
         self.aws_request_id = aws_request_id or str(uuid.uuid4())
-        self.invoked_function_arn = (
-            f"arn:aws:lambda:{region}:{account_id}:function:{function_name}"
-        )
+        self.invoked_function_arn = f"arn:aws:lambda:{region}:{account_id}:function:{function_name}"
         self.log_group_name = log_group_name or f"/aws/lambda/{function_name}"
         self.log_stream_name = time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex
         self.identity: Any = None

@@ -118,9 +118,7 @@ class _Telemetry:
     """The client listener: turns flexiai events into log records, EMF metrics and trace
     annotations. One per execution environment; ``begin``/``end`` bracket an invocation."""
 
-    def __init__(
-        self, *, logger: Logger, namespace: str, service: str, worker_id: str
-    ) -> None:
+    def __init__(self, *, logger: Logger, namespace: str, service: str, worker_id: str) -> None:
         self.logger = logger
         self.namespace = namespace
         self.service = service

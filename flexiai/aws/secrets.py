@@ -216,9 +216,7 @@ def _fetch_with_powertools(ref: SecretReference, max_age: float) -> str | bytes:
     if ref.service == "secretsmanager":
         value = parameters.get_secret(ref.name, max_age=seconds, force_fetch=fresh)
     else:
-        value = parameters.get_parameter(
-            ref.name, decrypt=True, max_age=seconds, force_fetch=fresh
-        )
+        value = parameters.get_parameter(ref.name, decrypt=True, max_age=seconds, force_fetch=fresh)
     if not isinstance(value, str | bytes):
         raise TypeError(f"unexpected value type {type(value).__name__}")
     return value

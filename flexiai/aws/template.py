@@ -153,7 +153,7 @@ class _Resolver:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             if key == "Ref":
                 return self._ref(arg)
             if key == "Condition" or (key.startswith("Fn::") and key != "Fn::Transform"):
@@ -273,7 +273,7 @@ class _Resolver:
             return expression
         if not isinstance(expression, dict) or len(expression) != 1:
             raise _Unresolvable("malformed condition")
-        (key, arg), = expression.items()
+        ((key, arg),) = expression.items()
         if key == "Condition":
             return self._condition(arg)
         if key == "Fn::Equals":

@@ -149,7 +149,8 @@ class StateSyncManager:
             self._degrade(exc)
             return
         self._subscribed = True
-        logger.info("Worker %s started", self.worker_id)
+        if self.backend.shared:
+            logger.info("Worker %s started", self.worker_id)
 
     def _on_connect(self) -> None:
         """Called by the backend after every (re)connection of its subscriber."""

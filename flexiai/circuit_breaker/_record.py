@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -48,31 +49,37 @@ class BreakerRecord:
 
     @classmethod
     def from_fields(cls, fields: dict[str, str] | dict[bytes, bytes]) -> BreakerRecord:
-        """Parse a stored hash. Raises ``ValueError`` naming the bad field on garbage."""
-        text = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in fields.items()
-        }
+        """Parse a stored hash. Raises ``ValueError`` naming the bad field on garbage.
+
+        On the snapshot path of every Lambda request: the parsers are built once, below."""
         kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in text:
+        for raw_key, raw_value in fields.items():
+            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+            parse = _PARSERS.get(key)
+            if parse is None:
                 continue
-            raw = text[f.name]
+            value = raw_value.decode() if isinstance(raw_value, bytes) else raw_value
             try:
-                if f.name == "state":
-                    kwargs[f.name] = CircuitState(raw)
-                elif f.name == "updated_by":
-                    kwargs[f.name] = raw
-                elif f.type in ("int",):
-                    kwargs[f.name] = int(raw)
-                else:
-                    number = float(raw)
-                    if not math.isfinite(number):
-                        raise ValueError(raw)
-                    kwargs[f.name] = number
+                kwargs[key] = parse(value)
             except ValueError:
-                raise ValueError(f"breaker record field {f.name!r} has an invalid value") from None
+                raise ValueError(f"breaker record field {key!r} has an invalid value") from None
         return cls(**kwargs)
+
+
+def _finite(raw: str) -> float:
+    number = float(raw)
+    if not math.isfinite(number):
+        raise ValueError(raw)
+    return number
+
+
+def _parser(type_name: str) -> Callable[[str], Any]:
+    return {"CircuitState": CircuitState, "str": str, "int": int}.get(type_name, _finite)
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    f.name: _parser(str(f.type)) for f in dataclasses.fields(BreakerRecord)
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -282,11 +282,26 @@ class RedisSyncBackend(SyncBackend):
 
     def _error(self, what: str, exc: BaseException) -> StateStoreError:
         message = f"redis {what} failed on {self.describe()}: {type(exc).__name__}: {exc}"
-        config = self._config
-        for secret in (config.redis_password, config.redis_url, config.redis_sentinel_password):
-            if secret is not None and secret.get_secret_value():
-                message = message.replace(secret.get_secret_value(), "**********")
+        for secret in self._secrets():
+            message = message.replace(secret, "**********")
         return StateStoreError(message)
+
+    def _secrets(self) -> list[str]:
+        """Every password this backend knows, including one inside ``redis_url``: redacting
+        the URL's password rather than the whole URL keeps errors readable."""
+        config = self._config
+        found = [
+            s.get_secret_value()
+            for s in (config.redis_password, config.redis_sentinel_password)
+            if s is not None and s.get_secret_value()
+        ]
+        if config.redis_url is not None:
+            from urllib.parse import unquote, urlsplit
+
+            url_password = urlsplit(config.redis_url.get_secret_value()).password
+            if url_password:
+                found += [url_password, unquote(url_password)]
+        return found
 
     def _snapshot(self, providers: Sequence[str], reply: Any) -> StoreSnapshot:
         """Parse load.lua's reply: TIME, then one entry per provider."""

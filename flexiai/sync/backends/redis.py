@@ -341,13 +341,14 @@ class RedisSyncBackend(SyncBackend):
         )
 
     def _parse_entry(self, entry: Any) -> BreakerRecord | None:
-        """One load.lua entry: a hash's flat field list, or the key's type name."""
-        if isinstance(entry, list):
-            try:
-                return BreakerRecord.from_fields(dict(zip(entry[::2], entry[1::2], strict=True)))
-            except ValueError:
-                return None
-        return BreakerRecord() if _text(entry) == "none" else None
+        """One load.lua entry: a hash's flat field list (empty: no record yet), or
+        ``wrongtype`` for a key holding something other than a hash."""
+        if not isinstance(entry, list):
+            return None
+        try:
+            return BreakerRecord.from_fields(dict(zip(entry[::2], entry[1::2], strict=True)))
+        except ValueError:
+            return None
 
     def _count(self, name: str, amount: int = 1) -> int:
         with self._lock:

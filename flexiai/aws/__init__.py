@@ -17,8 +17,9 @@ context), ``template`` (reading ``template.yaml`` as ``sam local invoke`` does).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from flexiai._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from flexiai.aws._invocation import NoInvocationError, current_client
@@ -45,14 +46,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'flexiai.aws' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("flexiai.aws", globals(), _HOMES)

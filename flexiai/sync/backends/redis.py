@@ -123,6 +123,10 @@ class RedisSyncBackend(SyncBackend):
         self._scripts: _Scripts | None = None
         self._subscriber: _Subscriber | None = None
         self._closed = False
+        # The last raw hash read for each provider and its parsed record: on the snapshot
+        # path a healthy fleet's records rarely change, so most reads skip parsing.
+        self._parsed: dict[str, tuple[tuple[Any, ...], BreakerRecord]] = {}
+        self._invalid_logged: set[str] = set()  # garbage is logged once, counted every time
         self._counts = {
             "malformed_events": 0,
             "invalid_records": 0,
@@ -309,18 +313,28 @@ class RedisSyncBackend(SyncBackend):
         records: dict[str, BreakerRecord] = {}
         invalid: list[str] = []
         for provider, entry in zip(providers, reply[2:], strict=True):
+            raw = tuple(entry) if isinstance(entry, list) else (entry,)
+            cached = self._parsed.get(provider)
+            if cached is not None and cached[0] == raw:
+                records[provider] = cached[1]
+                continue
             record = self._parse_entry(entry)
-            if record is None:
+            if record is not None:
+                self._parsed[provider] = (raw, record)
+            else:
                 invalid.append(provider)
                 record = BreakerRecord()
             records[provider] = record
         if invalid:
             self._count("invalid_records", len(invalid))
-            logger.warning(
-                "ignored invalid breaker state for %s in %s (read as CLOSED)",
-                ", ".join(invalid),
-                self.describe(),
-            )
+            fresh = [p for p in invalid if p not in self._invalid_logged]
+            if fresh:
+                logger.warning(
+                    "ignored invalid breaker state for %s in %s (read as CLOSED)",
+                    ", ".join(fresh),
+                    self.describe(),
+                )
+        self._invalid_logged = set(invalid) | (self._invalid_logged - set(records))
         return StoreSnapshot(records=records, now=now, invalid=tuple(invalid))
 
     def _transition(self, provider: str, reply: Any) -> Transition:

@@ -4,8 +4,9 @@ The path measured is what ``FlexiAI`` runs for every request, built from the sam
 (``StateSyncManager`` over ``RedisSyncBackend``, one ``CircuitBreaker`` per provider, three
 providers): ``before_request()`` + ``allow()`` + ``record_success()``.
 
-* snapshot mode, refresh due (``snapshot_max_age=0``): one round trip (``load.lua`` reads
-  every provider and the server's clock). Target: at most 1.3x a bare GET.
+* snapshot mode, refresh due (``snapshot_max_age=0``): one round trip (one ``MGET`` of
+  every provider's JSON record; the server's clock comes from a measured offset). Target:
+  at most 1.3x a bare GET.
 * snapshot mode, snapshot fresh (the default 1 s): no round trip.
 * pub/sub mode: no round trip (a background subscriber keeps the view current).
 * CPU per request without the network (``time.process_time`` over many requests with the
@@ -180,14 +181,10 @@ def run(
             get_client.get(f"{prefix}:plain")
 
         # The round trip of a refresh alone, without turning the reply into records.
-        import importlib.resources
-
-        source = importlib.resources.files("flexiai.sync.backends") / "lua" / "load.lua"
-        load_script = get_client.register_script(source.read_text("utf-8"))
         load_keys = [paths["due"].manager.backend.key_for(name) for name in PROVIDERS]
 
         def raw_load() -> None:
-            load_script(keys=load_keys, args=[])
+            get_client.mget(load_keys)
 
         clients = {
             "off": _client(server_url, None, prefix),
@@ -234,7 +231,7 @@ def run(
             rows.append(
                 row(
                     "overhead",
-                    "of which the round trip alone (EVALSHA load.lua, no parsing), p50",
+                    "of which the round trip alone (MGET, no parsing), p50",
                     median(samples["raw"]),
                     "us",
                     peer="GET p50",

@@ -1,12 +1,20 @@
 """The shared record of one provider's breaker, and its public read-only snapshot.
 
-A record is what the store keeps (a Redis hash, or a dict in memory). Times are wall-clock
-seconds of the *store's* clock (Redis ``TIME``), so workers' clocks never have to agree.
+A record is what the store keeps (one JSON string per provider in Redis, an object in
+memory). Times are wall-clock seconds of the *store's* clock (Redis ``TIME``), so workers'
+clocks never have to agree.
+
+The stored JSON (``to_json``) is compact, in field order, with numbers exactly as Python's
+``repr(float)`` / ``str(int)`` write them; ``sync/backends/lua/breaker.lua`` builds the same
+bytes by hand, so a record reads back identically whichever side wrote it:
+
+    {"state":"OPEN","failures":0,"window_started_at":0.0,"opened_at":1764180000.123,...}
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +47,8 @@ class BreakerRecord:
     def replace(self, **changes: Any) -> BreakerRecord:
         return dataclasses.replace(self, **changes)
 
-    # The hash layout in Redis: one field per attribute, numbers as decimal strings.
+    # The record inside an event (flexiai.sync.events): one field per attribute, numbers as
+    # decimal strings.
     def to_fields(self) -> dict[str, str]:
         out: dict[str, str] = {}
         for f in dataclasses.fields(self):
@@ -49,9 +58,9 @@ class BreakerRecord:
 
     @classmethod
     def from_fields(cls, fields: dict[str, str] | dict[bytes, bytes]) -> BreakerRecord:
-        """Parse a stored hash. Raises ``ValueError`` naming the bad field on garbage.
+        """Parse an event's record. Raises ``ValueError`` naming the bad field on garbage.
 
-        On the snapshot path of every Lambda request: the parsers are built once, below."""
+        On the event path of every pub/sub worker: the parsers are built once, below."""
         kwargs: dict[str, Any] = {}
         for raw_key, raw_value in fields.items():
             key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
@@ -64,6 +73,67 @@ class BreakerRecord:
             except ValueError:
                 raise ValueError(f"breaker record field {key!r} has an invalid value") from None
         return cls(**kwargs)
+
+    # The string stored in Redis: one compact JSON object.
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                f.name: (value.value if isinstance(value, CircuitState) else value)
+                for f in dataclasses.fields(self)
+                for value in (getattr(self, f.name),)
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> BreakerRecord:
+        """Parse a stored record. Raises ``ValueError`` on garbage, with the same rules as
+        breaker.lua: a JSON object (strict JSON numbers: no NaN, Infinity, hex or ``+1``);
+        ``state`` one of the states, ``updated_by`` a string, int fields integral numbers
+        below 2**53, float fields finite numbers. Unknown fields are ignored, missing ones
+        take their defaults."""
+        try:
+            doc = json.loads(raw, parse_constant=_reject_constant, strict=False)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise ValueError("breaker record is not JSON") from None
+        if not isinstance(doc, dict):
+            raise ValueError("breaker record is not a JSON object")
+        kwargs: dict[str, Any] = {}
+        for key, kind in _KINDS.items():
+            if key not in doc:
+                continue
+            value = _json_value(kind, doc[key])
+            if value is None:
+                raise ValueError(f"breaker record field {key!r} has an invalid value")
+            kwargs[key] = value
+        return cls(**kwargs)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _json_value(kind: str, value: Any) -> Any:
+    """One decoded JSON field as the record holds it; None where breaker.lua finds garbage
+    (Lua has one number type, so 7 and 7.0 are the same there, and here)."""
+    if kind == "CircuitState":
+        return CircuitState(value) if isinstance(value, str) and value in _STATES else None
+    if kind == "str":
+        return value if isinstance(value, str) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer literal beyond a double
+        return None
+    if not math.isfinite(number):
+        return None
+    if kind == "int":
+        if not number.is_integer() or abs(number) >= 2**53:
+            return None
+        return int(number)
+    return number
 
 
 def _finite(raw: str) -> float:
@@ -80,6 +150,8 @@ def _parser(type_name: str) -> Callable[[str], Any]:
 _PARSERS: dict[str, Callable[[str], Any]] = {
     f.name: _parser(str(f.type)) for f in dataclasses.fields(BreakerRecord)
 }
+_KINDS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(BreakerRecord)}
+_STATES = frozenset(state.value for state in CircuitState)
 
 
 @dataclass(frozen=True, slots=True)

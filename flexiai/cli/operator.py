@@ -245,31 +245,39 @@ def read_status(
     if not providers:
         return [], time.time()
     snapshot = backend.load(providers)
-    ttls = _ttls(sync, backend, providers)
-    rows = [
-        StatusRow(
-            provider=name,
-            record=None if name in snapshot.invalid else snapshot.records[name],
-            stored=ttls[name] is not None,
-            ttl_ms=ttls[name],
+    keys = _keys(sync, backend, providers)
+    rows = []
+    for name in providers:
+        ttl, kind = keys[name]
+        # MGET reads a key of another type as absent; status shows it as the garbage it is.
+        garbage = name in snapshot.invalid or kind not in ("string", "none")
+        rows.append(
+            StatusRow(
+                provider=name,
+                record=None if garbage else snapshot.records[name],
+                stored=ttl is not None,
+                ttl_ms=ttl,
+            )
         )
-        for name in providers
-    ]
     return rows, snapshot.now
 
 
-def _ttls(
+def _keys(
     sync: SyncConfig, backend: RedisSyncBackend, providers: list[str]
-) -> dict[str, int | None]:
+) -> dict[str, tuple[int | None, str]]:
+    """Each provider's key: its PTTL (None: no key) and its TYPE."""
     with _client(sync) as client:
         pipe = client.pipeline(transaction=False)
         for name in providers:
             pipe.pttl(backend.key_for(name))
+            pipe.type(backend.key_for(name))
         replies = pipe.execute()
-    return {
-        name: None if int(ttl) == -2 else int(ttl)
-        for name, ttl in zip(providers, replies, strict=True)
-    }
+    out: dict[str, tuple[int | None, str]] = {}
+    for index, name in enumerate(providers):
+        ttl, kind = int(replies[2 * index]), replies[2 * index + 1]
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        out[name] = (None if ttl == -2 else ttl, kind)
+    return out
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -404,14 +412,15 @@ def _reset(args: argparse.Namespace) -> int:
             return 0
         before = backend.load(providers)
         for name in providers:
-            if name in before.invalid:
-                old = "invalid state"
-            else:
-                record = before.records[name]
-                old = record.state.value
-                if record.failures:
-                    old += f" with {record.failures} failure{'s' * (record.failures > 1)}"
+            record = before.records[name]
+            old = record.state.value
+            if record.failures:
+                old += f" with {record.failures} failure{'s' * (record.failures > 1)}"
+            invalid_before = backend.stats()["invalid_records"]
             result = backend.transition(name, Op.RESET, policy, worker)
+            # Garbage the load saw, or a key of another type that only the script sees.
+            if name in before.invalid or backend.stats()["invalid_records"] > invalid_before:
+                old = "invalid state"
             version = result.record.version
             if old == "CLOSED":
                 print(

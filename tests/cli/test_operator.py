@@ -117,9 +117,10 @@ def test_garbage_in_the_state_keys_is_shown_as_invalid(
 ) -> None:
     open_breaker(store, "openai")
     with redis_server.client() as client:
-        client.hset("flexiai:state:gemini", mapping={"state": "MELTED", "failures": "many"})
-        client.set("flexiai:state:bedrock", "not a hash")
+        client.set("flexiai:state:gemini", '{"state": "MELTED", "failures": "many"}')
+        client.set("flexiai:state:bedrock", "not JSON")
         client.rpush("flexiai:state:mistral", "a list")
+        client.hset("flexiai:state:cohere", mapping={"state": "OPEN"})  # the old layout
 
     rows = status_json(flexiai, redis_server)
     table = flexiai("status", "--redis-url", redis_server.url)
@@ -129,9 +130,10 @@ def test_garbage_in_the_state_keys_is_shown_as_invalid(
         "gemini": "invalid",
         "bedrock": "invalid",
         "mistral": "invalid",
+        "cohere": "invalid",
     }
     assert table.code == 0
-    assert table.out.count("invalid") == 3
+    assert table.out.count("invalid") == 4
     assert "Traceback" not in table.err
 
 
@@ -192,13 +194,15 @@ def test_reset_without_a_provider_resets_every_one_and_overwrites_garbage(
     open_breaker(store, "openai")
     store.transition("anthropic", Op.FAILURE, POLICY, "w2")
     with redis_server.client() as client:
-        client.hset("flexiai:state:gemini", mapping={"state": "MELTED"})
+        client.set("flexiai:state:gemini", '{"state": "MELTED"}')
+        client.hset("flexiai:state:cohere", mapping={"state": "OPEN"})  # the old layout
 
     result = flexiai("reset", "--redis-url", redis_server.url)
 
     assert result.code == 0
     assert "anthropic: CLOSED with 1 failure -> CLOSED" in result.out
     assert "gemini: invalid state -> CLOSED" in result.out
+    assert "cohere: invalid state -> CLOSED" in result.out
     assert "openai: OPEN -> CLOSED" in result.out
     rows = status_json(flexiai, redis_server)
     assert {row["state"] for row in rows.values()} == {"CLOSED"}

@@ -91,7 +91,7 @@ def test_custom_key_prefix_channel_and_ttl() -> None:
         "try:\n    c.generate(prompt='Hi')\nexcept Exception:\n    pass\n"
         "msg = p.get_message(timeout=2)\n"
         "RESULT = {'ttl': r.ttl('myapp:flexiai:state:openai'),"
-        " 'state': r.hget('myapp:flexiai:state:openai', 'state'),"
+        " 'state': json.loads(r.get('myapp:flexiai:state:openai'))['state'],"
         " 'event': json.loads(msg['data'])['type']}\n"
         "p.close(); r.close(); c.close()\n"))
     assert 7100 < out["result"]["ttl"] <= 7200

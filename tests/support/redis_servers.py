@@ -50,18 +50,17 @@ START_TIMEOUT = 10.0
 
 #: The least-privilege user the backend needs (found by removing rules until something
 #: broke; tests/sync/test_topologies.py proves every one is needed and enough):
-#: EVALSHA runs the scripts and SCRIPT LOAD loads them after NOSCRIPT; inside them TIME,
-#: TYPE, HGETALL, HSET, DEL (overwriting garbage), PEXPIRE and PUBLISH; SUBSCRIBE for the
-#: event listener; PING for health checks; SCAN for ``list_providers``.
+#: EVALSHA runs the transition script and SCRIPT LOAD loads it after NOSCRIPT; inside it
+#: TIME, GET, SET (which also overwrites garbage of any type) and PUBLISH; MGET reads every
+#: record for a snapshot and TIME measures the clock offset; SUBSCRIBE for the event
+#: listener; PING for health checks; SCAN for ``list_providers``.
 ACL_COMMANDS = (
     "evalsha",
     "script|load",
     "time",
-    "type",
-    "hgetall",
-    "hset",
-    "del",
-    "pexpire",
+    "get",
+    "set",
+    "mget",
     "publish",
     "subscribe",
     "ping",

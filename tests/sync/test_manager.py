@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from flexiai import FlexiAI
+from flexiai.circuit_breaker._record import BreakerRecord, CircuitState
 from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, ProviderConfig, RetryConfig
 from flexiai.sync.backends.redis import state_key
 from flexiai.testing import FakeLLMServer
@@ -28,8 +29,9 @@ def client_for(server: RedisProcess, fake: FakeLLMServer, **sync: Any) -> FlexiA
     config = FlexiAIConfig(
         providers=[
             ProviderConfig(name="openai", api_key="k", model="m", base_url=fake.base_url("openai")),
-            ProviderConfig(name="anthropic", api_key="k", model="m",
-                           base_url=fake.base_url("anthropic")),
+            ProviderConfig(
+                name="anthropic", api_key="k", model="m", base_url=fake.base_url("anthropic")
+            ),
         ],
         sync=sync_config_for(server, **{"reconnect_backoff": 0.3, **sync}),
         circuit_breaker=CircuitBreakerConfig(failure_threshold=2, recovery_timeout=60),
@@ -82,8 +84,10 @@ def test_snapshot_mode_refreshes_in_one_round_trip_per_request_when_stale(
         for _ in range(10):
             client.generate("x")
         after = commands(redis_server)
-    assert after.get("evalsha", 0) - before.get("evalsha", 0) == 10
-    writes = ("hset", "publish", "set", "del")
+    assert after.get("mget", 0) - before.get("mget", 0) == 10
+    assert after.get("evalsha", 0) == before.get("evalsha", 0)
+    assert after.get("time", 0) == before.get("time", 0)  # the clock offset is still fresh
+    writes = ("set", "publish", "del", "hset", "pexpire")
     assert all(after.get(k, 0) == before.get(k, 0) for k in writes)
 
 
@@ -126,10 +130,16 @@ def test_a_killed_and_restarted_redis_is_resynced(
         assert client.generate("x").provider == "openai"
         redis_server.restart()
         with redis_server.client() as r:  # another worker opened openai meanwhile
-            r.hset(state_key("flexiai", "openai", False), mapping={
-                "state": "OPEN", "opened_at": str(time.time()),
-                "open_until": str(time.time() + 60), "version": "99", "updated_by": "other",
-            })
+            r.set(
+                state_key("flexiai", "openai", False),
+                BreakerRecord(
+                    state=CircuitState.OPEN,
+                    opened_at=time.time(),
+                    open_until=time.time() + 60,
+                    version=99,
+                    updated_by="other",
+                ).to_json(),
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             client.generate("poll")  # requests keep succeeding while it reconnects
@@ -145,7 +155,7 @@ def test_garbage_in_the_state_keys_never_fails_a_request_and_is_logged_once(
 ) -> None:
     with redis_server.client() as r:
         r.set(state_key("flexiai", "openai", False), "garbage")
-        r.hset(state_key("flexiai", "anthropic", False), mapping={"state": "EXPLODED"})
+        r.set(state_key("flexiai", "anthropic", False), '{"state": "EXPLODED"}')
     with client_for(redis_server, fake, mode="snapshot", snapshot_max_age=0) as client:
         with caplog.at_level(logging.WARNING, logger="flexiai.sync.redis"):
             for _ in range(5):

@@ -302,3 +302,67 @@ def test_concurrent_acquires_grant_exactly_half_open_max_calls(redis_server, mak
     assert sum(r.granted for r in results) == 3
     assert sum(r.event is EventType.HALF_OPEN for r in results) == 1
     assert backend.load(["openai"]).records["openai"].probes_in_flight == 3
+
+
+# -- the server's clock without a round trip -----------------------------------------------
+
+
+def _time_calls(server: RedisProcess) -> int:
+    with server.client(decode_responses=True) as admin:
+        stats = admin.info("commandstats")
+    return int(stats.get("cmdstat_time", {}).get("calls", 0))
+
+
+def _server_time(server: RedisProcess) -> float:
+    with server.client() as admin:
+        seconds, micros = admin.time()
+    return seconds + micros / 1_000_000
+
+
+def test_load_reads_the_servers_clock_and_measures_it_every_30_seconds(
+    redis_server, make_backend
+) -> None:
+    """A snapshot is one MGET; the clock offset costs a TIME only on the first load and
+    once it is _CLOCK_RESAMPLE old. The local wall clock plays no part: this worker's is
+    a day off, and the snapshot still reads the server's time."""
+
+    class Clock:
+        shift = 0.0  # monotonic seconds added by the test
+
+        def now(self) -> float:
+            return time.time() - 86_400  # a day off
+
+        def monotonic(self) -> float:
+            return time.monotonic() + self.shift
+
+    clock = Clock()
+    backend = make_backend(sync_config_for(redis_server), clock=clock)
+    before = _time_calls(redis_server)
+    low = _server_time(redis_server)
+    first = backend.load(["openai"]).now
+    high = _server_time(redis_server)
+    assert low - 0.05 <= first <= high + 0.05
+    for _ in range(5):
+        backend.load(["openai"])
+    assert _time_calls(redis_server) - before == 3  # the test's two, and the first load's
+
+    clock.shift = 29.0  # not yet stale: no TIME, and now moves with the monotonic clock
+    assert backend.load(["openai"]).now == pytest.approx(first + 29.0, abs=0.5)
+    assert _time_calls(redis_server) - before == 3
+    clock.shift = 31.0  # stale: measured again, and the server's clock wins
+    again = backend.load(["openai"]).now
+    assert _time_calls(redis_server) - before == 4
+    assert again == pytest.approx(_server_time(redis_server), abs=0.5)
+
+
+def test_transitions_refresh_the_clock_offset_and_now_never_goes_back(
+    redis_server, make_backend
+) -> None:
+    backend = make_backend(sync_config_for(redis_server))
+    backend.load(["openai"])
+    before = _time_calls(redis_server)
+    result = backend.transition("openai", Op.TRIP, policy(), "w", open_for=0.0)
+    # A breaker tripped for 0 s may probe at once: the next snapshot's now is past open_until.
+    snapshot = backend.load(["openai"])
+    assert snapshot.now >= result.record.open_until == result.now
+    assert _time_calls(redis_server) - before == 1  # only the script's own TIME

@@ -1,13 +1,27 @@
-"""The fleet-wide breaker store: one hash per provider in Redis, Valkey or ElastiCache.
+"""The fleet-wide breaker store: one string per provider in Redis, Valkey or ElastiCache.
 
-    {prefix}:state:{provider}     hash, BreakerRecord.to_fields() layout, TTL state_ttl
+    {prefix}:state:{provider}     string, BreakerRecord.to_json(), TTL state_ttl after the
+                                  record's last deadline (``GET flexiai:state:openai``)
     {channel}                     pub/sub, one flexiai.sync.events JSON message per event
 
-Every operation is one Lua script run with EVALSHA: ``lua/breaker.lua`` applies
-``circuit_breaker._machine`` atomically with the server's clock, writes the record and
-publishes the event; ``lua/load.lua`` reads every provider and the clock in one round trip.
-In cluster mode the prefix carries a hash tag (``{flexiai}:state:openai``) so every key a
-script touches lives in one slot.
+Every operation (outcome, probe, trip, reset) is one Lua script run with EVALSHA:
+``lua/breaker.lua`` applies ``circuit_breaker._machine`` atomically with the server's clock,
+writes the record and publishes the event. Reading every provider (the snapshot refresh on
+the request path) is one plain ``MGET``: no script, and a reply of one bulk string per
+provider that parses in one ``json.loads``. In cluster mode the prefix carries a hash tag
+(``{flexiai}:state:openai``) so every key lives in one slot and that MGET is one command.
+
+The store's clock without a round trip: breakers compare ``open_until`` (written with the
+server's ``TIME``) against the snapshot's ``now``, so ``load`` must return the server's
+clock, and MGET does not carry it. The backend keeps ``offset = server TIME - local clock``,
+measured with a ``TIME`` round trip on the first load and again whenever the last
+measurement is ``_CLOCK_RESAMPLE`` seconds old (and refreshed for free by every transition,
+whose reply carries the server's time); ``now`` is then the local clock plus that offset.
+The local clock is the monotonic one, so a step of this host's wall clock (NTP) changes
+nothing. Workers' clocks still never have to agree with each other or with the server: each
+worker measures its own offset against the server, so one whose wall clock is minutes off
+still reads the server's time, to within half a round trip plus drift since the last
+measurement. ``now`` never goes below a server time this backend has already seen.
 
 The backend is lazy: building it imports no redis module and opens no socket; the shared
 process-level client (see ``_redis_connect``) is acquired on first use. Every failure of
@@ -50,6 +64,10 @@ _RECONNECT_BASE = 0.1
 _JOIN_SECONDS = 2.0
 #: Repeated problems are logged on the first occurrence and then every this many.
 _LOG_EVERY = 100
+#: How often ``load`` re-measures the server's clock (one extra TIME round trip).
+_CLOCK_RESAMPLE = 30.0
+#: What an absent key reads as (records are frozen, so one instance serves every read).
+_FRESH = BreakerRecord()
 
 
 def _tagged(prefix: str, cluster: bool) -> str:
@@ -64,13 +82,13 @@ def _tagged(prefix: str, cluster: bool) -> str:
 
 
 def state_key(prefix: str, provider: str, cluster: bool) -> str:
-    """The hash holding ``provider``'s breaker: ``flexiai:state:openai``, or in cluster mode
+    """The string holding ``provider``'s breaker: ``flexiai:state:openai``, or in cluster mode
     ``{flexiai}:state:openai`` (a prefix that already has a ``{tag}`` is kept as is)."""
     return f"{_tagged(prefix, cluster)}:state:{provider}"
 
 
 def state_key_pattern(prefix: str, cluster: bool) -> str:
-    """A SCAN ``MATCH`` pattern for every provider's hash under ``prefix``."""
+    """A SCAN ``MATCH`` pattern for every provider's record under ``prefix``."""
     literal = "".join(f"\\{c}" if c in "*?[]\\" else c for c in state_key(prefix, "", cluster))
     return literal + "*"
 
@@ -92,7 +110,6 @@ def _number(value: float) -> str:
 class _Scripts:
     client: Any
     breaker: Any
-    load: Any
 
 
 class RedisSyncBackend(SyncBackend):
@@ -100,8 +117,9 @@ class RedisSyncBackend(SyncBackend):
 
     ``client`` brings your own ``redis.Redis`` or ``RedisCluster`` (IAM, custom pools,
     fakeredis in tests); it is used as is and never closed here. Otherwise the process's
-    shared client for the config's connection settings is used. ``clock`` is accepted for
-    parity with the memory store; every time here is the server's ``TIME``.
+    shared client for the config's connection settings is used. Every time here is the
+    server's ``TIME``; ``clock`` is only the local monotonic clock that carries the measured
+    offset to the server forward between measurements (see the module docstring).
     """
 
     name = "redis"
@@ -123,9 +141,14 @@ class RedisSyncBackend(SyncBackend):
         self._scripts: _Scripts | None = None
         self._subscriber: _Subscriber | None = None
         self._closed = False
-        # The last raw hash read for each provider and its parsed record: on the snapshot
+        # The last raw string read for each provider and its parsed record: on the snapshot
         # path a healthy fleet's records rarely change, so most reads skip parsing.
-        self._parsed: dict[str, tuple[tuple[Any, ...], BreakerRecord]] = {}
+        self._parsed: dict[str, tuple[Any, BreakerRecord]] = {}
+        # (server TIME - local monotonic clock, local monotonic time it was measured at),
+        # and the latest server time seen, below which ``now`` never goes.
+        self._clock_sync: tuple[float, float] | None = None
+        self._latest_now = 0.0
+        self._keys: dict[tuple[str, ...], list[str]] = {}
         self._invalid_logged: set[str] = set()  # garbage is logged once, counted every time
         self._counts = {
             "malformed_events": 0,
@@ -143,10 +166,18 @@ class RedisSyncBackend(SyncBackend):
     # -- SyncBackend ------------------------------------------------------------------
 
     def load(self, providers: Sequence[str]) -> StoreSnapshot:
-        keys = [self.key_for(p) for p in providers]
-        return self._run(
-            "load", lambda: self._snapshot(providers, self._registered().load(keys=keys, args=[]))
-        )
+        # The same providers every request: build their keys once.
+        names = tuple(providers)
+        keys = self._keys.get(names)
+        if keys is None:
+            keys = self._keys[names] = [self.key_for(p) for p in names]
+
+        def read() -> StoreSnapshot:
+            client = self._client()
+            raws = client.mget(keys) if keys else []
+            return self._snapshot(providers, raws, self._server_now(client, keys))
+
+        return self._run("load", read)
 
     def transition(
         self,
@@ -176,10 +207,14 @@ class RedisSyncBackend(SyncBackend):
             _number(policy.max_open_for),
         ]
         keys = [self.key_for(provider)]
-        return self._run(
-            f"transition({op.value})",
-            lambda: self._transition(provider, self._registered().breaker(keys=keys, args=args)),
-        )
+
+        def run() -> Transition:
+            script = self._registered().breaker
+            before = self._clock.monotonic()
+            reply = script(keys=keys, args=args)
+            return self._transition(provider, reply, before, self._clock.monotonic())
+
+        return self._run(f"transition({op.value})", run)
 
     def subscribe(self, handler: EventHandler, on_connect: Callable[[], None]) -> None:
         with self._lock:
@@ -263,11 +298,7 @@ class RedisSyncBackend(SyncBackend):
         scripts = self._scripts
         if scripts is None or scripts.client is not client:
             # register_script only hashes the source: EVALSHA, then SCRIPT LOAD on NOSCRIPT.
-            scripts = _Scripts(
-                client,
-                client.register_script(_script_source("breaker.lua")),
-                client.register_script(_script_source("load.lua")),
-            )
+            scripts = _Scripts(client, client.register_script(_script_source("breaker.lua")))
             self._scripts = scripts
         return scripts
 
@@ -307,24 +338,58 @@ class RedisSyncBackend(SyncBackend):
                 found += [url_password, unquote(url_password)]
         return found
 
-    def _snapshot(self, providers: Sequence[str], reply: Any) -> StoreSnapshot:
-        """Parse load.lua's reply: TIME, then one entry per provider."""
-        now = int(reply[0]) + int(reply[1]) / 1_000_000
+    def _server_now(self, client: Any, keys: Sequence[str]) -> float:
+        """The server's clock now: the local wall clock plus the measured offset, measured
+        again (one TIME round trip) when missing or older than ``_CLOCK_RESAMPLE``."""
+        sync = self._clock_sync
+        if sync is None or self._clock.monotonic() - sync[1] >= _CLOCK_RESAMPLE:
+            options: dict[str, Any] = {}
+            if self._cluster and keys:
+                # The node that holds the records runs the scripts: use its clock.
+                options["target_nodes"] = client.get_node_from_key(keys[0])
+            before = self._clock.monotonic()
+            seconds, micros = client.time(**options)
+            after = self._clock.monotonic()
+            self._measured(int(seconds) + int(micros) / 1_000_000, before, after)
+            sync = self._clock_sync
+            assert sync is not None
+        now = self._clock.monotonic() + sync[0]
+        return max(now, self._latest_now)
+
+    def _measured(self, server_now: float, before: float, after: float) -> None:
+        """One reading of the server's clock, taken between two local monotonic times: the
+        server read it, on average, halfway through the round trip."""
+        self._clock_sync = (server_now - (before + after) / 2, after)
+        self._latest_now = max(self._latest_now, server_now)
+
+    def _snapshot(self, providers: Sequence[str], raws: Sequence[Any], now: float) -> StoreSnapshot:
+        """Parse MGET's reply: one JSON string per provider, or nil for a key that is absent
+        or holds another type (a transition detects and overwrites the latter)."""
         records: dict[str, BreakerRecord] = {}
         invalid: list[str] = []
-        for provider, entry in zip(providers, reply[2:], strict=True):
-            raw = tuple(entry) if isinstance(entry, list) else (entry,)
-            cached = self._parsed.get(provider)
+        parsed = self._parsed
+        for provider, raw in zip(providers, raws, strict=True):
+            if raw is None:
+                records[provider] = _FRESH
+                continue
+            cached = parsed.get(provider)
             if cached is not None and cached[0] == raw:
                 records[provider] = cached[1]
                 continue
-            record = self._parse_entry(entry)
-            if record is not None:
-                self._parsed[provider] = (raw, record)
-            else:
+            try:
+                record = BreakerRecord.from_json(raw)
+            except ValueError:
                 invalid.append(provider)
-                record = BreakerRecord()
+                record = _FRESH
+            else:
+                parsed[provider] = (raw, record)
             records[provider] = record
+        if invalid or self._invalid_logged:
+            self._note_invalid(invalid, records)
+        return StoreSnapshot(records=records, now=now, invalid=tuple(invalid))
+
+    def _note_invalid(self, invalid: list[str], records: dict[str, BreakerRecord]) -> None:
+        """Count garbage on every read, log it once per provider until the key is repaired."""
         if invalid:
             self._count("invalid_records", len(invalid))
             fresh = [p for p in invalid if p not in self._invalid_logged]
@@ -335,34 +400,28 @@ class RedisSyncBackend(SyncBackend):
                     self.describe(),
                 )
         self._invalid_logged = set(invalid) | (self._invalid_logged - set(records))
-        return StoreSnapshot(records=records, now=now, invalid=tuple(invalid))
 
-    def _transition(self, provider: str, reply: Any) -> Transition:
-        """Parse breaker.lua's reply: flags, event, TIME, then the record's fields."""
-        changed, granted, event, now, invalid = (_text(v) for v in reply[:5])
-        flat = reply[5:]
+    def _transition(self, provider: str, reply: Any, before: float, after: float) -> Transition:
+        """Parse breaker.lua's reply: flags, event, TIME, invalid, then the stored JSON."""
+        changed, granted, event, now_text, invalid = (_text(v) for v in reply[:5])
+        raw = reply[5]
         if invalid == "1":
             self._count("invalid_records")
             logger.warning(
                 "overwrote invalid breaker state for %s in %s", provider, self.describe()
             )
+        now = float(now_text)
+        self._measured(now, before, after)
+        record = BreakerRecord.from_json(raw)
+        if changed == "1" or invalid == "1":
+            self._parsed[provider] = (raw, record)  # what the next load will read
         return Transition(
-            record=BreakerRecord.from_fields(dict(zip(flat[::2], flat[1::2], strict=True))),
+            record=record,
             changed=changed == "1",
             granted=granted == "1",
             event=EventType(event) if event else None,
-            now=float(now),
+            now=now,
         )
-
-    def _parse_entry(self, entry: Any) -> BreakerRecord | None:
-        """One load.lua entry: a hash's flat field list (empty: no record yet), or
-        ``wrongtype`` for a key holding something other than a hash."""
-        if not isinstance(entry, list):
-            return None
-        try:
-            return BreakerRecord.from_fields(dict(zip(entry[::2], entry[1::2], strict=True)))
-        except ValueError:
-            return None
 
     def _count(self, name: str, amount: int = 1) -> int:
         with self._lock:

@@ -1,17 +1,19 @@
 -- One breaker operation, applied atomically: the Redis twin of circuit_breaker/_machine.py.
 -- Keep the two in step; tests/sync runs randomized sequences through both and compares.
 --
--- KEYS[1]  the provider's state hash ({prefix}:state:{provider})
+-- KEYS[1]  the provider's state string ({prefix}:state:{provider})
 -- ARGV     op, provider, worker_id, open_for ('' = none), publish ('1'/'0'), channel,
 --          state_ttl_ms, failure_threshold, failure_window, recovery_timeout,
 --          half_open_max_calls, success_threshold, probe_lease_ttl, max_open_for
--- Returns  {changed, granted, event, now, invalid, name1, value1, ...}, every item a string:
---          flags are '1'/'0', event is '' for none, now is the server's TIME in seconds, and
---          the fields are the record after the operation in BreakerRecord.to_fields() form.
+-- Returns  {changed, granted, event, now, invalid, record}, every item a string: flags are
+--          '1'/'0', event is '' for none, now is the server's TIME in seconds, and record is
+--          the stored JSON after the operation (BreakerRecord.to_json(), byte for byte).
 --
 -- Times are the server's clock (TIME), so workers' clocks never have to agree. A key that
--- holds garbage (another type, or a field Python's from_fields would reject) is treated as
--- a fresh CLOSED record, overwritten, and reported with invalid = '1'.
+-- holds garbage (another type, or JSON Python's BreakerRecord.from_json would reject) is
+-- treated as a fresh CLOSED record, overwritten, and reported with invalid = '1'. Fields
+-- this version does not know are kept (values re-encoded), so an older worker writing
+-- during a rolling upgrade does not drop a newer one's fields.
 
 local unpack = unpack or table.unpack
 
@@ -43,22 +45,45 @@ local function same(a, b)
   return true
 end
 
--- Python's int() and float() as from_fields uses them; nil where Python raises ValueError.
-local function parse(kind, raw)
-  if kind == 'string' then return raw end
-  if kind == 'state' then return STATES[raw] and raw or nil end
-  if kind == 'int' then
-    if not string.find(raw, '^%s*[-+]?%d+%s*$') then return nil end
-    local number = tonumber(raw)
-    if math.abs(number) >= 2^53 then return nil end -- beyond a double's exact integers
-    return number
+-- A JSON number as Python's json module reads it: cjson also takes hex, nan, inf, '+1',
+-- '01' and '1.', which Python rejects, so the text is checked before cjson sees it.
+local function json_number(token)
+  local i = 1
+  if string.sub(token, 1, 1) == '-' then i = 2 end
+  local _, last = string.find(token, '^0', i)
+  if not last then _, last = string.find(token, '^[1-9]%d*', i) end
+  if not last then return false end
+  i = last + 1
+  _, last = string.find(token, '^%.%d+', i)
+  if last then i = last + 1 end
+  _, last = string.find(token, '^[eE][-+]?%d+', i)
+  if last then i = last + 1 end
+  return i == #token + 1
+end
+
+-- True when raw is an object whose every bare token is a literal or a strict JSON number.
+local function strict_object(raw)
+  if not string.find(raw, '^[ \t\n\r]*{') then return false end
+  local bare = string.gsub((string.gsub(raw, '\\.', '')), '"[^"]*"', '""')
+  for token in string.gmatch(bare, '[^ \t\n\r%[%]{}:,"]+') do
+    if token ~= 'true' and token ~= 'false' and token ~= 'null' and not json_number(token) then
+      return false
+    end
   end
-  if string.find(raw, '[xX]') then return nil end -- Lua reads hex, Python's float() does not
-  local number = tonumber(raw)
-  if number == nil or number ~= number or number == math.huge or number == -math.huge then
+  return true
+end
+
+-- One decoded field as from_json takes it; nil where Python raises ValueError.
+local function valid(kind, value)
+  if kind == 'state' then return type(value) == 'string' and STATES[value] and value or nil end
+  if kind == 'string' then return type(value) == 'string' and value or nil end
+  if type(value) ~= 'number' or value ~= value or value == math.huge or value == -math.huge then
     return nil
   end
-  return number
+  if kind == 'int' and (value ~= math.floor(value) or math.abs(value) >= 2^53) then
+    return nil -- not integral, or beyond a double's exact integers
+  end
+  return value
 end
 
 -- Python's repr(float): the shortest of 15, 16 or 17 significant digits that reads back
@@ -73,38 +98,78 @@ local function float_text(x)
   return text
 end
 
-local function read(key)
-  local kind = redis.call('TYPE', key)['ok']
-  if kind == 'none' then return fresh(), false end
-  if kind ~= 'hash' then return fresh(), true end
-  local flat = redis.call('HGETALL', key)
-  local record = fresh()
-  for i = 1, #flat, 2 do
-    local name = flat[i]
-    local field_kind = KIND[name]
-    if field_kind then
-      local value = parse(field_kind, flat[i + 1])
-      if value == nil then return fresh(), true end
-      record[name] = value
-    end
-  end
-  return record, false
+-- json.dumps(s, ensure_ascii=False): only '"', '\' and control characters are escaped.
+local ESCAPES = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
+                 ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
+local function json_string(s)
+  return '"' .. string.gsub(s, '[%z\1-\31"\\]', function(c)
+    return ESCAPES[c] or string.format('\\u%04x', string.byte(c))
+  end) .. '"'
 end
 
-local function encode(record)
-  local flat, fields = {}, {}
+-- A field this version does not know, written back as it was read (numbers as Python would).
+local function extra_text(value)
+  local kind = type(value)
+  if kind == 'string' then return json_string(value) end
+  if kind == 'number' then
+    if value == math.floor(value) and math.abs(value) < 2^53 then
+      return string.format('%d', value)
+    end
+    return float_text(value)
+  end
+  if kind == 'boolean' then return tostring(value) end
+  if value == cjson.null then return 'null' end
+  return cjson.encode(value)
+end
+
+-- The stored record, its unknown fields as ',"name":value...' text, and whether it was
+-- garbage. GET under pcall: a key of another type is garbage, any other error (an ACL
+-- denial, say) is the caller's to see.
+local function read(key)
+  local raw = redis.pcall('GET', key)
+  if type(raw) == 'table' and raw['err'] then
+    if not string.find(tostring(raw['err']), 'WRONGTYPE', 1, true) then
+      redis.call('GET', key) -- raises the same error, as a script error
+    end
+    return fresh(), '', true
+  end
+  if not raw then return fresh(), '', false end
+  if not strict_object(raw) then return fresh(), '', true end
+  local ok, doc = pcall(cjson.decode, raw)
+  if not ok or type(doc) ~= 'table' then return fresh(), '', true end
+  local record, extras = fresh(), {}
+  for name, value in pairs(doc) do
+    local kind = KIND[name]
+    if kind then
+      value = valid(kind, value)
+      if value == nil then return fresh(), '', true end
+      record[name] = value
+    else
+      extras[#extras + 1] = ',' .. json_string(tostring(name)) .. ':' .. extra_text(value)
+    end
+  end
+  return record, table.concat(extras), false
+end
+
+-- BreakerRecord.to_json() and, for the event, BreakerRecord.to_fields().
+local function encode(record, extras)
+  local parts, fields = {}, {}
   for _, name in ipairs(FIELDS) do
     local kind, value = KIND[name], record[name]
+    local text
     if kind == 'float' then
       value = float_text(value)
+      text = value
     elseif kind == 'int' then
       value = string.format('%d', value)
+      text = value
+    else
+      text = json_string(value)
     end
-    flat[#flat + 1] = name
-    flat[#flat + 1] = value
+    parts[#parts + 1] = '"' .. name .. '":' .. text
     fields[name] = value
   end
-  return flat, fields
+  return '{' .. table.concat(parts, ',') .. extras .. '}', fields
 end
 
 local function opened(record, now, open_for)
@@ -186,7 +251,7 @@ if open_for_arg ~= '' then open_for = tonumber(open_for_arg) end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
-local record, invalid = read(key)
+local record, extras, invalid = read(key)
 local new, granted, event = apply(record, op, policy, now, open_for)
 local changed = not same(new, record)
 if changed then
@@ -196,15 +261,14 @@ else
   new, event = record, nil
 end
 
-local flat, fields = encode(new)
+local json, fields = encode(new, extras)
 if changed or invalid then
-  if invalid then redis.call('DEL', key) end
-  redis.call('HSET', key, unpack(flat))
   -- The TTL counts from the last deadline the record still carries, so an OPEN breaker
-  -- (say a long Retry-After) never expires back to CLOSED before it is due.
+  -- (say a long Retry-After) never expires back to CLOSED before it is due. SET replaces
+  -- a key of any type, so garbage needs no DEL first.
   local live_for = math.max(new.open_until, new.probe_lease_until) - now
   live_for = math.min(math.max(0, live_for), 1e9)
-  redis.call('PEXPIRE', key, string.format('%d', state_ttl_ms + math.ceil(live_for * 1000)))
+  redis.call('SET', key, json, 'PX', string.format('%d', state_ttl_ms + math.ceil(live_for * 1000)))
 end
 
 if event and publish == '1' then
@@ -216,4 +280,4 @@ if event and publish == '1' then
 end
 
 return {changed and '1' or '0', granted and '1' or '0', event or '', float_text(now),
-        invalid and '1' or '0', unpack(flat)}
+        invalid and '1' or '0', json}

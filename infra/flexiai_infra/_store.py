@@ -22,6 +22,13 @@ _CACHE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
+#: The commands flexiai sends, cluster variant (ElastiCache Serverless is cluster mode).
+APP_COMMANDS = (
+    "-@all +evalsha +script|load +time +get +set +mget +publish +subscribe +ping +scan "
+    "+cluster|slots +command"
+)
+
+
 class BreakerStore(Construct):
     """An ElastiCache Serverless cache (Valkey) for flexiai's shared circuit breakers.
 
@@ -150,8 +157,9 @@ class BreakerStore(Construct):
             user_id=self.user_id,
             user_name=self.user_id,
             authentication_mode={"Type": "iam"},
-            # Keys under the prefix, with or without the cluster hash tag the library adds.
-            access_string=f"on ~{{{key_prefix}}}* ~{key_prefix}:* +@all",
+            # Keys under the prefix, with or without the cluster hash tag the library adds,
+            # and only the commands flexiai sends (the README's least-privilege ACL).
+            access_string=f"on ~{{{key_prefix}}}* ~{key_prefix}:* {APP_COMMANDS}",
         )
         self.user_arn = app_user.attr_arn
         return elasticache.CfnUserGroup(

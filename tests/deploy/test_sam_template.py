@@ -277,3 +277,22 @@ def test_every_route_requires_iam_auth(template: dict[str, Any]) -> None:
         for event in fn["Properties"]["Events"].values():
             assert event["Type"] == "HttpApi"
             assert "Auth" not in event["Properties"], "a route overrides the IAM authorizer"
+
+
+def test_app_user_may_run_only_the_commands_the_acl_tests_prove_necessary(
+    template: dict[str, Any],
+) -> None:
+    """The cache user gets the README's least-privilege command list (cluster variant),
+    the same list tests/sync proves necessary rule by rule, in SAM and in CDK alike."""
+    pytest.importorskip("aws_cdk", reason="the CDK side needs the cdk extra")
+    from infra.flexiai_infra._store import APP_COMMANDS
+    from tests.support.redis_servers import ACL_CLUSTER_COMMANDS, ACL_COMMANDS
+
+    expected = {"-@all", *(f"+{c}" for c in ACL_COMMANDS + ACL_CLUSTER_COMMANDS)}
+    users = _resources(template, "AWS::ElastiCache::User")
+    access = users["CacheAppUser"]["Properties"]["AccessString"]["Fn::Sub"]
+    rules = access.split()
+    assert rules[0] == "on"
+    assert {r for r in rules if r[0] in "+-"} == expected
+    assert [r for r in rules if r.startswith("~")] == ["~{${KeyPrefix}}*", "~${KeyPrefix}:*"]
+    assert set(APP_COMMANDS.split()) == expected

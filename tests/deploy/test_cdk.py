@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .cfn_yaml import load_template
+from flexiai.aws.template import load_template
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .cfn_yaml import load_template
+from flexiai.aws.template import load_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO_ROOT / "template.yaml"

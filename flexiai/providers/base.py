@@ -10,7 +10,6 @@ may extend (Gemini does).
 from __future__ import annotations
 
 import email.utils
-import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -206,7 +205,3 @@ class HttpProvider(Provider):
         return ProviderServerError(
             f"unexpected status: {message}", provider=self.name, status_code=status
         )
-
-
-def dumps_compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))

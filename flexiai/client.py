@@ -375,7 +375,7 @@ class FlexiAI:
         left = remaining_time()
         if left is None:
             return provider.timeout
-        if left < min(provider.min_timeout, provider.timeout):
+        if left < provider.shortest_attempt:
             return None
         return min(provider.timeout, left)
 
@@ -458,7 +458,7 @@ class FlexiAI:
                     rand=self._rand,
                 )
                 left = remaining_time()
-                if left is not None and left - delay < min(config.min_timeout, config.timeout):
+                if left is not None and left - delay < config.shortest_attempt:
                     break
                 yield _Sleep(delay)
                 next_permit = breaker.allow()  # the fleet may have opened it meanwhile
@@ -491,7 +491,7 @@ class FlexiAI:
         if calls == 0 and deadline_hit is not None:
             raise DeadlineExceededError(
                 remaining=max(0.0, deadline_hit),
-                needed=min(min(p.min_timeout, p.timeout) for p in self.config.providers),
+                needed=min(p.shortest_attempt for p in self.config.providers),
             )
         raise AllProvidersFailedError(attempts, retry_after=self._earliest_recovery(attempts))
 

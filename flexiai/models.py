@@ -95,6 +95,11 @@ class ProviderConfig(_Model):
         return self
 
     @property
+    def shortest_attempt(self) -> float:
+        """The least time worth an attempt: ``min_timeout``, capped at ``timeout``."""
+        return min(self.min_timeout, self.timeout)
+
+    @property
     def provider_kind(self) -> ProviderKind:
         assert self.kind is not None  # set by _infer_kind
         return self.kind

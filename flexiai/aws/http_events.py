@@ -258,7 +258,7 @@ def _ran_out_of_time(exc: AllProvidersFailedError, client: FlexiAI) -> bool:
     left = remaining_time()
     if left is None:
         return False
-    shortest = min(min(p.min_timeout, p.timeout) for p in client.config.providers)
+    shortest = min(p.shortest_attempt for p in client.config.providers)
     return left < shortest
 
 

@@ -77,7 +77,6 @@ def test_makefile_has_a_target_for_every_makefile_built_resource() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
 def test_layer_builds_cp312_wheels_without_what_the_powertools_layer_ships(
     tmp_path: Path,
 ) -> None:
@@ -111,7 +110,6 @@ def test_layer_builds_cp312_wheels_without_what_the_powertools_layer_ships(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
 def test_sam_build_needs_neither_docker_nor_python312(tmp_path: Path) -> None:
     """`sam build` on a copy of the repo with stub handlers builds the layer and both functions."""
     sam = SAM_VENV / "bin" / "sam"

@@ -87,7 +87,6 @@ def test_cfn_lint_reports_nothing_not_even_informational() -> None:
     assert [str(m) for m in matches] == []
 
 
-@pytest.mark.timeout(600)
 def test_sam_validate_lint_passes() -> None:
     """`sam validate --lint` (in its own venv, created on first use) accepts template.yaml."""
     if not (SAM_VENV / "bin" / "sam").exists():

@@ -118,7 +118,6 @@ def test_a_failing_handler_does_not_stop_the_subscriber(redis_server, make_backe
     assert listening.stats()["handler_errors"] == 1
 
 
-@pytest.mark.timeout(60)
 def test_the_subscriber_reconnects_after_a_server_restart(pair, redis_server) -> None:
     listening, listener, worker = pair
     assert listening.health_check() is True

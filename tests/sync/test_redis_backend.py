@@ -201,7 +201,6 @@ def test_records_expire_state_ttl_after_their_last_deadline(redis_server, make_b
 # -- faults --------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(30)
 def test_a_frozen_server_raises_instead_of_hanging(redis_server, make_backend) -> None:
     backend = make_backend(sync_config_for(redis_server, redis_socket_timeout=0.1))
     backend.load(["openai"])  # a pooled connection exists
@@ -219,7 +218,6 @@ def test_a_frozen_server_raises_instead_of_hanging(redis_server, make_backend) -
     assert backend.stats()["store_errors"] == 2
 
 
-@pytest.mark.timeout(30)
 def test_a_refused_port_raises_state_store_error(make_backend) -> None:
     backend = make_backend(sync_config_for(_Nowhere(free_port())))
     with pytest.raises(StateStoreError, match="ConnectionError"):

@@ -242,7 +242,6 @@ def test_sentinel_password_is_required_and_used(sentinel_redis, make_backend) ->
         wrong.load(["openai"])
 
 
-@pytest.mark.timeout(60)
 def test_sentinel_failover_reaches_the_new_master(sentinel_redis, make_backend) -> None:
     backend = make_backend(sync_config_for(sentinel_redis, key_prefix="failover"))
     before = backend.transition("openai", Op.FAILURE, policy(), "w").record

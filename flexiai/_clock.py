@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["Clock", "SystemClock", "epoch_ms"]
 
 
 class Clock(Protocol):
@@ -41,3 +41,8 @@ class SystemClock:
 
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+def epoch_ms(clock: Clock) -> int:
+    """The clock's wall time in whole milliseconds: the unit of every breaker record."""
+    return int(clock.now() * 1000)

@@ -114,6 +114,7 @@ class FlexiAI:
             mode=sync.resolved_mode() if sync.enabled else "pubsub",
             snapshot_max_age=sync.snapshot_max_age,
             reconnect_backoff=sync.reconnect_backoff,
+            flush_interval=sync.flush_interval,
             clock=self._clock,
         )
         self._breakers = {
@@ -413,9 +414,10 @@ class FlexiAI:
                 call_started = self._clock.monotonic()
                 outcome = yield _Call(config.name, timeout)
                 calls += 1
-                latency_ms = (self._clock.monotonic() - call_started) * 1000
+                duration = self._clock.monotonic() - call_started
+                latency_ms = duration * 1000
                 if isinstance(outcome, UnifiedResponse):
-                    breaker.record_success(permit)
+                    breaker.record_success(permit, duration)
                     notify(self._listeners, ProviderCallSucceeded(config.name, latency_ms, calls))
                     outcome.metadata.update(
                         provider=config.name,
@@ -429,7 +431,7 @@ class FlexiAI:
                 last = outcome
                 if isinstance(outcome, SecretResolutionError):
                     break  # our configuration, not the provider's health
-                counted = breaker.record_failure(permit, outcome)
+                counted = breaker.record_failure(permit, outcome, duration)
                 notify(
                     self._listeners,
                     ProviderCallFailed(

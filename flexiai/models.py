@@ -37,7 +37,11 @@ ProviderKind = Literal["openai", "anthropic", "gemini", "bedrock"]
 #: Decides whether an exception counts toward a breaker: exception classes or a predicate.
 FailurePolicy = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
+#: A duration: positive, finite and at most a year (an "infinite" timeout is a mistake that
+#: should fail here, not as an OverflowError on the request path).
+PositiveSeconds = Annotated[float, Field(gt=0, le=365 * 86400, allow_inf_nan=False)]
+#: A share of calls, in percent.
+Percent = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]
 
 
 class _Model(BaseModel):
@@ -106,20 +110,53 @@ class ProviderConfig(_Model):
 
 
 class CircuitBreakerConfig(_Model):
-    """When a provider's breaker opens, and how it recovers.
+    """When a provider's breaker opens, and how it recovers. Counted across the whole fleet
+    when sync is on, in this process otherwise.
 
-    ``failure_threshold`` failures within ``failure_window`` seconds open the breaker, counted
-    across the whole fleet when sync is on. After ``recovery_timeout`` seconds it admits at
-    most ``half_open_max_calls`` probes in flight; ``success_threshold`` successful probes
-    close it, one failed probe opens it again. A probe that never reports back releases its
-    lease after ``probe_lease_ttl`` seconds.
+    A CLOSED breaker opens when either holds:
+
+    * **failure rate**: over the last ``failure_window`` seconds (a sliding window), at least
+      ``failure_rate_threshold`` percent of calls failed, once ``minimum_calls`` calls were
+      counted in that window;
+    * **a run of failures**: ``failure_threshold`` failures in a row, with no success
+      anywhere in between (the fast path for a provider that is down);
+    * **slow calls** (off unless ``slow_call_duration`` is set): at least
+      ``slow_call_rate_threshold`` percent of the window's calls took ``slow_call_duration``
+      seconds or more, once ``minimum_calls`` were counted.
+
+    After ``recovery_timeout`` seconds it admits at most ``half_open_max_calls`` probes in
+    flight; ``success_threshold`` successful probes close it (the window starts empty), one
+    failed probe opens it again. A probe that never reports back releases its lease after
+    ``probe_lease_ttl`` seconds.
 
     ``failure_on`` overrides which exceptions count: exception classes or a predicate. By
     default every ``ProviderError`` whose ``counts_toward_breaker`` is true counts.
     """
 
-    failure_threshold: int = Field(default=5, ge=1, le=10_000)
-    failure_window: PositiveSeconds = 60.0
+    failure_threshold: int = Field(
+        default=5,
+        ge=1,
+        le=10_000,
+        description="Consecutive failures (fleet-wide, no success in between) that open it.",
+    )
+    failure_rate_threshold: Percent = Field(
+        default=50.0, description="Failure rate in percent over failure_window that opens it."
+    )
+    minimum_calls: int = Field(
+        default=20,
+        ge=1,
+        le=1_000_000,
+        description="Calls the window must hold before a rate can open the breaker.",
+    )
+    failure_window: PositiveSeconds = Field(
+        default=60.0, description="The sliding window, in seconds, that rates are taken over."
+    )
+    slow_call_duration: PositiveSeconds | None = Field(
+        default=None, description="Calls at least this slow count as slow; None: rule off."
+    )
+    slow_call_rate_threshold: Percent = Field(
+        default=50.0, description="Slow-call rate in percent that opens it (when enabled)."
+    )
     recovery_timeout: PositiveSeconds = 60.0
     half_open_max_calls: int = Field(default=1, ge=1, le=1000)
     success_threshold: int = Field(default=1, ge=1, le=1000)
@@ -194,7 +231,12 @@ class SyncConfig(_Model):
     key_prefix: str = Field(default="flexiai", min_length=1, max_length=100)
     channel: str = Field(default="flexiai:events", min_length=1, max_length=200)
     state_ttl: int = Field(default=3600, ge=60)
-    snapshot_max_age: float = Field(default=1.0, ge=0, le=60)
+    snapshot_max_age: float = Field(default=1.0, ge=0, le=60, allow_inf_nan=False)
+    flush_interval: PositiveSeconds = Field(
+        default=1.0,
+        le=60,
+        description="Pub/sub workers send their batched call counts at most this often.",
+    )
     reconnect_backoff: PositiveSeconds = Field(
         default=5.0,
         description="After a Redis failure, use local breakers this long before retrying.",

@@ -5,8 +5,14 @@ store (in memory, or Redis for the whole fleet), changed only by ``_machine.tran
 """
 
 from flexiai.circuit_breaker._breaker import CircuitBreaker, Permit, StateChange
-from flexiai.circuit_breaker._machine import EventType, Op, Policy, Transition
-from flexiai.circuit_breaker._record import BreakerRecord, BreakerSnapshot, CircuitState
+from flexiai.circuit_breaker._machine import EventType, Op, Policy, Tally, Transition
+from flexiai.circuit_breaker._record import (
+    BreakerRecord,
+    BreakerSnapshot,
+    CircuitState,
+    OpenReason,
+    WindowCounts,
+)
 
 __all__ = [
     "BreakerRecord",
@@ -15,8 +21,11 @@ __all__ = [
     "CircuitState",
     "EventType",
     "Op",
+    "OpenReason",
     "Permit",
     "Policy",
     "StateChange",
+    "Tally",
     "Transition",
+    "WindowCounts",
 ]

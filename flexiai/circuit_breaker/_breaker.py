@@ -3,18 +3,22 @@
 Decisions that need no coordination (CLOSED: call; OPEN before its recovery time: skip) are
 taken from the view with no I/O. Everything that changes state goes through the store,
 atomically, and the store's answer replaces the view: only the store grants probes.
+
+A success while CLOSED writes nothing: it joins this worker's ``Tally``, which travels to
+the store with the next failure or the manager's next flush (``take_tally``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from flexiai._clock import Clock
-from flexiai.circuit_breaker._machine import Op, Policy, Transition, admission
+from flexiai._clock import Clock, epoch_ms
+from flexiai.circuit_breaker._machine import NO_TALLY, Op, Policy, Tally, Transition, admission
 from flexiai.circuit_breaker._record import BreakerRecord, BreakerSnapshot, CircuitState
 from flexiai.exceptions import ProviderError
 from flexiai.models import CircuitBreakerConfig, FailurePolicy
@@ -28,7 +32,13 @@ class BreakerStore(Protocol):
     """What a breaker needs from ``StateSyncManager``: one atomic operation at a time."""
 
     def transition(
-        self, provider: str, op: Op, policy: Policy, *, open_for: float | None = None
+        self,
+        provider: str,
+        op: Op,
+        policy: Policy,
+        *,
+        open_for: int | None = None,
+        tally: Tally = NO_TALLY,
     ) -> Transition: ...
 
     @property
@@ -85,13 +95,18 @@ class CircuitBreaker:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._view = BreakerRecord()
-        # store clock minus local clock, so OPEN-until times written by Redis TIME can be
-        # compared with the local clock without trusting it to agree with the server.
-        self._offset = 0.0
+        # store clock minus local clock (ms), so OPEN-until times written by Redis TIME can
+        # be compared with the local clock without trusting it to agree with the server.
+        self._offset = 0
+        # This worker's calls not yet sent to the store (see take_tally).
+        self._successes = 0
+        self._slow = 0
+        self._last_success: float | None = None  # local monotonic seconds
 
     # -- decisions -------------------------------------------------------------------
-    def store_now(self) -> float:
-        return self._clock.now() + self._offset
+    def store_now(self) -> int:
+        """The store's clock, in milliseconds, as this worker last measured it."""
+        return epoch_ms(self._clock) + self._offset
 
     def allow(self) -> Permit | None:
         """A permit to call, or None when the breaker (as the store sees it) says skip."""
@@ -105,22 +120,50 @@ class CircuitBreaker:
             return None
         return Permit(self.provider, probe=result.record.state is not CircuitState.CLOSED)
 
-    def record_success(self, permit: Permit) -> None:
+    def record_success(self, permit: Permit, duration: float = 0.0) -> None:
+        """Report a call that succeeded after ``duration`` seconds. A probe's success goes
+        to the store at once (it may close the breaker); any other is only counted here."""
         if permit.probe:
             self._apply_own(self._store.transition(self.provider, Op.SUCCESS, self.policy))
+            return
+        slow = self._is_slow(duration)
+        with self._lock:
+            self._successes += 1
+            self._slow += slow
+            self._last_success = self._clock.monotonic()
 
-    def record_failure(self, permit: Permit, exc: BaseException) -> bool:
-        """Report a failed call. Returns whether it counted toward the breaker."""
+    def record_failure(self, permit: Permit, exc: BaseException, duration: float = 0.0) -> bool:
+        """Report a failed call. Returns whether it counted toward the breaker. A counted
+        failure goes to the store at once, with every success counted here since the last
+        report."""
         if not self._counts(exc):
-            self.record_success(permit)  # the provider answered; it is not sick
+            self.record_success(permit, duration)  # the provider answered; it is not sick
             return False
-        self._apply_own(self._store.transition(self.provider, Op.FAILURE, self.policy))
+        tally = self.take_tally(slow=self._is_slow(duration))
+        self._apply_own(self._store.transition(self.provider, Op.FAILURE, self.policy, tally=tally))
         return True
+
+    def take_tally(self, *, slow: bool = False) -> Tally:
+        """Hand over (and forget) the calls counted since the last report; ``slow`` adds a
+        slow call that is not a success (the failure this tally travels with)."""
+        with self._lock:
+            successes, slow_calls, last = self._successes, self._slow + slow, self._last_success
+            self._successes = self._slow = 0
+            self._last_success = None
+        if not successes and not slow_calls:
+            return NO_TALLY
+        age = None if last is None else max(0, int((self._clock.monotonic() - last) * 1000))
+        return Tally(successes, slow_calls, age)
+
+    def _is_slow(self, duration: float) -> bool:
+        threshold = self.policy.slow_call_duration
+        return bool(threshold) and duration * 1000 >= threshold
 
     def trip(self, seconds: float) -> None:
         """Open for the whole fleet for ``seconds`` (a 429's Retry-After)."""
+        open_for = max(1, math.ceil(seconds * 1000))
         self._apply_own(
-            self._store.transition(self.provider, Op.TRIP, self.policy, open_for=seconds)
+            self._store.transition(self.provider, Op.TRIP, self.policy, open_for=open_for)
         )
 
     def reset(self) -> None:
@@ -136,37 +179,47 @@ class CircuitBreaker:
         return self._view
 
     def snapshot(self) -> BreakerSnapshot:
-        return BreakerSnapshot.from_record(self.provider, self._view, shared=self._store.shared)
+        return BreakerSnapshot.from_record(
+            self.provider,
+            self._view,
+            shared=self._store.shared,
+            now=self.store_now(),
+            window_ms=self.policy.failure_window,
+        )
 
     def seconds_until_probe(self) -> float | None:
         if self._view.state is CircuitState.CLOSED:
             return None
-        return max(0.0, self._view.open_until - self.store_now())
+        return max(0.0, (self._view.open_until - self.store_now()) / 1000)
 
     def _apply_own(self, result: Transition) -> Transition:
         self._update(result.record, result.now, remote=False, force=False)
         return result
 
-    def apply_remote(self, record: BreakerRecord, store_now: float | None) -> None:
+    def apply_remote(self, record: BreakerRecord, store_now: int | None) -> None:
         """Another worker's event: applied only if newer than what we have."""
         self._update(record, store_now, remote=True, force=False)
 
-    def apply_snapshot(self, record: BreakerRecord, store_now: float) -> None:
+    def apply_snapshot(self, record: BreakerRecord, store_now: int) -> None:
         """A fresh read of the store is authoritative (it also sees expired and reset keys)."""
         self._update(record, store_now, remote=True, force=True)
 
     def _update(
-        self, record: BreakerRecord, store_now: float | None, *, remote: bool, force: bool
+        self, record: BreakerRecord, store_now: int | None, *, remote: bool, force: bool
     ) -> None:
         with self._lock:
             if store_now is not None:
-                self._offset = store_now - self._clock.now()
+                self._offset = store_now - epoch_ms(self._clock)
             old = self._view
             if not force and record.version < old.version:
                 return
             if remote and not force and record.version == old.version:
                 return
             self._view = record
+            if record.state is not CircuitState.CLOSED:
+                # Counts from before it opened belong to a window that has ended.
+                self._successes = self._slow = 0
+                self._last_success = None
         if old.state is not record.state:
             change = StateChange(self.provider, old.state, record.state, record, remote)
             verb = {"OPEN": "opened", "CLOSED": "closed", "HALF_OPEN": "half-open"}

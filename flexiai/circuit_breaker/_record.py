@@ -1,14 +1,23 @@
 """The shared record of one provider's breaker, and its public read-only snapshot.
 
-A record is what the store keeps (one JSON string per provider in Redis, an object in
-memory). Times are wall-clock seconds of the *store's* clock (Redis ``TIME``), so workers'
-clocks never have to agree.
+A record is what the store keeps: one JSON string per provider in Redis, an object in
+memory. Every time in it is an integer number of milliseconds on the *store's* clock (Redis
+``TIME``), so workers' clocks never have to agree and the Lua twin needs no float format.
 
-The stored JSON (``to_json``) is compact, in field order, with numbers exactly as Python's
-``repr(float)`` / ``str(int)`` write them; ``sync/backends/lua/breaker.lua`` builds the same
-bytes by hand, so a record reads back identically whichever side wrote it:
+The stored JSON (``to_json``) is compact, in field order, integers only (``buckets`` is a
+list of ``[start, calls, failures, slow]``); ``sync/backends/lua/breaker.lua`` builds the
+same bytes by hand, and an event carries exactly these bytes, so there is one encoding:
 
-    {"state":"OPEN","failures":0,"window_started_at":0.0,"opened_at":1764180000.123,...}
+    {"schema":2,"state":"CLOSED","version":7,"run":1,"run_started_at":1764180000123,
+     "buckets":[[1764180000000,40,1,0]],"opened_at":0,"open_until":0,"opened_because":"",
+     "probes_in_flight":0,"probe_lease_until":0,"successes":0,"updated_by":"host-1-ab12",
+     "updated_at":1764180000123}
+
+``schema`` makes rolling upgrades safe both ways. A record without it is the first format
+(0.1: float seconds); it is read and migrated, never misread. A record of a *newer* schema
+is read-only to this version: its ``state``, ``version``, ``opened_at`` and ``open_until``
+keep their meaning in every schema, so this worker still skips an open provider, but it
+never writes such a record, and leaves counting and probing to the newer workers.
 """
 
 from __future__ import annotations
@@ -21,7 +30,31 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["BreakerRecord", "BreakerSnapshot", "CircuitState"]
+__all__ = [
+    "MAX_RECORD_BYTES",
+    "RECORD_SCHEMA",
+    "BreakerRecord",
+    "BreakerSnapshot",
+    "Bucket",
+    "CircuitState",
+    "OpenReason",
+    "WindowCounts",
+]
+
+#: The schema this version reads and writes.
+RECORD_SCHEMA = 2
+#: A stored record longer than this is garbage: a healthy one is a few hundred bytes.
+MAX_RECORD_BYTES = 4096
+#: At most this many window buckets are read from a record (the policy writes 10).
+MAX_BUCKETS = 64
+#: Longest ``updated_by`` accepted, in UTF-8 bytes (Lua counts bytes; ``SyncConfig.worker_id``
+#: allows 200 characters).
+MAX_TEXT = 800
+#: Integers in a record are below this (exact in a double, and so in Lua).
+MAX_INT = 2**53
+
+#: ``(start_ms, calls, failures, slow)``: one slice of the failure window.
+Bucket = tuple[int, int, int, int]
 
 
 class CircuitState(StrEnum):
@@ -30,83 +63,134 @@ class CircuitState(StrEnum):
     HALF_OPEN = "HALF_OPEN"
 
 
+class OpenReason(StrEnum):
+    """Why a breaker opened: shown by ``flexiai status`` and in snapshots."""
+
+    NONE = ""
+    FAILURE_RATE = "failure_rate"
+    CONSECUTIVE_FAILURES = "consecutive_failures"
+    SLOW_CALLS = "slow_calls"
+    PROBE_FAILED = "probe_failed"
+    RETRY_AFTER = "retry_after"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    """The fleet's calls in the failure window as one record counts them."""
+
+    calls: int = 0
+    failures: int = 0
+    slow: int = 0
+
+    @property
+    def failure_rate(self) -> float | None:
+        """Percent of calls that failed, or None before any call was counted."""
+        return 100.0 * self.failures / self.calls if self.calls else None
+
+    @property
+    def slow_rate(self) -> float | None:
+        return 100.0 * self.slow / self.calls if self.calls else None
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerRecord:
+    schema: int = RECORD_SCHEMA
     state: CircuitState = CircuitState.CLOSED
-    failures: int = 0
-    window_started_at: float = 0.0
-    opened_at: float = 0.0
-    open_until: float = 0.0
-    probes_in_flight: int = 0
-    probe_lease_until: float = 0.0
-    successes: int = 0
     version: int = 0
+    #: Failures in a row fleet-wide, and when the first of them happened.
+    run: int = 0
+    run_started_at: int = 0
+    buckets: tuple[Bucket, ...] = ()
+    opened_at: int = 0
+    open_until: int = 0
+    opened_because: OpenReason = OpenReason.NONE
+    probes_in_flight: int = 0
+    probe_lease_until: int = 0
+    #: Probe successes so far in HALF_OPEN.
+    successes: int = 0
     updated_by: str = ""
-    updated_at: float = 0.0
+    updated_at: int = 0
 
     def replace(self, **changes: Any) -> BreakerRecord:
         return dataclasses.replace(self, **changes)
 
-    # The record inside an event (flexiai.sync.events): one field per attribute, numbers as
-    # decimal strings.
-    def to_fields(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = value.value if isinstance(value, CircuitState) else str(value)
-        return out
+    @property
+    def foreign(self) -> bool:
+        """Written by a newer schema: read-only here."""
+        return self.schema > RECORD_SCHEMA
 
-    @classmethod
-    def from_fields(cls, fields: dict[str, str] | dict[bytes, bytes]) -> BreakerRecord:
-        """Parse an event's record. Raises ``ValueError`` naming the bad field on garbage.
+    def window(self, now: int, window_ms: int) -> WindowCounts:
+        """The counts of the buckets still inside the window that ends at ``now``."""
+        calls = failures = slow = 0
+        for start, bucket_calls, bucket_failures, bucket_slow in self.buckets:
+            if start > now - window_ms:
+                calls += bucket_calls
+                failures += bucket_failures
+                slow += bucket_slow
+        return WindowCounts(calls, failures, slow)
 
-        On the event path of every pub/sub worker: the parsers are built once, below."""
-        kwargs: dict[str, Any] = {}
-        for raw_key, raw_value in fields.items():
-            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
-            parse = _PARSERS.get(key)
-            if parse is None:
-                continue
-            value = raw_value.decode() if isinstance(raw_value, bytes) else raw_value
-            try:
-                kwargs[key] = parse(value)
-            except ValueError:
-                raise ValueError(f"breaker record field {key!r} has an invalid value") from None
-        return cls(**kwargs)
-
-    # The string stored in Redis: one compact JSON object.
+    # -- the one encoding: the stored string, also inside every event -----------------
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                f.name: (value.value if isinstance(value, CircuitState) else value)
-                for f in dataclasses.fields(self)
-                for value in (getattr(self, f.name),)
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        return json.dumps(self.to_doc(), separators=(",", ":"), ensure_ascii=False)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "state": self.state.value,
+            "version": self.version,
+            "run": self.run,
+            "run_started_at": self.run_started_at,
+            "buckets": [list(b) for b in self.buckets],
+            "opened_at": self.opened_at,
+            "open_until": self.open_until,
+            "opened_because": self.opened_because.value,
+            "probes_in_flight": self.probes_in_flight,
+            "probe_lease_until": self.probe_lease_until,
+            "successes": self.successes,
+            "updated_by": self.updated_by,
+            "updated_at": self.updated_at,
+        }
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> BreakerRecord:
-        """Parse a stored record. Raises ``ValueError`` on garbage, with the same rules as
-        breaker.lua: a JSON object (strict JSON numbers: no NaN, Infinity, hex or ``+1``);
-        ``state`` one of the states, ``updated_by`` a string, int fields integral numbers
-        below 2**53, float fields finite numbers. Unknown fields are ignored, missing ones
-        take their defaults."""
+        """Parse a stored record. Raises ``ValueError`` on garbage, by the same rules as
+        breaker.lua: at most ``MAX_RECORD_BYTES``; a JSON object with strict JSON numbers
+        (no NaN, Infinity, hex or ``+1``); see ``from_doc`` for the fields."""
+        if len(raw) > MAX_RECORD_BYTES:
+            raise ValueError("breaker record is too large")
         try:
             doc = json.loads(raw, parse_constant=_reject_constant, strict=False)
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise ValueError("breaker record is not JSON") from None
+        return cls.from_doc(doc)
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> BreakerRecord:
+        """A decoded record: integers integral, non-negative and below 2**53 (Lua has one
+        number type, so 7 and 7.0 are the same there, and here); ``state`` and
+        ``opened_because`` from their enums; ``updated_by`` a string of at most
+        ``MAX_TEXT`` bytes; ``buckets`` a list of ``[start, calls, failures, slow]``.
+        Unknown fields are ignored, missing ones take their defaults."""
         if not isinstance(doc, dict):
             raise ValueError("breaker record is not a JSON object")
+        if "schema" not in doc:
+            return _migrate_first_schema(doc)
+        schema = _int(doc["schema"], "schema")
+        if schema > RECORD_SCHEMA:
+            # Only the fields every schema keeps: see the module docstring.
+            return cls(
+                schema=schema,
+                state=_state(doc.get("state", "CLOSED")),
+                version=_int(doc.get("version", 0), "version"),
+                opened_at=_int(doc.get("opened_at", 0), "opened_at"),
+                open_until=_int(doc.get("open_until", 0), "open_until"),
+            )
+        if schema != RECORD_SCHEMA:
+            raise ValueError(f"breaker record schema {schema} is unknown")
         kwargs: dict[str, Any] = {}
-        for key, kind in _KINDS.items():
-            if key not in doc:
-                continue
-            value = _json_value(kind, doc[key])
-            if value is None:
-                raise ValueError(f"breaker record field {key!r} has an invalid value")
-            kwargs[key] = value
+        for key, parse in _FIELDS.items():
+            if key in doc:
+                kwargs[key] = parse(doc[key], key)
         return cls(**kwargs)
 
 
@@ -114,75 +198,147 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)
 
 
-def _json_value(kind: str, value: Any) -> Any:
-    """One decoded JSON field as the record holds it; None where breaker.lua finds garbage
-    (Lua has one number type, so 7 and 7.0 are the same there, and here)."""
-    if kind == "CircuitState":
-        return CircuitState(value) if isinstance(value, str) and value in _STATES else None
-    if kind == "str":
-        return value if isinstance(value, str) else None
+def _int(value: Any, name: str) -> int:
+    # bool is an int in Python but not a number in JSON: reject it as Lua does.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer literal beyond a double
-        return None
-    if not math.isfinite(number):
-        return None
-    if kind == "int":
-        if not number.is_integer() or abs(number) >= 2**53:
-            return None
-        return int(number)
-    return number
+        raise ValueError(f"breaker record field {name!r} has an invalid value")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"breaker record field {name!r} has an invalid value")
+    if not 0 <= value < MAX_INT:
+        raise ValueError(f"breaker record field {name!r} has an invalid value")
+    return int(value)
 
 
-def _finite(raw: str) -> float:
-    number = float(raw)
-    if not math.isfinite(number):
-        raise ValueError(raw)
-    return number
+def _state(value: Any, name: str = "state") -> CircuitState:
+    if not isinstance(value, str) or value not in _STATES:
+        raise ValueError(f"breaker record field {name!r} has an invalid value")
+    return CircuitState(value)
 
 
-def _parser(type_name: str) -> Callable[[str], Any]:
-    return {"CircuitState": CircuitState, "str": str, "int": int}.get(type_name, _finite)
+def _reason(value: Any, name: str) -> OpenReason:
+    if not isinstance(value, str) or value not in _REASONS:
+        raise ValueError(f"breaker record field {name!r} has an invalid value")
+    return OpenReason(value)
 
 
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    f.name: _parser(str(f.type)) for f in dataclasses.fields(BreakerRecord)
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or len(value.encode("utf-8", "surrogatepass")) > MAX_TEXT:
+        raise ValueError(f"breaker record field {name!r} has an invalid value")
+    return value
+
+
+def _buckets(value: Any, name: str) -> tuple[Bucket, ...]:
+    if value == {}:
+        return ()  # Lua's cjson cannot tell an empty object from an empty list
+    if not isinstance(value, list) or len(value) > MAX_BUCKETS:
+        raise ValueError(f"breaker record field {name!r} has an invalid value")
+    out: list[Bucket] = []
+    for item in value:
+        if not isinstance(item, list) or len(item) != 4:
+            raise ValueError(f"breaker record field {name!r} has an invalid value")
+        start, calls, failures, slow = (_int(v, name) for v in item)
+        out.append((start, calls, failures, slow))
+    return tuple(out)
+
+
+_FIELDS: dict[str, Callable[[Any, str], Any]] = {
+    "state": _state,
+    "version": _int,
+    "run": _int,
+    "run_started_at": _int,
+    "buckets": _buckets,
+    "opened_at": _int,
+    "open_until": _int,
+    "opened_because": _reason,
+    "probes_in_flight": _int,
+    "probe_lease_until": _int,
+    "successes": _int,
+    "updated_by": _text,
+    "updated_at": _int,
 }
-_KINDS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(BreakerRecord)}
 _STATES = frozenset(state.value for state in CircuitState)
+_REASONS = frozenset(reason.value for reason in OpenReason)
+
+
+def _migrate_first_schema(doc: dict[str, Any]) -> BreakerRecord:
+    """flexiai 0.1's record: float seconds, ``failures`` within a tumbling window. Its
+    state, deadlines and failure count carry over; its counts become the current run."""
+
+    def ms(name: str) -> int:
+        value = doc.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"breaker record field {name!r} has an invalid value")
+        if not math.isfinite(value):
+            raise ValueError(f"breaker record field {name!r} has an invalid value")
+        return _int(math.floor(value * 1000 + 0.5), name)  # as Lua rounds
+
+    return BreakerRecord(
+        state=_state(doc.get("state", "CLOSED")),
+        version=_int(doc.get("version", 0), "version"),
+        run=_int(doc.get("failures", 0), "failures"),
+        run_started_at=ms("window_started_at"),
+        opened_at=ms("opened_at"),
+        open_until=ms("open_until"),
+        probes_in_flight=_int(doc.get("probes_in_flight", 0), "probes_in_flight"),
+        probe_lease_until=ms("probe_lease_until"),
+        successes=_int(doc.get("successes", 0), "successes"),
+        updated_by=_text(doc.get("updated_by", ""), "updated_by"),
+        updated_at=ms("updated_at"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class BreakerSnapshot:
-    """What callers see of a breaker: ``get_provider_status()`` and ``CircuitOpenError``."""
+    """What callers see of a breaker: ``get_provider_status()``, ``CircuitOpenError`` and
+    ``flexiai status``. Times are epoch seconds on the store's clock."""
 
     provider: str
     state: CircuitState
-    failures: int
     opened_at: float | None
     retry_at: float | None
+    opened_because: str | None
     probes_in_flight: int
     version: int
     updated_by: str
     shared: bool
+    #: The failure window, counted across the fleet (or this process when not shared).
+    window_calls: int = 0
+    window_failures: int = 0
+    window_slow_calls: int = 0
+    failure_rate: float | None = None
+    #: Failures in a row, with no success anywhere in between.
+    consecutive_failures: int = 0
+
+    @property
+    def failures(self) -> int:
+        """Failures in the window (the guide's name for the count)."""
+        return self.window_failures
 
     @classmethod
-    def from_record(cls, provider: str, record: BreakerRecord, *, shared: bool) -> BreakerSnapshot:
+    def from_record(
+        cls, provider: str, record: BreakerRecord, *, shared: bool, now: int, window_ms: int
+    ) -> BreakerSnapshot:
+        counts = record.window(now, window_ms)
+        is_open = record.state is not CircuitState.CLOSED
         return cls(
             provider=provider,
             state=record.state,
-            failures=record.failures,
-            opened_at=record.opened_at or None,
-            retry_at=record.open_until if record.state is not CircuitState.CLOSED else None,
+            opened_at=record.opened_at / 1000 if record.opened_at else None,
+            retry_at=record.open_until / 1000 if is_open else None,
+            opened_because=record.opened_because.value or None,
             probes_in_flight=record.probes_in_flight,
             version=record.version,
             updated_by=record.updated_by,
             shared=shared,
+            window_calls=counts.calls,
+            window_failures=counts.failures,
+            window_slow_calls=counts.slow,
+            failure_rate=counts.failure_rate,
+            consecutive_failures=record.run,
         )
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["state"] = self.state.value
+        data["failures"] = self.failures
         return data

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from flexiai.cli import CommandError
 
 if TYPE_CHECKING:
-    from flexiai.circuit_breaker import BreakerRecord
-    from flexiai.models import SyncConfig
+    from flexiai.circuit_breaker import BreakerRecord, WindowCounts
+    from flexiai.models import FlexiAIConfig, SyncConfig
     from flexiai.sync.backends.redis import RedisSyncBackend
 
 __all__ = ["add_arguments", "run"]
@@ -104,13 +104,11 @@ def run(args: argparse.Namespace) -> int:
 # -- settings ------------------------------------------------------------------------------------
 
 
-def _settings(args: argparse.Namespace) -> tuple[SyncConfig, list[str]]:
-    """The ``SyncConfig`` to use (environment, then flags) and the configured providers."""
-    from pydantic import ValidationError
-
+def _environment_config() -> tuple[FlexiAIConfig, bool]:
+    """The ``FLEXIAI_*`` configuration, and whether it names providers (the operator's
+    commands need none: a placeholder fills in)."""
     from flexiai.config import PROVIDER_VARIABLE, load_config
     from flexiai.exceptions import ConfigError
-    from flexiai.models import SyncConfig
 
     env = dict(os.environ)
     configured = bool(env.get("FLEXIAI_CONFIG_FILE")) or any(
@@ -119,9 +117,18 @@ def _settings(args: argparse.Namespace) -> tuple[SyncConfig, list[str]]:
     if not configured:
         env.update(_PLACEHOLDER_PROVIDER)
     try:
-        config = load_config(env)
+        return load_config(env), configured
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
+
+
+def _settings(args: argparse.Namespace) -> tuple[SyncConfig, list[str]]:
+    """The ``SyncConfig`` to use (environment, then flags) and the configured providers."""
+    from pydantic import ValidationError
+
+    from flexiai.models import SyncConfig
+
+    config, configured = _environment_config()
     overrides: dict[str, Any] = {"enabled": True, "backend": "redis"}
     flags = {
         "redis_url": ("--redis-url", getattr(args, "redis_url", None)),
@@ -208,28 +215,37 @@ def _providers(backend: RedisSyncBackend, configured: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class StatusRow:
+    """One provider's stored breaker. Times are epoch seconds on the server's clock."""
+
     provider: str
     record: BreakerRecord | None  # None: the key holds something unreadable
+    window: WindowCounts  # the failure window that ends now
     stored: bool
     ttl_ms: int | None  # None: no key; -1: no expiry
 
     def as_dict(self, now: float) -> dict[str, Any]:
         data: dict[str, Any] = {"provider": self.provider, "stored": self.stored}
-        if self.record is None:
+        record = self.record
+        if record is None:
             data.update(state="invalid", invalid=True)
         else:
             fields: dict[str, Any] = {
-                "state": self.record.state.value,
-                "failures": self.record.failures,
-                "window_started_at": self.record.window_started_at or None,
-                "opened_at": self.record.opened_at or None,
-                "open_until": self.record.open_until or None,
-                "probes_in_flight": self.record.probes_in_flight,
-                "probe_lease_until": self.record.probe_lease_until or None,
-                "successes": self.record.successes,
-                "version": self.record.version,
-                "updated_by": self.record.updated_by or None,
-                "updated_at": self.record.updated_at or None,
+                "state": record.state.value,
+                "window_calls": self.window.calls,
+                "window_failures": self.window.failures,
+                "window_slow_calls": self.window.slow,
+                "failure_rate": self.window.failure_rate,
+                "consecutive_failures": record.run,
+                "opened_because": record.opened_because.value or None,
+                "opened_at": _seconds(record.opened_at),
+                "open_until": _seconds(record.open_until),
+                "probes_in_flight": record.probes_in_flight,
+                "probe_lease_until": _seconds(record.probe_lease_until),
+                "successes": record.successes,
+                "version": record.version,
+                "schema": record.schema,
+                "updated_by": record.updated_by or None,
+                "updated_at": _seconds(record.updated_at),
             }
             data.update(fields, invalid=False)
         data["ttl_ms"] = self.ttl_ms
@@ -237,10 +253,14 @@ class StatusRow:
         return data
 
 
+def _seconds(ms: int) -> float | None:
+    return ms / 1000 if ms else None
+
+
 def read_status(
-    sync: SyncConfig, backend: RedisSyncBackend, configured: list[str]
+    sync: SyncConfig, backend: RedisSyncBackend, configured: list[str], *, window_ms: int
 ) -> tuple[list[StatusRow], float]:
-    """Every provider's record and TTL, and the server's clock."""
+    """Every provider's record, its window's counts and TTL, and the server's clock."""
     providers = _providers(backend, configured)
     if not providers:
         return [], time.time()
@@ -251,15 +271,17 @@ def read_status(
         ttl, kind = keys[name]
         # MGET reads a key of another type as absent; status shows it as the garbage it is.
         garbage = name in snapshot.invalid or kind not in ("string", "none")
+        record = snapshot.records[name]
         rows.append(
             StatusRow(
                 provider=name,
-                record=None if garbage else snapshot.records[name],
+                record=None if garbage else record,
+                window=record.window(snapshot.now, window_ms),
                 stored=ttl is not None,
                 ttl_ms=ttl,
             )
         )
-    return rows, snapshot.now
+    return rows, snapshot.now / 1000
 
 
 def _keys(
@@ -280,10 +302,18 @@ def _keys(
     return out
 
 
+def _window_ms() -> int:
+    """The failure window the fleet is configured with (``FLEXIAI_CIRCUIT_BREAKER_*``)."""
+    from flexiai.circuit_breaker import Policy
+
+    config, _ = _environment_config()
+    return Policy.from_config(config.circuit_breaker).failure_window
+
+
 def _status(args: argparse.Namespace) -> int:
     sync, configured = _settings(args)
     with _store(sync) as backend:
-        rows, now = read_status(sync, backend, configured)
+        rows, now = read_status(sync, backend, configured, window_ms=_window_ms())
         where = backend.describe()
     if args.json:
         print(json.dumps([row.as_dict(now) for row in rows], indent=2))
@@ -304,7 +334,10 @@ def _status(args: argparse.Namespace) -> int:
     for column in (
         "provider",
         "state",
+        "calls",
         "failures",
+        "failure rate",
+        "in a row",
         "opened",
         "may probe",
         "probes",
@@ -313,7 +346,10 @@ def _status(args: argparse.Namespace) -> int:
         "ttl",
     ):
         table.add_column(
-            column, justify="right" if column in ("failures", "probes", "version") else "left"
+            column,
+            justify="left"
+            if column in ("provider", "state", "opened", "last changed by")
+            else "right",
         )
     colours = {"CLOSED": "green", "OPEN": "red", "HALF_OPEN": "yellow"}
     for row in rows:
@@ -328,23 +364,30 @@ def _status(args: argparse.Namespace) -> int:
                 "-",
                 "-",
                 "-",
+                "-",
+                "-",
+                "-",
                 _ttl(row.ttl_ms),
             )
             continue
         state = record.state.value
-        window = (
-            f" ({_ago(now - record.window_started_at)})"
-            if record.failures and record.window_started_at
-            else ""
-        )
         changed = record.updated_by or "-"
         if record.updated_at:
-            changed += f" ({_ago(now - record.updated_at)})"
+            changed += f" ({_ago(now - record.updated_at / 1000)})"
+        opened = "-"
+        if record.opened_at:
+            opened = _ago(now - record.opened_at / 1000)
+            if record.opened_because:
+                opened += f", {record.opened_because.value.replace('_', ' ')}"
+        rate = row.window.failure_rate
         table.add_row(
             row.provider,
             f"[{colours[state]}]{state}[/]",
-            f"{record.failures}{window}",
-            _ago(now - record.opened_at) if record.opened_at else "-",
+            str(row.window.calls),
+            str(row.window.failures),
+            "-" if rate is None else f"{rate:.1f}%",
+            str(record.run),
+            opened,
             _probe_time(record, now),
             str(record.probes_in_flight),
             str(record.version),
@@ -371,13 +414,14 @@ def _duration(seconds: float) -> str:
 
 def _probe_time(record: BreakerRecord, now: float) -> str:
     state = record.state.value
+    lease_until, open_until = record.probe_lease_until / 1000, record.open_until / 1000
     if state == "CLOSED":
         return "-"
     if state == "HALF_OPEN":
-        if record.probe_lease_until > now:
-            return f"probing (lease {_duration(record.probe_lease_until - now)} left)"
+        if lease_until > now:
+            return f"probing (lease {_duration(lease_until - now)} left)"
         return "now (lease expired)"
-    return "now" if now >= record.open_until else f"in {_duration(record.open_until - now)}"
+    return "now" if now >= open_until else f"in {_duration(open_until - now)}"
 
 
 def _ttl(ttl_ms: int | None) -> str:
@@ -414,8 +458,8 @@ def _reset(args: argparse.Namespace) -> int:
         for name in providers:
             record = before.records[name]
             old = record.state.value
-            if record.failures:
-                old += f" with {record.failures} failure{'s' * (record.failures > 1)}"
+            if record.run:
+                old += f" with {record.run} failure{'s' * (record.run > 1)} in a row"
             invalid_before = backend.stats()["invalid_records"]
             result = backend.transition(name, Op.RESET, policy, worker)
             # Garbage the load saw, or a key of another type that only the script sees.
@@ -457,19 +501,21 @@ def format_event(payload: Any, *, as_json: bool) -> str:
                 "worker_id": event.worker_id,
                 "ts": event.timestamp,
                 "version": event.version,
-                "record": record.to_fields(),
+                "record": record.to_doc(),
             }
         )
+    open_for = max(0, record.open_until - event.timestamp) / 1000
+    lease_for = max(0, record.probe_lease_until - event.timestamp) / 1000
     detail = {
-        "OPENED": f"open until +{_duration(max(0.0, record.open_until - event.timestamp))}",
-        "HALF_OPEN": f"probe lease until +"
-        f"{_duration(max(0.0, record.probe_lease_until - event.timestamp))}",
-        "FAILURE": f"failures={record.failures}",
+        "OPENED": f"open until +{_duration(open_for)}"
+        + (f" ({record.opened_because.value.replace('_', ' ')})" if record.opened_because else ""),
+        "HALF_OPEN": f"probe lease until +{_duration(lease_for)}",
+        "FAILURE": f"in a row={record.run}",
         "SUCCESS": f"successes={record.successes}",
         "CLOSED": "",
     }[event.type.value]
-    stamp = time.strftime("%H:%M:%S", time.localtime(event.timestamp))
-    millis = int((event.timestamp % 1) * 1000)
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.timestamp // 1000))
+    millis = event.timestamp % 1000
     return (
         f"{stamp}.{millis:03d}  {event.type.value:<9} {event.provider}  "
         f"v{event.version}  by {event.worker_id}  {detail}"

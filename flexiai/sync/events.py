@@ -1,11 +1,12 @@
 """Breaker events on the wire: versioned JSON, one message per transition.
 
-    {"v": 1, "type": "OPENED", "provider": "openai", "worker_id": "host-123-ab12",
-     "ts": 1764180000.123, "version": 7, "record": {...BreakerRecord fields...}}
+    {"v":2,"type":"OPENED","provider":"openai","worker_id":"host-123-ab12",
+     "ts":1764180000123,"record":{...the stored record, BreakerRecord.to_json()...}}
 
-``ts`` and the record's times are the store's clock. ``version`` orders events per provider:
-a receiver applies an event only when it is newer than what it already has, so late and
-duplicated messages are harmless. The Lua script builds the same document with cjson.
+``ts`` and the record's times are the store's clock in milliseconds. The record is the
+stored JSON itself, so there is one encoding of a record; its ``version`` orders events per
+provider: a receiver applies an event only when it is newer than what it already has, so
+late and duplicated messages are harmless. breaker.lua builds the same bytes.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from flexiai.circuit_breaker._machine import EventType
-from flexiai.circuit_breaker._record import BreakerRecord
+from flexiai.circuit_breaker._record import MAX_RECORD_BYTES, BreakerRecord
 
 __all__ = ["WIRE_VERSION", "MalformedEventError", "SyncEvent", "decode_event", "encode_event"]
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+#: An event is its record plus a few short fields.
+MAX_EVENT_BYTES = MAX_RECORD_BYTES + 1024
 
 
 class MalformedEventError(ValueError):
@@ -31,7 +34,7 @@ class SyncEvent:
     type: EventType
     provider: str
     worker_id: str
-    timestamp: float
+    timestamp: int
     record: BreakerRecord
 
     @property
@@ -40,47 +43,46 @@ class SyncEvent:
 
 
 def encode_event(event: SyncEvent) -> str:
-    return json.dumps(
+    """The same bytes as breaker.lua publishes."""
+    head = json.dumps(
         {
             "v": WIRE_VERSION,
             "type": event.type.value,
             "provider": event.provider,
             "worker_id": event.worker_id,
             "ts": event.timestamp,
-            "version": event.record.version,
-            "record": event.record.to_fields(),
         },
         separators=(",", ":"),
+        ensure_ascii=False,
     )
+    return f'{head[:-1]},"record":{event.record.to_json()}}}'
 
 
 def decode_event(payload: str | bytes) -> SyncEvent:
+    if len(payload) > MAX_EVENT_BYTES:
+        raise MalformedEventError("event is too large")
     try:
         doc: Any = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedEventError(f"not JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedEventError(f"not JSON: {type(exc).__name__}") from None
     if not isinstance(doc, dict):
         raise MalformedEventError("event is not a JSON object")
     if doc.get("v") != WIRE_VERSION:
-        raise MalformedEventError(f"unsupported wire version {doc.get('v')!r}")
+        raise MalformedEventError(f"unsupported wire version {doc.get('v')!r:.20}")
     try:
         event_type = EventType(doc["type"])
         provider = doc["provider"]
         worker_id = doc["worker_id"]
-        timestamp = float(doc["ts"])
+        timestamp = doc["ts"]
         raw_record = doc["record"]
     except (KeyError, ValueError, TypeError) as exc:
-        raise MalformedEventError(f"missing or invalid field: {exc}") from None
+        raise MalformedEventError(f"missing or invalid field: {exc!s:.60}") from None
     if not isinstance(provider, str) or not isinstance(worker_id, str):
         raise MalformedEventError("provider and worker_id must be strings")
-    if not isinstance(raw_record, dict) or not all(
-        isinstance(v, str | int | float) for v in raw_record.values()
-    ):
-        raise MalformedEventError("record must be an object of scalar fields")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
+        raise MalformedEventError("ts must be a non-negative integer")
     try:
-        record = BreakerRecord.from_fields({str(k): str(v) for k, v in raw_record.items()})
+        record = BreakerRecord.from_doc(raw_record)
     except ValueError as exc:
         raise MalformedEventError(str(exc)) from None
-    if record.version != doc.get("version", record.version):
-        raise MalformedEventError("version does not match the record's version")
     return SyncEvent(event_type, provider, worker_id, timestamp, record)

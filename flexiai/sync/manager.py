@@ -7,7 +7,12 @@ It owns the rules every backend shares:
   ``reconnect_backoff`` seconds instead of costing a timeout on every request;
 * **resync**: after a (re)connection, and whenever a snapshot is older than
   ``snapshot_max_age`` in snapshot mode, every breaker's view is replaced by the store's;
-* **events**: remote events are applied to the matching breaker if they are newer.
+* **events**: remote events are applied to the matching breaker if they are newer;
+* **counts**: the breakers' tallies (successes counted locally) reach the store in batches:
+  with the snapshot refresh in snapshot mode (the same single round trip), from a
+  background thread at most every ``flush_interval`` in pub/sub mode (a healthy request
+  makes no round trip), and inline where the store is this process's memory. While the
+  store is down they go to the local fallback, so an outage loses at most one batch.
 
 Logs say "falling back" and "reconnected" once per outage, never once per request.
 """
@@ -23,9 +28,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
 from flexiai._clock import Clock, SystemClock
-from flexiai.circuit_breaker._machine import EventType, Op, Policy, Transition
+from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
 from flexiai.exceptions import StateStoreError
-from flexiai.sync.backends.base import SyncBackend
+from flexiai.models import CircuitBreakerConfig
+from flexiai.sync.backends.base import StoreSnapshot, SyncBackend
 from flexiai.sync.backends.memory import MemorySyncBackend
 from flexiai.sync.events import SyncEvent
 
@@ -54,6 +60,7 @@ class StateSyncManager:
         mode: SyncMode = "pubsub",
         snapshot_max_age: float = 1.0,
         reconnect_backoff: float = 5.0,
+        flush_interval: float = 1.0,
         clock: Clock | None = None,
     ) -> None:
         self.backend = backend
@@ -62,8 +69,12 @@ class StateSyncManager:
         self._clock = clock or SystemClock()
         self._snapshot_max_age = snapshot_max_age
         self._reconnect_backoff = reconnect_backoff
+        self._flush_interval = flush_interval
+        self._flushed_at = self._clock.monotonic()
+        self._flusher: _Flusher | None = None
         self._fallback = MemorySyncBackend(clock=self._clock)
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._policy = Policy.from_config(CircuitBreakerConfig())  # replaced by attach()
         self._lock = threading.Lock()
         self._degraded_until: float | None = None
         self._snapshot_at: float | None = None
@@ -76,6 +87,7 @@ class StateSyncManager:
     def attach(self, breakers: Iterable[CircuitBreaker]) -> None:
         for breaker in breakers:
             self._breakers[breaker.provider] = breaker
+            self._policy = breaker.policy  # one client, one CircuitBreakerConfig
 
     @property
     def shared(self) -> bool:
@@ -93,23 +105,35 @@ class StateSyncManager:
         now = self._clock.monotonic()
         if self._degraded_until is not None:
             if now < self._degraded_until:
+                self._flush_if_due(now)  # into the local fallback: no I/O
                 return
             self._try_reconnect()
             return
         if self.mode == "pubsub":
             # Read the fleet's state before the first request rather than waiting for the
             # subscriber thread: a new worker must not start CLOSED on an open provider.
-            if not self._subscribed and self.refresh():
-                self._start_subscriber()
+            if not self._subscribed:
+                if self.refresh():
+                    self._start_subscriber()
+            elif self._flusher is None:
+                self._flush_if_due(now)  # a store in this process: no thread needed
         elif self._snapshot_at is None or now - self._snapshot_at >= self._snapshot_max_age:
             self.refresh()
 
     def refresh(self) -> bool:
-        """Read every provider's shared state in one round trip. False if the store failed."""
+        """Read every provider's shared state, sending the counts not yet sent, in one round
+        trip. False if the store failed (the counts then go to the local fallback)."""
+        names = list(self._breakers)
+        tallies = self._take_tallies()
         try:
-            snapshot = self.backend.load(list(self._breakers))
+            if tallies:
+                snapshot = self.backend.report(tallies, self._policy, self.worker_id, read=names)
+                self._flushed_at = self._clock.monotonic()
+            else:
+                snapshot = self.backend.load(names)
         except StateStoreError as exc:
             self._degrade(exc)
+            self._count_locally(tallies)
             return False
         self._snapshot_at = self._clock.monotonic()
         if self._degraded_until is not None:
@@ -119,19 +143,22 @@ class StateSyncManager:
             logger.warning(
                 "shared breaker store %s reconnected; state resynced", self.backend.describe()
             )
-        for name, record in snapshot.records.items():
-            breaker = self._breakers.get(name)
-            if breaker is not None:
-                breaker.apply_snapshot(record, snapshot.now)
+        self._apply(snapshot)
         return True
 
     def transition(
-        self, provider: str, op: Op, policy: Policy, *, open_for: float | None = None
+        self,
+        provider: str,
+        op: Op,
+        policy: Policy,
+        *,
+        open_for: int | None = None,
+        tally: Tally = NO_TALLY,
     ) -> Transition:
         if self._degraded_until is None:
             try:
                 result = self.backend.transition(
-                    provider, op, policy, self.worker_id, open_for=open_for
+                    provider, op, policy, self.worker_id, open_for=open_for, tally=tally
                 )
             except StateStoreError as exc:
                 self._degrade(exc)
@@ -139,7 +166,49 @@ class StateSyncManager:
                 if result.event in _BROADCAST and self.backend.shared:
                     logger.info("Broadcasting state change: %s %s", provider, result.event)
                 return result
-        return self._fallback.transition(provider, op, policy, self.worker_id, open_for=open_for)
+        return self._fallback.transition(
+            provider, op, policy, self.worker_id, open_for=open_for, tally=tally
+        )
+
+    def flush(self) -> bool:
+        """Send every breaker's counted calls to the store now (one round trip, nothing if
+        there is nothing to send). False if the store failed; the counts then go to the
+        local fallback, so they still count in this process."""
+        tallies = self._take_tallies()
+        if not tallies:
+            return True
+        self._flushed_at = self._clock.monotonic()
+        if self._degraded_until is None:
+            try:
+                snapshot = self.backend.report(tallies, self._policy, self.worker_id)
+            except StateStoreError as exc:
+                self._degrade(exc)
+            else:
+                self._apply(snapshot)
+                return True
+        self._count_locally(tallies)
+        return False
+
+    def _flush_if_due(self, now: float) -> None:
+        if now - self._flushed_at >= self._flush_interval:
+            self.flush()
+
+    def _take_tallies(self) -> dict[str, Tally]:
+        return {
+            name: tally
+            for name, breaker in self._breakers.items()
+            if (tally := breaker.take_tally())
+        }
+
+    def _count_locally(self, tallies: dict[str, Tally]) -> None:
+        if tallies:
+            self._apply(self._fallback.report(tallies, self._policy, self.worker_id))
+
+    def _apply(self, snapshot: StoreSnapshot) -> None:
+        for name, record in snapshot.records.items():
+            breaker = self._breakers.get(name)
+            if breaker is not None:
+                breaker.apply_snapshot(record, snapshot.now)
 
     # -- events and connections --------------------------------------------------------
     def _start_subscriber(self) -> None:
@@ -150,6 +219,8 @@ class StateSyncManager:
             return
         self._subscribed = True
         if self.backend.shared:
+            self._flusher = _Flusher(self, self._flush_interval)
+            self._flusher.start()
             logger.info("Worker %s started", self.worker_id)
 
     def _on_connect(self) -> None:
@@ -186,13 +257,46 @@ class StateSyncManager:
         return not self.degraded and self.backend.health_check()
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.backend.close()
-            self._fallback.close()
+        """Stop background work, send the counts not yet sent (best effort: one round trip
+        at most, skipped while the store is down), and release connections."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None:
+            self._flusher.stop()
+        if self._degraded_until is None:
+            self.flush()
+        self.backend.close()
+        self._fallback.close()
 
     def __repr__(self) -> str:
         return (
             f"StateSyncManager(worker_id={self.worker_id!r}, backend={self.backend.describe()!r}, "
             f"mode={self.mode!r}, degraded={self.degraded})"
         )
+
+
+class _Flusher:
+    """The pub/sub worker's background thread that sends counts every ``interval`` seconds:
+    the healthy request path then never waits on the store."""
+
+    def __init__(self, manager: StateSyncManager, interval: float) -> None:
+        self._manager = manager
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flexiai-sync-flush", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            try:
+                self._manager.flush()
+            except Exception:  # a bug here must not kill counting for good
+                logger.exception("flushing breaker counts failed")

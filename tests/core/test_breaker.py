@@ -47,14 +47,18 @@ def test_default_config_trips_after_five_provider_errors() -> None:
     assert breaker.allow() is None
 
 
-def test_failures_outside_the_window_start_a_new_count() -> None:
+def test_a_success_between_failures_breaks_the_run() -> None:
     clock = FakeClock()
-    breaker = make_breaker(clock, failure_threshold=3, failure_window=10)
+    breaker = make_breaker(clock, failure_threshold=3, minimum_calls=1000)
     fail(breaker, 2)
-    clock.advance(11)
-    fail(breaker, 2)
+    clock.advance(1)
+    permit = breaker.allow()
+    assert permit is not None
+    breaker.record_success(permit)
+    clock.advance(1)
+    fail(breaker, 2)  # the success travels with the first of these and breaks the run
     assert breaker.state is CircuitState.CLOSED
-    assert breaker.record.failures == 2
+    assert breaker.record.run == 2
     fail(breaker, 1)
     assert breaker.state is CircuitState.OPEN
 
@@ -134,7 +138,7 @@ def test_half_open_admits_at_most_max_calls_in_flight_from_many_threads() -> Non
     ]
     fail(breakers[0])
     for b in breakers[1:]:
-        b.apply_snapshot(breakers[0].record, clock.now())
+        b.apply_snapshot(breakers[0].record, int(clock.now() * 1000))
     clock.advance(6)
     barrier = threading.Barrier(len(breakers))
     permits: list[object] = []
@@ -199,7 +203,7 @@ def test_stale_remote_events_are_ignored() -> None:
     breaker = make_breaker(clock, failure_threshold=1)
     fail(breaker)
     newer = breaker.record
-    breaker.apply_remote(BreakerRecord(version=newer.version - 1), clock.now())
+    breaker.apply_remote(BreakerRecord(version=newer.version - 1), int(clock.now() * 1000))
     assert breaker.record == newer
     breaker.apply_remote(newer.replace(version=newer.version + 1, state=CircuitState.CLOSED), None)
     assert breaker.state is CircuitState.CLOSED

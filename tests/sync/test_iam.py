@@ -159,7 +159,7 @@ def test_iam_auth_against_a_real_tls_server(tls_redis, make_backend, monkeypatch
         )
         backend = make_backend(config)
         assert backend.describe().endswith("(iam)") and backend.describe().startswith("rediss://")
-        assert backend.transition("openai", Op.FAILURE, policy(), "w").record.failures == 1
+        assert backend.transition("openai", Op.FAILURE, policy(), "w").record.run == 1
         users = {
             line.split(" user=")[1].split()[0]
             for line in admin.execute_command("CLIENT", "LIST").decode().splitlines()

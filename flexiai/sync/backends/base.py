@@ -1,19 +1,19 @@
 """The interface every breaker store implements: a few atomic primitives and nothing else.
 
-A backend never decides anything on its own: ``transition`` runs ``circuit_breaker._machine``
-atomically against the stored record (under a lock, or in one Lua script) and, when the
-record changed, writes it with a fresh TTL and publishes the event. Fail-open, fallback and
-resync live one level up, in ``StateSyncManager``, so every backend behaves the same way.
-Backends raise ``StateStoreError`` for any failure of the store itself.
+A backend never decides anything on its own: ``transition`` and ``report`` run
+``circuit_breaker._machine`` atomically against the stored records (under a lock, or in one
+Lua script) and, when a record changed, write it with a fresh TTL and publish the event.
+Fail-open, fallback and resync live one level up, in ``StateSyncManager``, so every backend
+behaves the same way. Backends raise ``StateStoreError`` for any failure of the store.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from flexiai.circuit_breaker._machine import Op, Policy, Transition
+from flexiai.circuit_breaker._machine import NO_TALLY, Op, Policy, Tally, Transition
 from flexiai.circuit_breaker._record import BreakerRecord
 from flexiai.sync.events import SyncEvent
 
@@ -25,10 +25,10 @@ EventHandler = Callable[[SyncEvent], None]
 @dataclass(frozen=True, slots=True)
 class StoreSnapshot:
     """Every requested provider's record (absent ones are fresh CLOSED records) read at once,
-    with the store's clock at that moment."""
+    with the store's clock at that moment (milliseconds)."""
 
     records: dict[str, BreakerRecord]
-    now: float
+    now: int
     invalid: tuple[str, ...] = field(default=())
 
 
@@ -51,11 +51,24 @@ class SyncBackend(ABC):
         policy: Policy,
         worker_id: str,
         *,
-        open_for: float | None = None,
+        open_for: int | None = None,
+        tally: Tally = NO_TALLY,
         publish: bool = True,
     ) -> Transition:
         """Apply one operation atomically; when the record changes, store it and, if
         ``publish``, announce the event. Returns the new record and the store's clock."""
+
+    @abstractmethod
+    def report(
+        self,
+        tallies: Mapping[str, Tally],
+        policy: Policy,
+        worker_id: str,
+        *,
+        read: Sequence[str] = (),
+    ) -> StoreSnapshot:
+        """Add each provider's tally to its window, all at once (one round trip), and return
+        the records of those providers and of ``read``."""
 
     @abstractmethod
     def subscribe(self, handler: EventHandler, on_connect: Callable[[], None]) -> None:

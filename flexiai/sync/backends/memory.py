@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from flexiai._clock import Clock, SystemClock
-from flexiai.circuit_breaker._machine import Op, Policy, Transition, transition
+from flexiai._clock import Clock, SystemClock, epoch_ms
+from flexiai.circuit_breaker._machine import NO_TALLY, Op, Policy, Tally, Transition, transition
 from flexiai.circuit_breaker._record import BreakerRecord
 from flexiai.sync.backends.base import EventHandler, StoreSnapshot, SyncBackend
 from flexiai.sync.events import SyncEvent
@@ -56,7 +56,7 @@ class MemorySyncBackend(SyncBackend):
     def load(self, providers: Sequence[str]) -> StoreSnapshot:
         with self._hub.lock:
             records = {p: self._hub.records.get(p, BreakerRecord()) for p in providers}
-        return StoreSnapshot(records=records, now=self._clock.now())
+        return StoreSnapshot(records=records, now=epoch_ms(self._clock))
 
     def seed(self, records: dict[str, BreakerRecord]) -> None:
         """Start from known state (the last view of Redis) when taking over as a fallback."""
@@ -70,22 +70,64 @@ class MemorySyncBackend(SyncBackend):
         policy: Policy,
         worker_id: str,
         *,
-        open_for: float | None = None,
+        open_for: int | None = None,
+        tally: Tally = NO_TALLY,
         publish: bool = True,
     ) -> Transition:
-        now = self._clock.now()
+        now = epoch_ms(self._clock)
         with self._hub.lock:
-            current = self._hub.records.get(provider, BreakerRecord())
-            result = transition(current, op, policy, now, worker_id, open_for=open_for)
-            if result.changed:
-                self._hub.records[provider] = result.record
+            result = self._apply(provider, op, policy, now, worker_id, open_for, tally)
             handlers = list(self._hub.handlers) if result.event and publish else []
-        if result.event is not None and handlers:
-            event = SyncEvent(result.event, provider, worker_id, now, result.record)
-            for handler in handlers:
-                if handler is not self._handler:
-                    handler(event)
+        self._publish(provider, worker_id, result, handlers)
         return result
+
+    def report(
+        self,
+        tallies: Mapping[str, Tally],
+        policy: Policy,
+        worker_id: str,
+        *,
+        read: Sequence[str] = (),
+    ) -> StoreSnapshot:
+        now = epoch_ms(self._clock)
+        published: list[tuple[str, Transition, list[EventHandler]]] = []
+        with self._hub.lock:
+            for provider, tally in tallies.items():
+                result = self._apply(provider, Op.REPORT, policy, now, worker_id, None, tally)
+                if result.event is not None:
+                    published.append((provider, result, list(self._hub.handlers)))
+            names = dict.fromkeys([*tallies, *read])
+            records = {p: self._hub.records.get(p, BreakerRecord()) for p in names}
+        for provider, result, handlers in published:
+            self._publish(provider, worker_id, result, handlers)
+        return StoreSnapshot(records=records, now=now)
+
+    def _apply(
+        self,
+        provider: str,
+        op: Op,
+        policy: Policy,
+        now: int,
+        worker_id: str,
+        open_for: int | None,
+        tally: Tally,
+    ) -> Transition:
+        """One operation on the hub's record; the caller holds the hub's lock."""
+        current = self._hub.records.get(provider, BreakerRecord())
+        result = transition(current, op, policy, now, worker_id, open_for=open_for, tally=tally)
+        if result.changed:
+            self._hub.records[provider] = result.record
+        return result
+
+    def _publish(
+        self, provider: str, worker_id: str, result: Transition, handlers: list[EventHandler]
+    ) -> None:
+        if result.event is None:
+            return
+        event = SyncEvent(result.event, provider, worker_id, result.now, result.record)
+        for handler in handlers:
+            if handler is not self._handler:
+                handler(event)
 
     def subscribe(self, handler: EventHandler, on_connect: Callable[[], None]) -> None:
         with self._hub.lock:

@@ -4,24 +4,26 @@
                                   record's last deadline (``GET flexiai:state:openai``)
     {channel}                     pub/sub, one flexiai.sync.events JSON message per event
 
-Every operation (outcome, probe, trip, reset) is one Lua script run with EVALSHA:
-``lua/breaker.lua`` applies ``circuit_breaker._machine`` atomically with the server's clock,
-writes the record and publishes the event. Reading every provider (the snapshot refresh on
-the request path) is one plain ``MGET``: no script, and a reply of one bulk string per
-provider that parses in one ``json.loads``. In cluster mode the prefix carries a hash tag
-(``{flexiai}:state:openai``) so every key lives in one slot and that MGET is one command.
+Every operation (a failure with its tally, a probe, a trip, a reset) is one Lua script run
+with EVALSHA: ``lua/breaker.lua`` applies ``circuit_breaker._machine`` atomically with the
+server's clock, writes the record and publishes the event. A batch of tallies for every
+provider (``report``: the pub/sub flush, or a snapshot refresh that carries counts) is one
+call of the same script, which also returns every record. A refresh with nothing to count is
+one plain ``MGET``: no script, one bulk string per provider. In cluster mode the prefix
+carries a hash tag (``{flexiai}:state:openai``) so every key lives in one slot and that MGET
+is one command.
 
 The store's clock without a round trip: breakers compare ``open_until`` (written with the
-server's ``TIME``) against the snapshot's ``now``, so ``load`` must return the server's
-clock, and MGET does not carry it. The backend keeps ``offset = server TIME - local clock``,
-measured with a ``TIME`` round trip on the first load and again whenever the last
-measurement is ``_CLOCK_RESAMPLE`` seconds old (and refreshed for free by every transition,
-whose reply carries the server's time); ``now`` is then the local clock plus that offset.
-The local clock is the monotonic one, so a step of this host's wall clock (NTP) changes
-nothing. Workers' clocks still never have to agree with each other or with the server: each
-worker measures its own offset against the server, so one whose wall clock is minutes off
-still reads the server's time, to within half a round trip plus drift since the last
-measurement. ``now`` never goes below a server time this backend has already seen.
+server's ``TIME``, in milliseconds) against the snapshot's ``now``, so ``load`` must return
+the server's clock, and MGET does not carry it. The backend keeps ``offset = server TIME -
+local clock``, measured with a ``TIME`` round trip on the first load and again whenever the
+last measurement is ``_CLOCK_RESAMPLE`` seconds old (and refreshed for free by every
+transition, whose reply carries the server's time); ``now`` is then the local clock plus
+that offset. The local clock is the monotonic one, so a step of this host's wall clock (NTP)
+changes nothing. Workers' clocks still never have to agree with each other or with the
+server: each worker measures its own offset against the server, so one whose wall clock is
+minutes off still reads the server's time, to within half a round trip plus drift since the
+last measurement. ``now`` never goes below a server time this backend has already seen.
 
 The backend is lazy: building it imports no redis module and opens no socket; the shared
 process-level client (see ``_redis_connect``) is acquired on first use. Every failure of
@@ -35,13 +37,13 @@ import importlib.resources
 import logging
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar
 
 from flexiai._clock import Clock, SystemClock
-from flexiai.circuit_breaker._machine import EventType, Op, Policy, Transition
+from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
 from flexiai.circuit_breaker._record import BreakerRecord
 from flexiai.exceptions import StateStoreError
 from flexiai.models import SyncConfig
@@ -102,10 +104,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _number(value: float) -> str:
-    return repr(float(value))
-
-
 @dataclass(frozen=True, slots=True)
 class _Scripts:
     client: Any
@@ -126,10 +124,18 @@ class RedisSyncBackend(SyncBackend):
     shared = True
 
     def __init__(
-        self, config: SyncConfig, *, client: Any = None, clock: Clock | None = None
+        self,
+        config: SyncConfig,
+        *,
+        client: Any = None,
+        clock: Clock | None = None,
+        store_clock: Callable[[], int] | None = None,
     ) -> None:
         self._config = config
         self._clock = clock or SystemClock()
+        # Tests replace the server's TIME (milliseconds) to make the script deterministic.
+        self._store_clock = store_clock
+        self._ttl_ms = str(config.state_ttl * 1000)
         self._own_client = client
         self._cluster = config.redis_cluster or (
             client is not None and _redis_connect.is_cluster_client(client)
@@ -147,7 +153,7 @@ class RedisSyncBackend(SyncBackend):
         # (server TIME - local monotonic clock, local monotonic time it was measured at),
         # and the latest server time seen, below which ``now`` never goes.
         self._clock_sync: tuple[float, float] | None = None
-        self._latest_now = 0.0
+        self._latest_now = 0
         self._keys: dict[tuple[str, ...], list[str]] = {}
         self._invalid_logged: set[str] = set()  # garbage is logged once, counted every time
         self._counts = {
@@ -175,6 +181,8 @@ class RedisSyncBackend(SyncBackend):
         def read() -> StoreSnapshot:
             client = self._client()
             raws = client.mget(keys) if keys else []
+            if self._store_clock is not None:
+                return self._snapshot(providers, raws, self._store_clock())
             return self._snapshot(providers, raws, self._server_now(client, keys))
 
         return self._run("load", read)
@@ -186,35 +194,62 @@ class RedisSyncBackend(SyncBackend):
         policy: Policy,
         worker_id: str,
         *,
-        open_for: float | None = None,
+        open_for: int | None = None,
+        tally: Tally = NO_TALLY,
         publish: bool = True,
     ) -> Transition:
-        config = self._config
-        args = [
-            op.value,
-            provider,
-            worker_id,
-            "" if open_for is None else _number(open_for),
-            "1" if publish else "0",
-            config.channel,
-            str(config.state_ttl * 1000),
-            str(policy.failure_threshold),
-            _number(policy.failure_window),
-            _number(policy.recovery_timeout),
-            str(policy.half_open_max_calls),
-            str(policy.success_threshold),
-            _number(policy.probe_lease_ttl),
-            _number(policy.max_open_for),
-        ]
+        age = "-" if open_for is None else str(open_for)
+        spec = f"{op.value} {tally.wire} {age}"
+        args = self._script_args(policy, worker_id, publish=publish)
+        args += [provider, spec]
         keys = [self.key_for(provider)]
 
         def run() -> Transition:
             script = self._registered().breaker
             before = self._clock.monotonic()
             reply = script(keys=keys, args=args)
-            return self._transition(provider, reply, before, self._clock.monotonic())
+            now = self._script_now(reply, before, self._clock.monotonic())
+            return self._result(provider, reply[1:4], now)
 
         return self._run(f"transition({op.value})", run)
+
+    def report(
+        self,
+        tallies: Mapping[str, Tally],
+        policy: Policy,
+        worker_id: str,
+        *,
+        read: Sequence[str] = (),
+    ) -> StoreSnapshot:
+        names = list(dict.fromkeys([*tallies, *read]))
+        args = self._script_args(policy, worker_id, publish=True)
+        for name in names:
+            tally = tallies.get(name)
+            args += [name, "read 0 0 - -" if tally is None else f"report {tally.wire} -"]
+        keys = [self.key_for(name) for name in names]
+
+        def run() -> StoreSnapshot:
+            script = self._registered().breaker
+            before = self._clock.monotonic()
+            reply = script(keys=keys, args=args)
+            now = self._script_now(reply, before, self._clock.monotonic())
+            records: dict[str, BreakerRecord] = {}
+            invalid: list[str] = []
+            for i, name in enumerate(names):
+                part = reply[1 + 3 * i : 4 + 3 * i]
+                records[name] = self._result(name, part, now).record
+                if _text(part[0])[2] == "1" and not part[2]:  # garbage only read
+                    invalid.append(name)
+            if invalid or self._invalid_logged:
+                self._note_invalid(invalid, records)
+            return StoreSnapshot(records=records, now=now, invalid=tuple(invalid))
+
+        return self._run("report", run)
+
+    def _script_args(self, policy: Policy, worker_id: str, *, publish: bool) -> list[str]:
+        now = "" if self._store_clock is None else str(self._store_clock())
+        channel = self._config.channel if publish else ""
+        return [worker_id, policy.wire, self._ttl_ms, channel, now]
 
     def subscribe(self, handler: EventHandler, on_connect: Callable[[], None]) -> None:
         with self._lock:
@@ -338,7 +373,7 @@ class RedisSyncBackend(SyncBackend):
                 found += [url_password, unquote(url_password)]
         return found
 
-    def _server_now(self, client: Any, keys: Sequence[str]) -> float:
+    def _server_now(self, client: Any, keys: Sequence[str]) -> int:
         """The server's clock now: the local wall clock plus the measured offset, measured
         again (one TIME round trip) when missing or older than ``_CLOCK_RESAMPLE``."""
         sync = self._clock_sync
@@ -350,40 +385,35 @@ class RedisSyncBackend(SyncBackend):
             before = self._clock.monotonic()
             seconds, micros = client.time(**options)
             after = self._clock.monotonic()
-            self._measured(int(seconds) + int(micros) / 1_000_000, before, after)
+            self._measured(int(seconds) * 1000 + int(micros) // 1000, before, after)
             sync = self._clock_sync
             assert sync is not None
-        now = self._clock.monotonic() + sync[0]
+        now = int((self._clock.monotonic() + sync[0]) * 1000)
         return max(now, self._latest_now)
 
-    def _measured(self, server_now: float, before: float, after: float) -> None:
-        """One reading of the server's clock, taken between two local monotonic times: the
-        server read it, on average, halfway through the round trip."""
-        self._clock_sync = (server_now - (before + after) / 2, after)
+    def _measured(self, server_now: int, before: float, after: float) -> None:
+        """One reading of the server's clock (ms), taken between two local monotonic times:
+        the server read it, on average, halfway through the round trip."""
+        self._clock_sync = (server_now / 1000 - (before + after) / 2, after)
         self._latest_now = max(self._latest_now, server_now)
 
-    def _snapshot(self, providers: Sequence[str], raws: Sequence[Any], now: float) -> StoreSnapshot:
+    def _script_now(self, reply: Any, before: float, after: float) -> int:
+        now = int(_text(reply[0]))
+        if self._store_clock is None:
+            self._measured(now, before, after)
+        return now
+
+    def _snapshot(self, providers: Sequence[str], raws: Sequence[Any], now: int) -> StoreSnapshot:
         """Parse MGET's reply: one JSON string per provider, or nil for a key that is absent
         or holds another type (a transition detects and overwrites the latter)."""
         records: dict[str, BreakerRecord] = {}
         invalid: list[str] = []
-        parsed = self._parsed
         for provider, raw in zip(providers, raws, strict=True):
-            if raw is None:
-                records[provider] = _FRESH
-                continue
-            cached = parsed.get(provider)
-            if cached is not None and cached[0] == raw:
-                records[provider] = cached[1]
-                continue
             try:
-                record = BreakerRecord.from_json(raw)
+                records[provider] = self._parse(provider, raw)
             except ValueError:
                 invalid.append(provider)
-                record = _FRESH
-            else:
-                parsed[provider] = (raw, record)
-            records[provider] = record
+                records[provider] = _FRESH
         if invalid or self._invalid_logged:
             self._note_invalid(invalid, records)
         return StoreSnapshot(records=records, now=now, invalid=tuple(invalid))
@@ -401,27 +431,34 @@ class RedisSyncBackend(SyncBackend):
                 )
         self._invalid_logged = set(invalid) | (self._invalid_logged - set(records))
 
-    def _transition(self, provider: str, reply: Any, before: float, after: float) -> Transition:
-        """Parse breaker.lua's reply: flags, event, TIME, invalid, then the stored JSON."""
-        changed, granted, event, now_text, invalid = (_text(v) for v in reply[:5])
-        raw = reply[5]
-        if invalid == "1":
+    def _result(self, provider: str, part: Sequence[Any], now: int) -> Transition:
+        """One key's part of breaker.lua's reply: flags, event, the stored JSON."""
+        flags, event = _text(part[0]), _text(part[1])
+        raw = part[2]
+        if flags[2] == "1" and raw:  # garbage that this operation overwrote
             self._count("invalid_records")
             logger.warning(
                 "overwrote invalid breaker state for %s in %s", provider, self.describe()
             )
-        now = float(now_text)
-        self._measured(now, before, after)
-        record = BreakerRecord.from_json(raw)
-        if changed == "1" or invalid == "1":
-            self._parsed[provider] = (raw, record)  # what the next load will read
+        record = self._parse(provider, raw)
         return Transition(
             record=record,
-            changed=changed == "1",
-            granted=granted == "1",
+            changed=flags[0] == "1",
+            granted=flags[1] == "1",
             event=EventType(event) if event else None,
             now=now,
         )
+
+    def _parse(self, provider: str, raw: Any) -> BreakerRecord:
+        """A stored record, parsed once per distinct string (the cache serves loads too)."""
+        if not raw:
+            return _FRESH
+        cached = self._parsed.get(provider)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        record = BreakerRecord.from_json(raw)
+        self._parsed[provider] = (raw, record)
+        return record
 
     def _count(self, name: str, amount: int = 1) -> int:
         with self._lock:

@@ -33,7 +33,7 @@ Row = dict[str, Any]
 def row(
     benchmark: str,
     figure: str,
-    value: float,
+    value: float | str,
     unit: str,
     *,
     peer: str = "",
@@ -42,7 +42,7 @@ def row(
     target: str = "",
     passed: bool | None = None,
 ) -> Row:
-    if ratio is None and peer_value:
+    if ratio is None and peer_value and isinstance(value, int | float):
         ratio = value / peer_value
     return {
         "benchmark": benchmark,
@@ -162,3 +162,114 @@ def pin(cpu: int, pid: int = 0) -> bool:
     except (AttributeError, OSError):
         return False
     return True
+
+
+class CommandCounter:
+    """The Redis commands a server receives between ``start()`` and ``stop()``.
+
+    ``INFO commandstats`` (after ``CONFIG RESETSTAT``) counts every command the server ran,
+    including those a Lua script runs: one EVALSHA that reads, writes and publishes shows
+    as four or five. What clients *send* is read from ``MONITOR``, whose feed marks the
+    commands run inside scripts (``[0 lua]``) and stamps each with the server's clock, so
+    exactly the commands between the two ``TIME`` readings of ``start()`` and ``stop()`` are
+    counted. ``stop()`` returns ``{"sent": n, "executed": n, "seconds": s,
+    "sent_by_command": {...}}``, without this counter's own commands. For a server of the
+    benchmark's own only: it resets the server's statistics.
+    """
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url, protocol=2)
+        kwargs = self._client.connection_pool.connection_kwargs
+        self._address = (str(kwargs.get("host", "127.0.0.1")), int(kwargs.get("port", 6379)))
+        self._own = b""
+        self._sock: Any = None
+        self._thread: Any = None
+        self._sent: dict[str, int] = {}
+        self._window = (0.0, float("inf"))
+        self._done: Any = None
+
+    def _now(self) -> float:
+        seconds, micros = self._client.time()
+        return float(seconds) + micros / 1e6
+
+    def start(self) -> None:
+        import socket
+        import threading
+
+        self._sent = {}
+        self._done = threading.Event()
+        sock = socket.create_connection(self._address, timeout=2.0)
+        sock.sendall(b"MONITOR\r\n")
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            reply += sock.recv(64)
+        if not reply.startswith(b"+OK"):
+            sock.close()
+            raise RuntimeError(f"MONITOR refused: {reply!r}")
+        sock.settimeout(0.2)
+        self._sock = sock
+        self._own = str(self._client.client_info()["addr"]).encode()
+        self._client.config_resetstat()
+        self._window = (self._now(), float("inf"))  # the one own command counted below
+        self._thread = threading.Thread(target=self._read, name="command-counter", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        buffer = b""
+        start, _ = self._window
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                if self._window[1] != float("inf"):
+                    return  # stopped, and nothing more arrived
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            buffer += data
+            *lines, buffer = buffer.split(b"\r\n")
+            for line in lines:
+                # +1764180000.123456 [0 127.0.0.1:50000] "evalsha" "..."  ([0 lua] in scripts)
+                if not line.startswith(b"+") or b"] " not in line:
+                    continue
+                source, _, command = line.partition(b"] ")
+                try:
+                    stamp = float(source[1:].split(b" ", 1)[0])
+                except ValueError:
+                    continue
+                if stamp > self._window[1]:
+                    return  # past stop(): everything before it has been read
+                if stamp < start or source.endswith((b" lua", b" " + self._own)):
+                    continue
+                name = command.split(b" ", 1)[0].strip(b'"').decode(errors="replace").lower()
+                self._sent[name] = self._sent.get(name, 0) + 1
+
+    def stop(self) -> dict[str, Any]:
+        stats = self._client.info("commandstats")
+        end = self._now()
+        self._window = (self._window[0], end)
+        if self._thread is not None:
+            self._thread.join(5.0)
+        self.close_monitor()
+        executed = -1 + sum(  # less the TIME that opened the window
+            int(value["calls"]) for key, value in stats.items() if key != "cmdstat_config|resetstat"
+        )
+        return {
+            "sent": sum(self._sent.values()),
+            "executed": executed,
+            "seconds": end - self._window[0],
+            "sent_by_command": dict(self._sent),
+        }
+
+    def close_monitor(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def close(self) -> None:
+        self.close_monitor()
+        self._client.close()

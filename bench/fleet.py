@@ -36,7 +36,7 @@ def run(workers: int = 16, url: str | None = None, duration: float = 4.5) -> lis
             spec = FleetSpec(
                 providers=tuple((name, llm.base_url(name)) for name in ("openai", "anthropic")),
                 workers=workers,
-                sync=mode,  # type: ignore[arg-type]
+                sync=mode,
                 redis_url=server_url,
                 duration=duration,
                 rate=10.0,

@@ -48,8 +48,19 @@ def _benchmarks(url: str) -> list[tuple[str, str, Callable[[], list[Row]]]]:
         )
     for name in ("overhead", "fleet", "propagation"):
         module: Any = importlib.import_module(name)
-        found.append((name, f"python bench/{name}.py", lambda module=module: module.run(url=url)))
+        found.append((name, f"python bench/{name}.py", _runner(module, url)))
+    # noisy starts a redis-server per variant: it resets and reads their command statistics
+    noisy: Any = importlib.import_module("noisy")
+    found.append(("noisy", noisy.COMMAND, noisy.run))
     return found
+
+
+def _runner(module: Any, url: str) -> Callable[[], list[Row]]:
+    def run() -> list[Row]:
+        rows: list[Row] = module.run(url=url)
+        return rows
+
+    return run
 
 
 def _cold_start_rows(module: Any, rows: list[Row]) -> list[Row]:

@@ -24,7 +24,13 @@ From another process (worker fleets, demos)::
 
 prints the URL and then one ``<name> <base_url>`` line per provider, and serves until SIGTERM
 or SIGINT. ``POST /_control/<name>/down`` (answer 503 until ``/up``), ``POST
-/_control/<name>/up``, ``GET /_control/<name>/count`` and ``POST /_control/reset`` steer it.
+/_control/<name>/up``, ``POST /_control/<name>/noisy?rate=0.02[&status=500&seed=0]``, ``GET
+/_control/<name>/count`` and ``POST /_control/reset`` steer it.
+
+A *noisy* provider (``noisy(name, rate)``) is healthy but fails a fraction ``rate`` of its
+requests with a transient 5xx, the way real APIs do. Which requests fail is drawn from a
+random generator seeded with ``seed`` and the provider's name: the same requests, in the same
+order of arrival, get the same answers in every run, and a rate of 1.0 fails them all.
 
 Standard library only, so importing ``flexiai.testing`` stays cheap.
 """
@@ -35,6 +41,7 @@ import argparse
 import contextlib
 import copy
 import json
+import random
 import re
 import signal
 import socket
@@ -46,7 +53,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, TypeAlias
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 __all__ = [
     "Behaviour",
@@ -142,11 +149,25 @@ class RecordedRequest:
 
 
 @dataclass
+class _Noise:
+    """A fraction ``rate`` of requests fail with ``status``, drawn from a seeded generator."""
+
+    rate: float
+    status: int
+    rng: random.Random
+
+    def fails(self) -> bool:
+        return self.rng.random() < self.rate
+
+
+@dataclass
 class _ProviderState:
     script: deque[Behaviour] = field(default_factory=deque)
     default: Behaviour = field(default_factory=Reply)
     requests: list[RecordedRequest] = field(default_factory=list)
     down_status: int | None = None
+    noise: _Noise | None = None
+    noise_errors: int = 0
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -244,6 +265,20 @@ class FakeLLMServer:
         with self._lock:
             self._state(name).down_status = None
 
+    def noisy(self, name: str, rate: float, *, status: int = 500, seed: int = 0) -> None:
+        """Make ``name`` fail a fraction ``rate`` (0 to 1) of its requests with ``status`` (a
+        transient 5xx by default); 0 makes it quiet again. The failures are drawn from a
+        generator seeded with ``seed`` and ``name``, restarted by every call: reproducible.
+        ``down`` wins over noise, and noise over the script and the default."""
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be between 0 and 1, not {rate!r}")
+        if not 100 <= status <= 599:
+            raise ValueError(f"status must be an HTTP status, not {status!r}")
+        with self._lock:
+            self._state(name).noise = (
+                _Noise(rate, status, random.Random(f"{seed}:{name}")) if rate > 0 else None
+            )
+
     def reset(self, name: str | None = None) -> None:
         """Forget scripts, defaults, down flags and recorded requests (of one provider)."""
         with self._lock:
@@ -262,6 +297,11 @@ class FakeLLMServer:
     def count(self, name: str) -> int:
         with self._lock:
             return len(self._state(name).requests)
+
+    def noise_errors(self, name: str) -> int:
+        """Requests to ``name`` that its noise failed, since it was created or reset."""
+        with self._lock:
+            return self._state(name).noise_errors
 
     def pending(self, name: str) -> int:
         """Scripted behaviours not consumed yet."""
@@ -310,6 +350,9 @@ class FakeLLMServer:
             behaviour: Behaviour
             if state.down_status is not None:
                 behaviour = Error(state.down_status, f"fake provider {name} is down")
+            elif state.noise is not None and state.noise.fails():
+                state.noise_errors += 1
+                behaviour = Error(state.noise.status, f"fake provider {name}: transient error")
             elif state.script:
                 behaviour = state.script.popleft()
             else:
@@ -361,6 +404,7 @@ class FakeLLMServer:
 
     def _control(self, handler: _Handler, path: str) -> None:
         parts = [unquote(p) for p in path.split("/")[2:]]
+        query = dict(parse_qsl(urlsplit(handler.path).query))
         post = handler.command == "POST"
         if parts == ["reset"] and post:
             self.reset()
@@ -368,7 +412,19 @@ class FakeLLMServer:
         elif parts == ["health"]:
             _send_json(handler, 200, {"ok": True})
         elif len(parts) == 2 and parts[1] == "count":
-            _send_json(handler, 200, {"name": parts[0], "count": self.count(parts[0])})
+            name = parts[0]
+            counts = {"count": self.count(name), "noise_errors": self.noise_errors(name)}
+            _send_json(handler, 200, {"name": name, **counts})
+        elif len(parts) == 2 and parts[1] == "noisy" and post:
+            try:
+                rate = float(query.get("rate", "nan"))
+                status = int(query.get("status", "500"))
+                seed = int(query.get("seed", "0"))
+                self.noisy(parts[0], rate, status=status, seed=seed)
+            except ValueError as exc:
+                _send_json(handler, 400, {"error": {"message": f"fake server: {exc}"}})
+                return
+            _send_json(handler, 200, {"name": parts[0], "rate": rate, "status": status})
         elif len(parts) == 2 and parts[1] in ("down", "up") and post:
             if parts[1] == "down":
                 self.down(parts[0])
@@ -660,7 +716,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="",
         help="comma-separated names (name or name=kind) to print base URLs for",
     )
+    parser.add_argument(
+        "--noisy",
+        action="append",
+        default=[],
+        metavar="NAME=RATE",
+        help="fail this fraction (0-1) of NAME's requests with a transient 500 (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --noisy failures")
     args = parser.parse_args(argv)
+    noisy: list[tuple[str, float]] = []
+    for item in args.noisy:
+        name, _, rate = item.partition("=")
+        try:
+            noisy.append((name, float(rate)))
+        except ValueError:
+            parser.error(f"--noisy {item!r}: expected NAME=RATE, such as openai=0.02")
     stop = threading.Event()
 
     def _stop(signum: int, frame: Any) -> None:
@@ -669,6 +740,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     with FakeLLMServer(args.host, args.port) as server:
+        for name, rate in noisy:
+            try:
+                server.noisy(name, rate, seed=args.seed)
+            except ValueError as exc:
+                parser.error(f"--noisy {name}={rate:g}: {exc}")
         print(server.url, flush=True)
         for item in filter(None, (p.strip() for p in args.providers.split(","))):
             name, _, kind = item.partition("=")

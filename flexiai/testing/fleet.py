@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from flexiai.models import FlexiAIConfig
 
 __all__ = [
+    "Breaker",
     "BreakerEvent",
     "Call",
     "Controller",
@@ -70,6 +71,7 @@ __all__ = [
     "FleetSummary",
     "HttpController",
     "LocalRedis",
+    "PhaseSummary",
     "RequestRecord",
     "Step",
     "SyncMode",
@@ -77,9 +79,11 @@ __all__ = [
     "free_port",
     "outage_spec",
     "run_fleet",
+    "run_fleets",
 ]
 
 SyncMode = Literal["pubsub", "snapshot", "off"]
+Breaker = Literal["flexiai", "pybreaker"]
 _CLOSED = "CLOSED"
 
 
@@ -92,11 +96,18 @@ class FleetError(RuntimeError):
 
 @dataclass(frozen=True)
 class Step:
-    """At ``at`` seconds after the fleet starts, take ``provider`` ``down`` or bring it ``up``."""
+    """At ``at`` seconds after the fleet starts, take ``provider`` ``down``, bring it ``up``,
+    or make it ``noisy``: healthy, but failing a fraction ``rate`` of its calls with a
+    transient 5xx (0 makes it quiet again)."""
 
     at: float
-    action: Literal["down", "up"]
+    action: Literal["down", "up", "noisy"]
     provider: str
+    rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"a step's rate must be between 0 and 1, not {self.rate!r}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,16 @@ class FleetSpec:
     ``providers`` are ``(name, base_url)`` in priority order; the first is the primary.
     ``rates``/``offsets`` override ``rate`` (requests per second per worker) and the default
     phase (workers evenly spread over one interval) per worker index.
+
+    ``error_rate`` makes the primary noisy from the start (a fraction of its calls fail with
+    ``error_status``, drawn from a generator seeded with ``error_seed``); ``noisy`` steps
+    change it during the run. The breaker fields are ``CircuitBreakerConfig``'s and
+    ``flush_interval`` is ``SyncConfig``'s.
+
+    ``breaker="pybreaker"`` runs the peer instead of flexiai's breakers: pybreaker with its
+    Redis storage at ``redis_url`` (``failure_threshold`` is its ``fail_max``,
+    ``recovery_timeout`` its ``reset_timeout``) in front of one flexiai client per provider
+    whose own breaker never counts a failure, so that only the breaking differs.
     """
 
     providers: tuple[tuple[str, str], ...]
@@ -131,6 +152,15 @@ class FleetSpec:
     channel: str | None = None
     worker_prefix: str = "w"
     max_requests: int = 100_000
+    error_rate: float = 0.0
+    error_status: int = 500
+    error_seed: int = 0
+    failure_rate_threshold: float = 50.0
+    minimum_calls: int = 20
+    slow_call_duration: float | None = None
+    slow_call_rate_threshold: float = 50.0
+    flush_interval: float = 1.0
+    breaker: Breaker = "flexiai"
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -139,6 +169,10 @@ class FleetSpec:
             raise ValueError("workers, duration and rate must be positive")
         if self.sync != "off" and not self.redis_url:
             raise ValueError(f"sync={self.sync!r} needs redis_url")
+        if self.breaker == "pybreaker" and not self.redis_url:
+            raise ValueError("breaker='pybreaker' needs redis_url (its Redis storage)")
+        if not 0.0 <= self.error_rate <= 1.0:
+            raise ValueError("error_rate must be between 0 and 1")
         if self.rates and len(self.rates) != self.workers:
             raise ValueError("rates needs one entry per worker")
         if self.offsets and len(self.offsets) != self.workers:
@@ -147,6 +181,11 @@ class FleetSpec:
     @property
     def primary(self) -> str:
         return self.providers[0][0]
+
+    @property
+    def variant(self) -> str:
+        """What shares the breakers: ``pubsub``, ``snapshot``, ``off`` or ``pybreaker``."""
+        return "pybreaker" if self.breaker == "pybreaker" else self.sync
 
     @property
     def events_channel(self) -> str:
@@ -175,8 +214,9 @@ class FleetSpec:
         data["offsets"] = tuple(data["offsets"])
         return cls(**data)
 
-    def client_config(self, index: int) -> FlexiAIConfig:
-        """The ``FlexiAIConfig`` worker ``index`` runs with."""
+    def client_config(self, index: int, *, only: str | None = None) -> FlexiAIConfig:
+        """The ``FlexiAIConfig`` worker ``index`` runs with. ``only``: the pybreaker peer's
+        client for that one provider, with sync off and a breaker that counts nothing."""
         from pydantic import SecretStr
 
         from flexiai.models import (
@@ -188,7 +228,7 @@ class FleetSpec:
         )
 
         sync = SyncConfig(
-            enabled=self.sync != "off",
+            enabled=self.sync != "off" and only is None,
             backend="redis",
             mode="pubsub" if self.sync == "off" else self.sync,
             redis_url=None if self.redis_url is None else SecretStr(self.redis_url),
@@ -200,7 +240,25 @@ class FleetSpec:
             reconnect_backoff=self.reconnect_backoff,
             redis_socket_timeout=self.redis_socket_timeout,
             redis_socket_connect_timeout=self.redis_socket_timeout,
+            **_supported(SyncConfig, {"flush_interval": (self.flush_interval, 1.0)}),
         )
+        breaker: dict[str, Any] = {
+            "failure_threshold": self.failure_threshold,
+            "failure_window": self.failure_window,
+            "recovery_timeout": self.recovery_timeout,
+            "probe_lease_ttl": self.probe_lease_ttl,
+            **_supported(
+                CircuitBreakerConfig,
+                {
+                    "failure_rate_threshold": (self.failure_rate_threshold, 50.0),
+                    "minimum_calls": (self.minimum_calls, 20),
+                    "slow_call_duration": (self.slow_call_duration, None),
+                    "slow_call_rate_threshold": (self.slow_call_rate_threshold, 50.0),
+                },
+            ),
+        }
+        if only is not None:
+            breaker = {"failure_on": _counts_nothing}
         return FlexiAIConfig(
             providers=[
                 ProviderConfig(
@@ -213,16 +271,29 @@ class FleetSpec:
                     min_timeout=min(0.05, self.call_timeout),
                 )
                 for i, (name, url) in enumerate(self.providers)
+                if only is None or name == only
             ],
             sync=sync,
-            circuit_breaker=CircuitBreakerConfig(
-                failure_threshold=self.failure_threshold,
-                failure_window=self.failure_window,
-                recovery_timeout=self.recovery_timeout,
-                probe_lease_ttl=self.probe_lease_ttl,
-            ),
+            circuit_breaker=CircuitBreakerConfig(**breaker),
             retry=RetryConfig(max_retries=self.max_retries, initial_backoff=0.01, max_backoff=0.05),
         )
+
+
+def _counts_nothing(exc: BaseException) -> bool:
+    """The pybreaker peer's own flexiai breakers: pybreaker alone decides."""
+    return False
+
+
+def _supported(model: Any, values: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """``{field: value}`` for the fields ``model`` has; a field it lacks is dropped when its
+    value is the default (an older flexiai), refused otherwise."""
+    out: dict[str, Any] = {}
+    for name, (value, default) in values.items():
+        if name in model.model_fields:
+            out[name] = value
+        elif value != default:
+            raise FleetError(f"this flexiai's {model.__name__} has no {name!r}")
+    return out
 
 
 def outage_spec(
@@ -314,6 +385,38 @@ class FleetSummary:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class PhaseSummary:
+    """How the fleet treated the primary during one stretch of a run, ``[start, end)``
+    (seconds after the start), typically while it was noisy or dead:
+
+    * ``primary_share``: of the user requests started in the stretch and answered, the
+      fraction the primary answered (None if none was answered);
+    * ``wasted_calls``: calls to the primary that failed;
+    * ``opened``: some worker's view of the primary's breaker left CLOSED;
+    * ``fleet_skips_after``: from the stretch's first failed call to the primary until the
+      last worker's view of its breaker left CLOSED, that is until the whole fleet skips it
+      (None if some worker never stopped calling it);
+    * ``probes_after``: calls to the primary in ``[end, until)`` made while the caller's view
+      was not CLOSED: the probes at recovery, once the primary is healthy again.
+    """
+
+    start: float
+    end: float
+    requests: int
+    answered: int
+    primary_share: float | None
+    primary_calls: int
+    wasted_calls: int
+    opened: bool
+    first_failure: float | None
+    fleet_skips_after: float | None
+    probes_after: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class FleetResult:
     spec: FleetSpec
@@ -350,6 +453,58 @@ class FleetResult:
         out.sort(key=lambda wc: wc[1].t)
         return out
 
+    def phase(
+        self,
+        start: float,
+        end: float,
+        *,
+        until: float | None = None,
+        primary: str | None = None,
+    ) -> PhaseSummary:
+        """The figures of ``[start, end)`` (see ``PhaseSummary``); probes are counted in
+        ``[end, until)``, by default until the end of the run."""
+        primary = primary or self.spec.primary
+        until = self.spec.duration if until is None else until
+        requests = [r for r in self.records if start <= r.t0 < end]
+        answered = [r for r in requests if r.ok]
+        calls = [(w, c) for w, c in self.calls(primary) if start <= c.t < end]
+        failures = [c.t for _, c in calls if not c.ok]
+        # each worker's view of the primary when the stretch starts, then when it left CLOSED
+        views = dict.fromkeys(range(self.spec.workers), _CLOSED)
+        left: dict[int, float] = {}
+        for event in self.events:
+            if event.provider != primary or event.t >= end:
+                continue
+            if event.t < start:
+                views[event.worker] = event.new
+            elif event.new != _CLOSED and event.worker not in left:
+                left[event.worker] = event.t
+        for worker, view in views.items():
+            if view != _CLOSED:
+                left[worker] = start
+        first = min(failures) if failures else None
+        skips: float | None = None
+        if first is not None and len(left) == self.spec.workers:
+            skips = max(0.0, max(left.values()) - first)
+        probes = sum(1 for _, c in self.calls(primary) if end <= c.t < until and c.state != _CLOSED)
+        return PhaseSummary(
+            start=start,
+            end=end,
+            requests=len(requests),
+            answered=len(answered),
+            primary_share=(
+                sum(1 for r in answered if r.provider == primary) / len(answered)
+                if answered
+                else None
+            ),
+            primary_calls=len(calls),
+            wasted_calls=len(failures),
+            opened=bool(left),
+            first_failure=first,
+            fleet_skips_after=skips,
+            probes_after=probes,
+        )
+
     def summary(self, primary: str | None = None) -> FleetSummary:
         primary = primary or self.spec.primary
         down, up = self._window(primary)
@@ -380,7 +535,7 @@ class FleetResult:
         for _, c in self.calls():
             by_provider[c.provider] = by_provider.get(c.provider, 0) + 1
         return FleetSummary(
-            mode=self.spec.sync,
+            mode=self.spec.variant,
             workers=self.spec.workers,
             requests=len(self.records),
             failed_requests=sum(1 for r in self.records if not r.ok),
@@ -404,6 +559,8 @@ class Controller(Protocol):
 
     def up(self, name: str) -> None: ...
 
+    def noisy(self, name: str, rate: float, *, status: int = 500, seed: int = 0) -> None: ...
+
     def count(self, name: str) -> int: ...
 
 
@@ -420,6 +577,10 @@ class HttpController:
 
     def up(self, name: str) -> None:
         self._client.post(f"/_control/{name}/up").raise_for_status()
+
+    def noisy(self, name: str, rate: float, *, status: int = 500, seed: int = 0) -> None:
+        params = {"rate": repr(rate), "status": str(status), "seed": str(seed)}
+        self._client.post(f"/_control/{name}/noisy", params=params).raise_for_status()
 
     def count(self, name: str) -> int:
         response = self._client.get(f"/_control/{name}/count")
@@ -634,7 +795,7 @@ class Fleet:
     ``stop()``. Use as a context manager; ``stop()`` is idempotent and never raises."""
 
     def __init__(self, spec: FleetSpec, controller: Controller | None = None) -> None:
-        if spec.script and controller is None:
+        if (spec.script or spec.error_rate) and controller is None:
             raise ValueError("a scripted fleet needs a controller (the fake LLM server)")
         self.spec = spec
         self.controller = controller
@@ -708,6 +869,10 @@ class Fleet:
             raise FleetError("a Fleet runs once; start another")
         self._ran = True
         spec = self.spec
+        if spec.error_rate and self.controller is not None:
+            self.controller.noisy(
+                spec.primary, spec.error_rate, status=spec.error_status, seed=spec.error_seed
+            )
         t0 = self.t0 = time.time() + 0.2
         t_end = t0 + spec.duration
         for process in self.processes:
@@ -718,7 +883,7 @@ class Fleet:
         steps: list[tuple[float, int, Action]] = []
         step_counts: list[dict[str, int]] = []
         for i, step in enumerate(spec.script):
-            steps.append((step.at, i, self._step_action(step, step_counts)))
+            steps.append((step.at, i, self._step_action(step, i, step_counts)))
         for j, (at, fn) in enumerate(actions):
             steps.append((at, len(spec.script) + j, fn))
         steps.sort(key=lambda s: (s[0], s[1]))
@@ -774,17 +939,21 @@ class Fleet:
         events.sort(key=lambda e: e.t)
         return FleetResult(spec, records, events, step_counts, stats, t0)
 
-    def _step_action(self, step: Step, counts: list[dict[str, int]]) -> Action:
+    def _step_action(self, step: Step, index: int, counts: list[dict[str, int]]) -> Action:
         controller = self.controller
         assert controller is not None
         names = [name for name, _ in self.spec.providers]
+        spec = self.spec
 
         def act() -> None:
             counts.append({name: controller.count(name) for name in names})
             if step.action == "down":
                 controller.down(step.provider)
-            else:
+            elif step.action == "up":
                 controller.up(step.provider)
+            else:  # each noisy step draws its own reproducible sequence
+                seed = spec.error_seed + index + 1
+                controller.noisy(step.provider, step.rate, status=spec.error_status, seed=seed)
 
         return act
 
@@ -881,6 +1050,42 @@ def run_fleet(
         return fleet.run(on_message=on_message, actions=actions)
 
 
+def run_fleets(
+    specs: Sequence[FleetSpec],
+    controller: Controller | None = None,
+    *,
+    on_ready: Callable[[Sequence[Fleet]], None] | None = None,
+) -> list[FleetResult]:
+    """Several fleets at once (say a pub/sub one and a snapshot one, each under its own key
+    prefix, against the same providers): each is started and warmed up in turn, then all
+    play their scenarios together, each driven from its own thread. Every fleet is
+    stopped, whatever happens; the first error raised by any of them is raised."""
+    with contextlib.ExitStack() as stack:
+        fleets = [stack.enter_context(Fleet(spec, controller)) for spec in specs]
+        if on_ready is not None:
+            on_ready(fleets)
+        results: list[FleetResult | None] = [None] * len(fleets)
+        errors: list[BaseException] = []
+
+        def play(index: int) -> None:
+            try:
+                results[index] = fleets[index].run()
+            except BaseException as exc:  # raised again from the caller's thread
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=play, args=(i,), name=f"fleet-driver-{i}", daemon=True)
+            for i in range(len(fleets))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return [result for result in results if result is not None]
+
+
 def _relative(message: dict[str, Any], t0: float) -> float | None:
     for key in ("t1", "t"):
         if key in message:
@@ -941,6 +1146,87 @@ def _recording_transport(views: dict[str, str], calls: list[list[Any]]) -> httpx
     return RecordingTransport()
 
 
+class _PeerClient:
+    """The peer: pybreaker (one breaker per provider, state in Redis through
+    ``CircuitRedisStorage``) in front of one flexiai client per provider whose own breaker
+    counts nothing. Same HTTP, same adapters, same failover order: only the breaker differs."""
+
+    _STATES = {"closed": "CLOSED", "open": "OPEN", "half-open": "HALF_OPEN"}
+
+    def __init__(
+        self,
+        spec: FleetSpec,
+        index: int,
+        views: dict[str, str],
+        calls: list[list[Any]],
+        on_change: Callable[[str, str, str], None],
+    ) -> None:
+        import pybreaker
+        import redis
+
+        from flexiai.client import FlexiAI
+        from flexiai.exceptions import InvalidRequestError
+
+        assert spec.redis_url is not None
+        self.worker_id = spec.worker_id(index)
+        self._redis = redis.Redis.from_url(
+            spec.redis_url,
+            socket_timeout=spec.redis_socket_timeout,
+            socket_connect_timeout=spec.redis_socket_timeout,
+        )
+        states = self._STATES
+
+        class Listener(pybreaker.CircuitBreakerListener):
+            def state_change(
+                self,
+                cb: pybreaker.CircuitBreaker,
+                old: pybreaker.CircuitBreakerState | None,
+                new: pybreaker.CircuitBreakerState,
+            ) -> None:
+                name = cb.name or ""
+                before = states.get(old.name, "CLOSED") if old is not None else "CLOSED"
+                views[name] = states.get(new.name, new.name)
+                on_change(name, before, views[name])
+
+        self._chain: list[tuple[str, Any, pybreaker.CircuitBreaker]] = []
+        for name, _ in spec.providers:
+            storage = pybreaker.CircuitRedisStorage(
+                pybreaker.STATE_CLOSED, self._redis, namespace=f"{spec.key_prefix}:{name}"
+            )
+            breaker = pybreaker.CircuitBreaker(
+                fail_max=spec.failure_threshold,
+                reset_timeout=spec.recovery_timeout,
+                success_threshold=1,
+                exclude=[InvalidRequestError],
+                listeners=[Listener()],
+                state_storage=storage,
+                name=name,
+            )
+            views[name] = states.get(breaker.current_state, "CLOSED")
+            client = FlexiAI(
+                spec.client_config(index, only=name),
+                transport=_recording_transport(views, calls),
+            )
+            self._chain.append((name, client, breaker))
+
+    def generate(self, prompt: str) -> Any:
+        import pybreaker
+
+        from flexiai.exceptions import FlexiAIError
+
+        for _, client, breaker in self._chain:
+            try:
+                return breaker.call(client.generate, prompt)
+            except (pybreaker.CircuitBreakerError, FlexiAIError):
+                continue  # open (skipped), or failed: the next provider
+        raise FlexiAIError("every provider failed or was skipped (pybreaker)")
+
+    def close(self) -> None:
+        for _, client, _ in self._chain:
+            client.close()
+        self._redis.close()
+
+
 def _worker(spec_path: str, index: int) -> int:
     from flexiai._hooks import BreakerChanged, ClientEvent
     from flexiai.client import FlexiAI
@@ -952,22 +1238,22 @@ def _worker(spec_path: str, index: int) -> int:
     views = dict.fromkeys(names, _CLOSED)
     calls: list[list[Any]] = []
 
+    def changed(provider: str, old: str, new: str, *, remote: bool = False) -> None:
+        out.emit(
+            {"k": "brk", "t": time.time(), "p": provider, "old": old, "new": new, "remote": remote}
+        )
+
     def listen(event: ClientEvent) -> None:
         if isinstance(event, BreakerChanged):
             views[event.provider] = event.new.value
-            out.emit(
-                {
-                    "k": "brk",
-                    "t": time.time(),
-                    "p": event.provider,
-                    "old": event.old.value,
-                    "new": event.new.value,
-                    "remote": event.remote,
-                }
-            )
+            changed(event.provider, event.old.value, event.new.value, remote=event.remote)
 
-    client = FlexiAI(spec.client_config(index), transport=_recording_transport(views, calls))
-    client.add_listener(listen)
+    client: Any
+    if spec.breaker == "pybreaker":
+        client = _PeerClient(spec, index, views, calls, changed)
+    else:
+        client = FlexiAI(spec.client_config(index), transport=_recording_transport(views, calls))
+        client.add_listener(listen)
     try:
         # Warm up: imports, HTTP connections, the Redis connection and the subscriber.
         with contextlib.suppress(FlexiAIError):
@@ -1021,7 +1307,7 @@ def _worker(spec_path: str, index: int) -> int:
             )
             # fixed rate: the next free slot, never a burst to catch up
             k = max(k + 1, math.ceil((time.time() - first) / interval))
-        manager = client._sync_manager
+        manager = getattr(client, "_sync_manager", None)
         out.emit(
             {
                 "k": "done",

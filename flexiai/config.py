@@ -115,6 +115,8 @@ def load_config(
                     value = json.loads(raw)
                 except ValueError as exc:
                     raise ConfigError(f"{name}: not valid JSON ({exc})") from None
+                except RecursionError:  # json nests by recursion: a deep document overflows
+                    raise ConfigError(f"{name}: JSON nested too deeply") from None
             providers.setdefault(index, {})[field] = value
             origin[("providers", index, field)] = name
             continue
@@ -140,6 +142,8 @@ def load_config(
         return FlexiAIConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origin, ordered)) from None
+    except RecursionError:  # a deeply nested FLEXIAI_CONFIG_FILE or OPTIONS value
+        raise ConfigError("invalid flexiai configuration: a value is nested too deeply") from None
 
 
 def _read_file(path: Path) -> dict[str, Any]:

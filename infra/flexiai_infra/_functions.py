@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,31 +13,74 @@ from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from ._store import BreakerStore
 
 __all__ = [
+    "ACCESS_LOG_FIELDS",
+    "ACCESS_LOG_FORMAT",
     "METRICS_NAMESPACE",
     "POWERTOOLS_LAYER_PARAMETER",
     "FlexiAIFunctions",
     "FlexiAIHttpApi",
     "ProviderSpec",
+    "powertools_layer_parameter",
 ]
 
-#: AWS's public SSM parameter holding the newest Powertools (Python) layer ARN.
+#: AWS's public SSM parameter holding the newest Powertools (Python) layer ARN (x86_64).
 POWERTOOLS_LAYER_PARAMETER = "/aws/service/powertools/python/x86_64/python3.12/latest"
 METRICS_NAMESPACE = "FlexiAI"
 #: HTTP API integrations time out at 30 s; the function must give up first.
 HTTP_API_TIMEOUT_SECONDS = 29
 
 _DEFAULT_HANDLERS = Path(__file__).resolve().parents[2] / "handlers"
+_POWERTOOLS_VERSION = re.compile(r"^(latest|[0-9]+[.][0-9]+[.][0-9]+)$")
+#: The suffix CPython gives extension modules per Lambda architecture (the layer's hiredis).
+_EXTENSION_ARCH = {"x86_64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
+
+#: The HTTP API's access log: one JSON line per request, with the SigV4 caller (who spent the
+#: provider budget). template.yaml's AccessLogSettings.Format is the same (tests/deploy).
+ACCESS_LOG_FIELDS = {
+    "requestId": "$context.requestId",
+    "requestTime": "$context.requestTime",
+    "routeKey": "$context.routeKey",
+    "status": "$context.status",
+    "protocol": "$context.protocol",
+    "responseLength": "$context.responseLength",
+    "integrationLatency": "$context.integrationLatency",
+    "integrationStatus": "$context.integrationStatus",
+    "integrationError": "$context.integrationErrorMessage",
+    "authorizerError": "$context.authorizer.error",
+    "error": "$context.error.message",
+    "sourceIp": "$context.identity.sourceIp",
+    "userAgent": "$context.identity.userAgent",
+    "accountId": "$context.identity.accountId",
+    "caller": "$context.identity.caller",
+    "user": "$context.identity.user",
+    "userArn": "$context.identity.userArn",
+    "principalOrgId": "$context.identity.principalOrgId",
+}
+ACCESS_LOG_FORMAT = json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":"))
+
+
+def powertools_layer_parameter(
+    architecture: lambda_.Architecture = lambda_.Architecture.X86_64, version: str = "latest"
+) -> str:
+    """AWS's public SSM parameter holding the Powertools (Python 3.12) layer ARN for
+    ``architecture``: the newest release, or ``version`` (for example ``3.37.0``)."""
+    if not _POWERTOOLS_VERSION.match(version):
+        raise ValueError(f"powertools_version {version!r} must be 'latest' or X.Y.Z")
+    return f"/aws/service/powertools/python/{architecture.name}/python3.12/{version}"
 
 
 @dataclass(frozen=True)
@@ -64,13 +109,17 @@ class FlexiAIFunctions(Construct):
     Code comes from ``handlers_path`` (``generate.handler``, ``breaker_status.handler``). The
     library reaches them as a layer: pass ``flexiai_layer`` (an existing layer version) or
     ``flexiai_layer_path``, a directory holding ``python/`` as built by
-    ``make -C layer build-FlexiAILayer`` (CDK does not build it: that would need Docker).
-    Powertools is AWS's public layer, resolved from SSM at deploy time.
+    ``make -C layer build-FlexiAILayer`` (``build-FlexiAILayerArm64`` for ``arm64``; CDK does
+    not build it: that would need Docker). Powertools is AWS's public layer for
+    ``architecture``, resolved from SSM at deploy time: the newest release, or
+    ``powertools_version`` (``X.Y.Z``).
 
-    Only ``generate`` may read the provider secrets (and call Bedrock). Both functions may
-    connect to the store. ``alarm`` fires when any breaker opens: it watches ``CircuitOpened``
-    with the single dimension ``service``, which the library emits besides the per-provider
-    series.
+    Only ``generate`` may read the provider secrets (and call Bedrock). ``generate`` connects
+    to the store as its app user, ``breaker_status`` as its read-only status user.
+    ``reserved_concurrency`` (None: unreserved) applies to each function. ``alarm`` fires when
+    any breaker opens: it watches ``CircuitOpened`` with the single dimension ``service``,
+    which the library emits besides the per-provider series, and notifies ``alarm_topic``
+    (by default a new topic, ``self.alarm_topic``), to which ``alarm_email`` is subscribed.
     """
 
     def __init__(
@@ -93,6 +142,11 @@ class FlexiAIFunctions(Construct):
         state_ttl_seconds: int = 300,
         safety_margin_ms: int = 1000,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        architecture: lambda_.Architecture = lambda_.Architecture.X86_64,
+        reserved_concurrency: int | None = None,
+        powertools_version: str = "latest",
+        alarm_topic: sns.ITopic | None = None,
+        alarm_email: str | None = None,
         alarm_actions: Sequence[cloudwatch.IAlarmAction] = (),
     ) -> None:
         super().__init__(scope, construct_id)
@@ -101,6 +155,11 @@ class FlexiAIFunctions(Construct):
         names = [p.name for p in providers]
         if len(set(names)) != len(names):
             raise ValueError(f"provider names must be unique: {names}")
+        if architecture.name not in _EXTENSION_ARCH:
+            raise ValueError(f"architecture must be x86_64 or arm64, not {architecture.name}")
+        if reserved_concurrency is not None and reserved_concurrency < 0:
+            raise ValueError("reserved_concurrency must be 0 or more (None: unreserved)")
+        self.architecture = architecture
 
         self.security_group = ec2.SecurityGroup(
             self,
@@ -116,18 +175,21 @@ class FlexiAIFunctions(Construct):
         )
         store.allow_from(self.security_group)
 
-        self.flexiai_layer = flexiai_layer or self._layer_from_path(flexiai_layer_path)
+        self.flexiai_layer = flexiai_layer or self._layer_from_path(
+            flexiai_layer_path, architecture
+        )
         self.powertools_layer = powertools_layer or lambda_.LayerVersion.from_layer_version_arn(
             self,
             "PowertoolsLayer",
-            ssm.StringParameter.value_for_string_parameter(self, POWERTOOLS_LAYER_PARAMETER),
+            ssm.StringParameter.value_for_string_parameter(
+                self, powertools_layer_parameter(architecture, powertools_version)
+            ),
         )
 
-        environment = {
+        common = {
             "POWERTOOLS_SERVICE_NAME": service_name,
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": log_level,
-            **store.environment(),
             "FLEXIAI_SYNC_MODE": "snapshot",
             "FLEXIAI_SYNC_STATE_TTL": str(state_ttl_seconds),
             "FLEXIAI_SYNC_SNAPSHOT_MAX_AGE": "1",
@@ -137,6 +199,13 @@ class FlexiAIFunctions(Construct):
             **_provider_environment(providers),
         }
         code = lambda_.Code.from_asset(str(handlers_path), exclude=["__pycache__", "*.pyc"])
+        shared = {
+            "code": code,
+            "vpc": vpc,
+            "vpc_subnets": vpc_subnets,
+            "log_retention": log_retention,
+            "reserved_concurrency": reserved_concurrency,
+        }
 
         self.generate = self._function(
             "Generate",
@@ -144,11 +213,8 @@ class FlexiAIFunctions(Construct):
             description="POST /generate - answer with the first healthy provider",
             timeout=HTTP_API_TIMEOUT_SECONDS,
             memory_size=512,
-            code=code,
-            environment=environment,
-            vpc=vpc,
-            vpc_subnets=vpc_subnets,
-            log_retention=log_retention,
+            environment={**common, **store.environment()},
+            **shared,
         )
         self.breaker_status = self._function(
             "BreakerStatus",
@@ -156,15 +222,13 @@ class FlexiAIFunctions(Construct):
             description="GET /breakers - fleet-wide breaker state per provider",
             timeout=10,
             memory_size=256,
-            code=code,
-            environment=environment,
-            vpc=vpc,
-            vpc_subnets=vpc_subnets,
-            log_retention=log_retention,
+            # The read-only cache user: this function never changes a breaker.
+            environment={**common, **store.environment(read_only=True)},
+            **shared,
         )
 
-        for fn in (self.generate, self.breaker_status):
-            store.grant_connect(fn)
+        store.grant_connect(self.generate)
+        store.grant_connect(self.breaker_status, read_only=True)
         for provider in providers:
             if provider.api_key_secret is not None:
                 provider.api_key_secret.grant_read(self.generate)
@@ -200,26 +264,48 @@ class FlexiAIFunctions(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
+        self.alarm_topic = alarm_topic or sns.Topic(
+            self, "AlarmTopic", display_name="flexiai circuit breaker alarms"
+        )
+        self.alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
+        if alarm_email:
+            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         for action in alarm_actions:
             self.alarm.add_alarm_action(action)
 
-    def _layer_from_path(self, path: str | Path | None) -> lambda_.ILayerVersion:
+    def _layer_from_path(
+        self, path: str | Path | None, architecture: lambda_.Architecture
+    ) -> lambda_.ILayerVersion:
+        target = "build-FlexiAILayerArm64" if architecture.name == "arm64" else "build-FlexiAILayer"
         if path is None:
             raise ValueError(
                 "pass flexiai_layer, or flexiai_layer_path: a directory holding python/, built "
-                "with `make -C layer build-FlexiAILayer ARTIFACTS_DIR=<dir>`"
+                f"with `make -C layer {target} ARTIFACTS_DIR=<dir>`"
             )
-        if not (Path(path) / "python").is_dir():
+        python = Path(path) / "python"
+        if not python.is_dir():
             raise ValueError(
                 f"{path} has no python/ directory: build it with "
-                f"`make -C layer build-FlexiAILayer ARTIFACTS_DIR={path}`"
+                f"`make -C layer {target} ARTIFACTS_DIR={path}`"
+            )
+        foreign = [
+            so.relative_to(python)
+            for arch, suffix in _EXTENSION_ARCH.items()
+            if arch != architecture.name
+            for so in python.rglob(f"*{suffix}.so")
+        ]
+        if foreign:
+            raise ValueError(
+                f"{path} holds extension modules for another architecture than "
+                f"{architecture.name} ({foreign[0]}): rebuild it with "
+                f"`make -C layer {target} ARTIFACTS_DIR={path}`"
             )
         return lambda_.LayerVersion(
             self,
             "FlexiAILayer",
             code=lambda_.Code.from_asset(str(path)),
             compatible_runtimes=[lambda_.Runtime.PYTHON_3_12],
-            compatible_architectures=[lambda_.Architecture.X86_64],
+            compatible_architectures=[architecture],
             description="flexiai with its redis extra (Powertools and pydantic come from "
             "the Powertools layer)",
             removal_policy=RemovalPolicy.DESTROY,
@@ -238,6 +324,7 @@ class FlexiAIFunctions(Construct):
         vpc: ec2.IVpc,
         vpc_subnets: ec2.SubnetSelection | None,
         log_retention: logs.RetentionDays,
+        reserved_concurrency: int | None,
     ) -> lambda_.Function:
         log_group = logs.LogGroup(
             self,
@@ -250,7 +337,7 @@ class FlexiAIFunctions(Construct):
             construct_id,
             description=description,
             runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.X86_64,
+            architecture=self.architecture,
             handler=handler,
             code=code,
             timeout=Duration.seconds(timeout),
@@ -263,6 +350,7 @@ class FlexiAIFunctions(Construct):
             vpc_subnets=vpc_subnets,
             security_groups=[self.security_group],
             log_group=log_group,
+            reserved_concurrent_executions=reserved_concurrency,
         )
 
 
@@ -271,6 +359,8 @@ class FlexiAIHttpApi(Construct):
 
     An anonymous ``/generate`` would spend the provider budget of whoever finds the URL, so
     callers sign with SigV4 (service ``execute-api``); grant them with :meth:`grant_invoke`.
+    The stage writes an access log (``access_log_group``, kept ``log_retention``): one JSON
+    line per request with the caller's principal (``ACCESS_LOG_FIELDS``).
     """
 
     def __init__(
@@ -281,8 +371,15 @@ class FlexiAIHttpApi(Construct):
         functions: FlexiAIFunctions,
         throttle_rate_limit: int = 10,
         throttle_burst_limit: int = 20,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.access_log_group = logs.LogGroup(
+            self,
+            "AccessLogs",
+            retention=log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
         authorizer = authorizers.HttpIamAuthorizer()
         self.api = apigwv2.HttpApi(
             self,
@@ -298,6 +395,13 @@ class FlexiAIHttpApi(Construct):
             throttle=apigwv2.ThrottleSettings(
                 rate_limit=throttle_rate_limit, burst_limit=throttle_burst_limit
             ),
+        )
+        # The L2 stage takes access logs only through an interface (IAccessLogSettings);
+        # the L1 property says the same thing plainly.
+        cfn_stage = self.stage.node.default_child
+        assert isinstance(cfn_stage, apigwv2.CfnStage)
+        cfn_stage.access_log_settings = apigwv2.CfnStage.AccessLogSettingsProperty(
+            destination_arn=self.access_log_group.log_group_arn, format=ACCESS_LOG_FORMAT
         )
         self.api.add_routes(
             path="/generate",

@@ -11,7 +11,14 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-__all__ = ["VALKEY_PORTS", "BreakerStore"]
+__all__ = [
+    "APP_COMMANDS",
+    "STATUS_COMMANDS",
+    "VALKEY_PORTS",
+    "BreakerStore",
+    "access_string",
+    "events_channel",
+]
 
 #: Serverless caches answer on 6379 (reads and writes) and 6380 (reads from the local AZ).
 VALKEY_PORTS = ec2.Port.tcp_range(6379, 6380)
@@ -27,6 +34,25 @@ APP_COMMANDS = (
     "-@all +evalsha +script|load +time +get +set +mget +publish +subscribe +ping +scan "
     "+cluster|slots +command"
 )
+#: The read-only user's commands (GET /breakers and ``flexiai status``): MGET and TIME for the
+#: snapshot, PING for the store's health, SCAN, PTTL and TYPE for the status table, SUBSCRIBE
+#: for a pub/sub reader; no SET, PUBLISH or scripts.
+STATUS_COMMANDS = (
+    "-@all +get +mget +time +ping +scan +pttl +type +subscribe +cluster|slots +command"
+)
+
+
+def events_channel(key_prefix: str) -> str:
+    """The pub/sub channel of a store (``FLEXIAI_SYNC_CHANNEL``): ``<prefix>:events``."""
+    return f"{key_prefix}:events"
+
+
+def access_string(key_prefix: str, commands: str) -> str:
+    """An ElastiCache access string: the keys under ``key_prefix`` (with and without the
+    cluster hash tag the library adds), its event channel, and ``commands``. The channel
+    matters: Redis 7 and Valkey give a new user no channel (``acl-pubsub-default
+    resetchannels``), and PUBLISH outside its channels fails, even inside a script."""
+    return f"on ~{{{key_prefix}}}* ~{key_prefix}:* &{events_channel(key_prefix)} {commands}"
 
 
 class BreakerStore(Construct):
@@ -35,10 +61,12 @@ class BreakerStore(Construct):
     Serverless caches are cluster-mode only and always use TLS; the library adds the
     ``{prefix}`` hash tag so its multi-key commands stay in one slot.
 
-    With ``iam_auth`` (the default) the cache gets a user group holding an IAM-authenticated
-    user (``user_id``) and a disabled ``default`` user, so nothing reaches the data without
-    ``elasticache:Connect``; call :meth:`grant_connect` for each client role. Without it the
-    cache keeps ElastiCache's default user and only its security group and TLS protect it.
+    With ``iam_auth`` (the default) the cache gets a user group holding two IAM-authenticated
+    users, the app user (``user_id``: reads and writes breakers, publishes events) and a
+    read-only status user (``status_user_id``), and a disabled ``default`` user, so nothing
+    reaches the data without ``elasticache:Connect``; call :meth:`grant_connect` for each
+    client role (``read_only=True`` for the status user). Without it the cache keeps
+    ElastiCache's default user and only its security group and TLS protect it.
 
     Clients must also be let through the security group: ``store.allow_from(function)``.
     """
@@ -76,6 +104,7 @@ class BreakerStore(Construct):
         self.cache_name = name
         self.iam_auth = iam_auth
         self.key_prefix = key_prefix
+        self.channel = events_channel(key_prefix)
 
         self.security_group = ec2.SecurityGroup(
             self,
@@ -90,6 +119,8 @@ class BreakerStore(Construct):
 
         self.user_id: str | None = None
         self.user_arn: str | None = None
+        self.status_user_id: str | None = None
+        self.status_user_arn: str | None = None
         self.user_group: elasticache.CfnUserGroup | None = None
         if iam_auth:
             self.user_group = self._create_users(name, key_prefix, removal_policy)
@@ -157,28 +188,41 @@ class BreakerStore(Construct):
             user_id=self.user_id,
             user_name=self.user_id,
             authentication_mode={"Type": "iam"},
-            # Keys under the prefix, with or without the cluster hash tag the library adds,
-            # and only the commands flexiai sends (the README's least-privilege ACL).
-            access_string=f"on ~{{{key_prefix}}}* ~{key_prefix}:* {APP_COMMANDS}",
+            # Keys under the prefix, the event channel, and only the commands flexiai sends
+            # (the README's least-privilege ACL, cluster variant).
+            access_string=access_string(key_prefix, APP_COMMANDS),
         )
         self.user_arn = app_user.attr_arn
+        self.status_user_id = f"{name}-status"
+        status_user = elasticache.CfnUser(
+            self,
+            "StatusUser",
+            engine="valkey",
+            user_id=self.status_user_id,
+            user_name=self.status_user_id,
+            authentication_mode={"Type": "iam"},
+            access_string=access_string(key_prefix, STATUS_COMMANDS),
+        )
+        self.status_user_arn = status_user.attr_arn
         return elasticache.CfnUserGroup(
             self,
             "UserGroup",
             engine="valkey",
             user_group_id=f"{name}-users",
-            user_ids=[default_user.ref, app_user.ref],
+            user_ids=[default_user.ref, app_user.ref, status_user.ref],
         )
 
-    def grant_connect(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Let ``grantee`` authenticate as the store's IAM user (a no-op without IAM auth)."""
+    def grant_connect(self, grantee: iam.IGrantable, *, read_only: bool = False) -> iam.Grant:
+        """Let ``grantee`` authenticate as the store's app user, or with ``read_only`` as its
+        status user (a no-op without IAM auth)."""
         if not self.iam_auth:
             return iam.Grant.drop(grantee, "connect to a breaker store without IAM auth")
-        assert self.user_arn is not None
+        user_arn = self.status_user_arn if read_only else self.user_arn
+        assert user_arn is not None
         return iam.Grant.add_to_principal(
             grantee=grantee,
             actions=["elasticache:Connect"],
-            resource_arns=[self.cache_arn, self.user_arn],
+            resource_arns=[self.cache_arn, user_arn],
         )
 
     def allow_from(self, peer: ec2.IConnectable) -> None:
@@ -187,8 +231,9 @@ class BreakerStore(Construct):
             peer, "Valkey primary (6379) and reader (6380) ports from flexiai"
         )
 
-    def environment(self) -> dict[str, str]:
-        """The ``FLEXIAI_SYNC_*`` variables a client of this store needs."""
+    def environment(self, *, read_only: bool = False) -> dict[str, str]:
+        """The ``FLEXIAI_SYNC_*`` variables a client of this store needs (``read_only``: one
+        that authenticates as the status user)."""
         env = {
             "FLEXIAI_SYNC_ENABLED": "true",
             "FLEXIAI_SYNC_BACKEND": "redis",
@@ -198,10 +243,12 @@ class BreakerStore(Construct):
             "FLEXIAI_SYNC_REDIS_CLUSTER": "true",
             "FLEXIAI_SYNC_REDIS_IAM_AUTH": "true" if self.iam_auth else "false",
             "FLEXIAI_SYNC_KEY_PREFIX": self.key_prefix,
+            "FLEXIAI_SYNC_CHANNEL": self.channel,
         }
         if self.iam_auth:
-            assert self.user_id is not None
-            env["FLEXIAI_SYNC_REDIS_USERNAME"] = self.user_id
+            user_id = self.status_user_id if read_only else self.user_id
+            assert user_id is not None
+            env["FLEXIAI_SYNC_REDIS_USERNAME"] = user_id
             env["FLEXIAI_SYNC_REDIS_IAM_CACHE_NAME"] = self.cache_name
         return env
 

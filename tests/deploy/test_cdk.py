@@ -1,99 +1,34 @@
 """infra/: the CDK constructs synthesize offline and pin the same security and wiring as SAM.
 
-One synthesis serves the module: an app with two stacks, one with IAM auth and three providers,
-one without IAM auth and with OpenAI only.
+One synthesis serves the session (tests/deploy/conftest.py): an app with a stack with IAM auth
+and three providers, one without IAM auth and with OpenAI only, and one with every option set.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from flexiai.aws.template import load_template
+from tests.deploy.conftest import (
+    ANTHROPIC_ARN,
+    BEDROCK_MODEL,
+    NETWORK,
+    OPENAI_ARN,
+    REPO_ROOT,
+)
 
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+pytestmark = [pytest.mark.cdk]
 
-pytestmark = [
-    pytest.mark.cdk,
-    pytest.mark.skipif(shutil.which("node") is None, reason="aws-cdk-lib needs node (jsii)"),
-]
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-INFRA = REPO_ROOT / "infra"
-OPENAI_ARN = "arn:aws:secretsmanager:us-east-1:111122223333:secret:openai-AbCdEf"
-ANTHROPIC_ARN = "arn:aws:secretsmanager:us-east-1:111122223333:secret:anthropic-GhIjKl"
-BEDROCK_MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
-NETWORK = {
-    "vpcId": "vpc-0123456789abcdef0",
-    "availabilityZones": "us-east-1a,us-east-1b",
-    "privateSubnetIds": "subnet-0aaaaaaaaaaaaaaaa,subnet-0bbbbbbbbbbbbbbbb",
-}
 #: Checks CDK-generated templates trip by design, each with its reason.
 CDK_LINT_IGNORES = [
     # CDK makes a Lambda function DependsOn its role (and the role's default policy) so the
     # policy exists before the first invocation; the role is also referenced by GetAtt.
     "W3005",
 ]
-
-
-def _load_app_module() -> ModuleType:
-    if str(INFRA) not in sys.path:
-        sys.path.insert(0, str(INFRA))
-    spec = importlib.util.spec_from_file_location("flexiai_example_app", INFRA / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def synthesized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """{"app": module, "iam"/"no_iam": (stack, Template)} from one synthesis."""
-    pytest.importorskip("aws_cdk", reason="aws-cdk-lib is not installed (the 'cdk' extra)")
-    from aws_cdk import App
-    from aws_cdk.assertions import Template
-
-    work = tmp_path_factory.mktemp("cdk")
-    layer = work / "layer"
-    (layer / "python" / "flexiai").mkdir(parents=True)
-    (layer / "python" / "flexiai" / "__init__.py").write_text("")
-    handlers = work / "handlers"
-    handlers.mkdir()
-    for module in ("generate", "breaker_status"):
-        (handlers / f"{module}.py").write_text("def handler(event, context):\n    return {}\n")
-
-    app_module = _load_app_module()
-    app = App(outdir=str(work / "cdk.out"))
-    common = {**NETWORK, "flexiaiLayerPath": str(layer), "handlersPath": str(handlers)}
-    iam_stack = app_module.stack_from_context(
-        app,
-        {
-            **common,
-            "stackName": "FlexiAIIam",
-            "openaiSecretArn": OPENAI_ARN,
-            "anthropicSecretArn": ANTHROPIC_ARN,
-            "bedrockModelId": BEDROCK_MODEL,
-        },
-    )
-    plain_stack = app_module.stack_from_context(
-        app,
-        {**common, "stackName": "FlexiAIPlain", "openaiSecretArn": OPENAI_ARN, "iamAuth": "false"},
-    )
-    app.synth()
-    return {
-        "app": app_module,
-        "iam": (iam_stack, Template.from_stack(iam_stack)),
-        "no_iam": (plain_stack, Template.from_stack(plain_stack)),
-    }
 
 
 def _json(synthesized: dict[str, Any], key: str) -> dict[str, Any]:
@@ -205,9 +140,12 @@ def test_only_generate_reads_secrets_and_only_the_given_arns(synthesized: dict[s
 def test_elasticache_connect_only_with_iam_auth(synthesized: dict[str, Any]) -> None:
     template = _json(synthesized, "iam")
     cache = _logical_id(template, "AWS::ElastiCache::ServerlessCache", "BreakerStoreCache")
-    user = _logical_id(template, "AWS::ElastiCache::User", "BreakerStoreAppUser")
+    app = _logical_id(template, "AWS::ElastiCache::User", "BreakerStoreAppUser")
+    status = _logical_id(template, "AWS::ElastiCache::User", "BreakerStoreStatusUser")
+    users = _of_type(template, "AWS::ElastiCache::User")
     by_role = _statements_by_role(template)
-    for function in ("FunctionsGenerate", "FunctionsBreakerStatus"):
+    # Each function connects as its own user, and names that user in its environment.
+    for function, user in (("FunctionsGenerate", app), ("FunctionsBreakerStatus", status)):
         connects = [
             s for s in by_role[_role_of(template, function)] if "elasticache:Connect" in _actions(s)
         ]
@@ -216,10 +154,12 @@ def test_elasticache_connect_only_with_iam_auth(synthesized: dict[str, Any]) -> 
             {"Fn::GetAtt": [cache, "ARN"]},
             {"Fn::GetAtt": [user, "Arn"]},
         ]
-    users = _of_type(template, "AWS::ElastiCache::User")
-    app_user = users[user]["Properties"]
-    assert app_user["AuthenticationMode"] == {"Type": "iam"}
-    assert app_user["UserId"] == app_user["UserName"]
+        env = _function_env(template, function)
+        assert env["FLEXIAI_SYNC_REDIS_USERNAME"] == users[user]["Properties"]["UserId"]
+    for user in (app, status):
+        props = users[user]["Properties"]
+        assert props["AuthenticationMode"] == {"Type": "iam"}
+        assert props["UserId"] == props["UserName"]
     (default_user,) = [
         u["Properties"] for u in users.values() if u["Properties"]["UserName"] == "default"
     ]
@@ -229,7 +169,7 @@ def test_elasticache_connect_only_with_iam_auth(synthesized: dict[str, Any]) -> 
     assert template["Resources"][cache]["Properties"]["UserGroupId"] == {
         "Ref": next(iter(_of_type(template, "AWS::ElastiCache::UserGroup")))
     }
-    assert len(group["Properties"]["UserIds"]) == 2
+    assert group["Properties"]["UserIds"] == [{"Ref": u} for u in users]
 
     plain = _json(synthesized, "no_iam")
     for statements in _statements_by_role(plain).values():
@@ -264,7 +204,11 @@ def test_functions_environment(synthesized: dict[str, Any]) -> None:
     template = _json(synthesized, "iam")
     cache = _logical_id(template, "AWS::ElastiCache::ServerlessCache", "BreakerStoreCache")
     generate = _function_env(template, "FunctionsGenerate")
-    assert generate == _function_env(template, "FunctionsBreakerStatus")
+    status = _function_env(template, "FunctionsBreakerStatus")
+    # The same settings but for the cache user (the read-only one for the status route).
+    assert {k: v for k, v in generate.items() if k != "FLEXIAI_SYNC_REDIS_USERNAME"} == {
+        k: v for k, v in status.items() if k != "FLEXIAI_SYNC_REDIS_USERNAME"
+    }
     user_id = _of_type(template, "AWS::ElastiCache::User")[
         _logical_id(template, "AWS::ElastiCache::User", "BreakerStoreAppUser")
     ]["Properties"]["UserId"]
@@ -284,6 +228,7 @@ def test_functions_environment(synthesized: dict[str, Any]) -> None:
             "ServerlessCacheName"
         ],
         "FLEXIAI_SYNC_KEY_PREFIX": "flexiai",
+        "FLEXIAI_SYNC_CHANNEL": "flexiai:events",
         "FLEXIAI_SYNC_STATE_TTL": "300",
         "FLEXIAI_PROVIDER_1_NAME": "openai",
         "FLEXIAI_PROVIDER_1_API_KEY": f"secretsmanager:{OPENAI_ARN}#api_key",

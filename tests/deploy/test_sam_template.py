@@ -26,7 +26,10 @@ POWERTOOLS_VARIABLES = {
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
 }
-POWERTOOLS_LAYER = "{{resolve:ssm:/aws/service/powertools/python/x86_64/python3.12/latest}}"
+POWERTOOLS_LAYER = {
+    "Fn::Sub": "{{resolve:ssm:/aws/service/powertools/python/${Architecture}/python3.12/"
+    "${PowertoolsVersion}}}"
+}
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
 
@@ -215,23 +218,35 @@ def test_only_generate_reads_secrets_and_only_the_given_ones(template: dict[str,
 
 
 def test_elasticache_connect_is_granted_only_under_iam_auth(template: dict[str, Any]) -> None:
+    """Each function connects as its own user (the status route's is read-only) and names
+    that user in its environment."""
+    users_of = {"GenerateFunction": "CacheAppUser", "BreakerStatusFunction": "CacheStatusUser"}
+    globals_env = template["Globals"]["Function"]["Environment"]["Variables"]
     for logical_id, fn in _functions(template).items():
+        user = users_of[logical_id]
         connects = [(c, s) for c, s in _statements(fn) if "elasticache:Connect" in _actions(s)]
         assert len(connects) == 1, logical_id
         condition, statement = connects[0]
         assert condition == "UseIamAuth"
         assert statement["Resource"] == [
             {"Fn::GetAtt": ["Cache", "ARN"]},
-            {"Fn::GetAtt": ["CacheAppUser", "Arn"]},
+            {"Fn::GetAtt": [user, "Arn"]},
         ]
-    for logical_id in ("CacheDefaultUser", "CacheAppUser", "CacheUserGroup"):
+        env = {**globals_env, **fn["Properties"].get("Environment", {}).get("Variables", {})}
+        assert env["FLEXIAI_SYNC_REDIS_USERNAME"] == {
+            "Fn::If": ["UseIamAuth", {"Ref": user}, NO_VALUE]
+        }
+    for logical_id in ("CacheDefaultUser", "CacheAppUser", "CacheStatusUser", "CacheUserGroup"):
         assert template["Resources"][logical_id]["Condition"] == "UseIamAuth"
     users = _resources(template, "AWS::ElastiCache::User")
-    assert users["CacheAppUser"]["Properties"]["AuthenticationMode"] == {"Type": "iam"}
-    assert (
-        users["CacheAppUser"]["Properties"]["UserId"]
-        == users["CacheAppUser"]["Properties"]["UserName"]
-    )
+    for user in ("CacheAppUser", "CacheStatusUser"):
+        assert users[user]["Properties"]["AuthenticationMode"] == {"Type": "iam"}
+        assert users[user]["Properties"]["UserId"] == users[user]["Properties"]["UserName"]
+    assert template["Resources"]["CacheUserGroup"]["Properties"]["UserIds"] == [
+        {"Ref": "CacheDefaultUser"},
+        {"Ref": "CacheAppUser"},
+        {"Ref": "CacheStatusUser"},
+    ]
     assert users["CacheDefaultUser"]["Properties"]["UserName"] == "default"
     assert users["CacheDefaultUser"]["Properties"]["AccessString"].startswith("off ")
 
@@ -254,12 +269,26 @@ def test_functions_run_python312_with_powertools_then_flexiai_layers(
 ) -> None:
     globals_ = template["Globals"]["Function"]
     assert globals_["Runtime"] == "python3.12"
-    assert globals_["Architectures"] == ["x86_64"]
+    assert globals_["Architectures"] == [{"Ref": "Architecture"}]
     assert globals_["Tracing"] == "Active"
-    assert globals_["Layers"] == [POWERTOOLS_LAYER, {"Ref": "FlexiAILayer"}]
-    layer = template["Resources"]["FlexiAILayer"]
-    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
-    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert globals_["Layers"] == [
+        POWERTOOLS_LAYER,
+        {"Fn::If": ["IsArm64", {"Ref": "FlexiAILayerArm64"}, {"Ref": "FlexiAILayerX8664"}]},
+    ]
+    assert template["Parameters"]["Architecture"]["AllowedValues"] == ["x86_64", "arm64"]
+    # One layer per architecture, built for it, deployed only with it.
+    for logical_id, arch, condition in (
+        ("FlexiAILayerX8664", "x86_64", "IsX8664"),
+        ("FlexiAILayerArm64", "arm64", "IsArm64"),
+    ):
+        layer = template["Resources"][logical_id]
+        assert layer["Condition"] == condition
+        assert template["Conditions"][condition] == {
+            "Fn::Equals": [{"Ref": "Architecture"}, arch]
+        }
+        assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
+        assert layer["Properties"]["CompatibleArchitectures"] == [arch]
+        assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": arch}
 
 
 def test_generate_gives_up_before_the_http_api_does(template: dict[str, Any]) -> None:

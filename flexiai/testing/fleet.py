@@ -26,6 +26,14 @@ Definitions (``FleetSummary``), with ``down``/``up`` the script's outage of the 
 * **failback time**: from ``up`` until every worker has had a successful primary call;
 * **failed requests**: user requests that raised.
 
+A provider can also be *noisy*: healthy, but failing a seeded fraction of its calls with a
+transient 5xx (``FleetSpec.error_rate`` from the start, ``Step(at, "noisy", name, rate)``
+during the run). ``FleetResult.phase(start, end)`` gives the figures of such a stretch
+(``PhaseSummary``: the primary's share of answers, waste, time until the whole fleet skips
+it, probes at recovery). ``breaker="pybreaker"`` runs the same fleet with pybreaker and its
+Redis storage instead of flexiai's breakers, as the peer to compare with; ``run_fleets``
+plays several fleets at once (a pub/sub one and a snapshot one, say).
+
 Everything is bounded: workers stop at the end of the run, after ``max_requests``, when
 their stdin closes (the parent died) or when told to; the parent kills what is left and
 removes its temporary directory in ``close()``, at exit and on SIGTERM.
@@ -123,6 +131,10 @@ class FleetSpec:
     change it during the run. The breaker fields are ``CircuitBreakerConfig``'s and
     ``flush_interval`` is ``SyncConfig``'s.
 
+    Each worker warms up with one request before the run (imports, connections); with
+    ``warm_up=False`` it only reads the shared state once, so that every call the store
+    counts is one of the run's.
+
     ``breaker="pybreaker"`` runs the peer instead of flexiai's breakers: pybreaker with its
     Redis storage at ``redis_url`` (``failure_threshold`` is its ``fail_max``,
     ``recovery_timeout`` its ``reset_timeout``) in front of one flexiai client per provider
@@ -161,6 +173,7 @@ class FleetSpec:
     slow_call_rate_threshold: float = 50.0
     flush_interval: float = 1.0
     breaker: Breaker = "flexiai"
+    warm_up: bool = True
 
     def __post_init__(self) -> None:
         if not self.providers:
@@ -240,22 +253,17 @@ class FleetSpec:
             reconnect_backoff=self.reconnect_backoff,
             redis_socket_timeout=self.redis_socket_timeout,
             redis_socket_connect_timeout=self.redis_socket_timeout,
-            **_supported(SyncConfig, {"flush_interval": (self.flush_interval, 1.0)}),
+            flush_interval=self.flush_interval,
         )
         breaker: dict[str, Any] = {
             "failure_threshold": self.failure_threshold,
             "failure_window": self.failure_window,
             "recovery_timeout": self.recovery_timeout,
             "probe_lease_ttl": self.probe_lease_ttl,
-            **_supported(
-                CircuitBreakerConfig,
-                {
-                    "failure_rate_threshold": (self.failure_rate_threshold, 50.0),
-                    "minimum_calls": (self.minimum_calls, 20),
-                    "slow_call_duration": (self.slow_call_duration, None),
-                    "slow_call_rate_threshold": (self.slow_call_rate_threshold, 50.0),
-                },
-            ),
+            "failure_rate_threshold": self.failure_rate_threshold,
+            "minimum_calls": self.minimum_calls,
+            "slow_call_duration": self.slow_call_duration,
+            "slow_call_rate_threshold": self.slow_call_rate_threshold,
         }
         if only is not None:
             breaker = {"failure_on": _counts_nothing}
@@ -282,18 +290,6 @@ class FleetSpec:
 def _counts_nothing(exc: BaseException) -> bool:
     """The pybreaker peer's own flexiai breakers: pybreaker alone decides."""
     return False
-
-
-def _supported(model: Any, values: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
-    """``{field: value}`` for the fields ``model`` has; a field it lacks is dropped when its
-    value is the default (an older flexiai), refused otherwise."""
-    out: dict[str, Any] = {}
-    for name, (value, default) in values.items():
-        if name in model.model_fields:
-            out[name] = value
-        elif value != default:
-            raise FleetError(f"this flexiai's {model.__name__} has no {name!r}")
-    return out
 
 
 def outage_spec(
@@ -1255,9 +1251,12 @@ def _worker(spec_path: str, index: int) -> int:
         client = FlexiAI(spec.client_config(index), transport=_recording_transport(views, calls))
         client.add_listener(listen)
     try:
-        # Warm up: imports, HTTP connections, the Redis connection and the subscriber.
-        with contextlib.suppress(FlexiAIError):
-            client.generate("warm up")
+        if spec.warm_up:
+            # Warm up: imports, HTTP connections, the Redis connection and the subscriber.
+            with contextlib.suppress(FlexiAIError):
+                client.generate("warm up")
+        elif isinstance(client, FlexiAI) and spec.sync != "off":
+            client.refresh_breakers()  # connects, and counts no call
         calls.clear()
         out.emit({"k": "ready", "pid": os.getpid(), "worker_id": client.worker_id})
         go = sys.stdin.readline().split()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from flexiai.circuit_breaker import CircuitState, Op, Policy
+from flexiai.circuit_breaker import CircuitState, Op, Policy, Tally
 from flexiai.models import CircuitBreakerConfig
 from flexiai.sync.backends.redis import RedisSyncBackend
 from flexiai.sync.events import decode_event
@@ -51,6 +51,7 @@ def test_status_shows_every_stored_breaker_with_its_ttl(
     flexiai: Any, redis_server: RedisProcess, store: RedisSyncBackend
 ) -> None:
     open_breaker(store, "openai", worker="web-3")
+    store.report({"anthropic": Tally(3, 0, 10)}, POLICY, "web-2")
     store.transition("anthropic", Op.FAILURE, POLICY, "web-1")
 
     rows = status_json(flexiai, redis_server)
@@ -62,12 +63,20 @@ def test_status_shows_every_stored_breaker_with_its_ttl(
     assert opened["version"] == 2
     assert opened["open_until"] == pytest.approx(opened["opened_at"] + 30)
     assert 0 < opened["ttl_ms"] <= 3600 * 1000 + 30_000
-    assert rows["anthropic"]["state"] == "CLOSED"
-    assert rows["anthropic"]["failures"] == 1
+    assert opened["opened_because"] == "consecutive_failures"
+    # The window: 4 calls counted across the fleet, 1 failed; and the run of failures.
+    anthropic = rows["anthropic"]
+    assert anthropic["state"] == "CLOSED"
+    assert (anthropic["window_calls"], anthropic["window_failures"]) == (4, 1)
+    assert anthropic["failure_rate"] == pytest.approx(25.0)
+    assert anthropic["consecutive_failures"] == 1
     table = flexiai("status", "--redis-url", redis_server.url)
     assert table.code == 0
-    for text in ("openai", "OPEN", "web-3", "anthropic", "CLOSED", "59m"):
+    for text in ("openai", "OPEN", "web-3", "anthropic", "CLOSED", "59m", "25.0%"):
         assert text in table.out
+    for column in ("calls", "failures", "failure rate", "in a row"):
+        assert column in table.out
+    assert "consecutive failures" in table.out  # why openai opened
     assert re.search(r"in (29|30)\.\ds", table.out)  # may probe in recovery_timeout
 
 
@@ -200,13 +209,13 @@ def test_reset_without_a_provider_resets_every_one_and_overwrites_garbage(
     result = flexiai("reset", "--redis-url", redis_server.url)
 
     assert result.code == 0
-    assert "anthropic: CLOSED with 1 failure -> CLOSED" in result.out
+    assert "anthropic: CLOSED with 1 failure in a row -> CLOSED" in result.out
     assert "gemini: invalid state -> CLOSED" in result.out
     assert "cohere: invalid state -> CLOSED" in result.out
     assert "openai: OPEN -> CLOSED" in result.out
     rows = status_json(flexiai, redis_server)
     assert {row["state"] for row in rows.values()} == {"CLOSED"}
-    assert {row["failures"] for row in rows.values()} == {0}
+    assert {row["consecutive_failures"] for row in rows.values()} == {0}
 
 
 def test_reset_with_nothing_stored_changes_nothing(
@@ -253,7 +262,7 @@ def test_watch_streams_decoded_events_and_shows_malformed_ones(
     assert process.returncode == 0, err
     lines = out.splitlines()
     assert len(lines) == 4
-    assert "FAILURE" in lines[0] and "openai" in lines[0] and "failures=1" in lines[0]
+    assert "FAILURE" in lines[0] and "openai" in lines[0] and "in a row=1" in lines[0]
     assert "OPENED" in lines[1] and "v2" in lines[1] and "by w7" in lines[1]
     assert "malformed event" in lines[2]
     assert "malformed event" in lines[3] and "unsupported wire version 99" in lines[3]

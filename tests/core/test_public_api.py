@@ -22,15 +22,32 @@ def test_guide_modules_are_public() -> None:
     assert all((load_config, FlexiAIConfig, ProviderConfig, SyncConfig))
 
 
-HEAVY = ["redis", "httpx", "boto3", "botocore", "openai", "anthropic", "google",
-         "aws_lambda_powertools", "pydantic_settings", "rich", "yaml"]
+HEAVY = [
+    "redis",
+    "httpx",
+    "boto3",
+    "botocore",
+    "openai",
+    "anthropic",
+    "google",
+    "aws_lambda_powertools",
+    "pydantic_settings",
+    "rich",
+    "yaml",
+]
 
 
 def loaded_after(code: str) -> list[str]:
     out = subprocess.run(
-        [sys.executable, "-c", code + f"\nimport sys, json; print(json.dumps("
-         f"[m for m in {HEAVY!r} if m in sys.modules]))"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            code + f"\nimport sys, json; print(json.dumps("
+            f"[m for m in {HEAVY!r} if m in sys.modules]))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return list(json.loads(out.stdout.strip().splitlines()[-1]))
 

@@ -32,7 +32,9 @@ def test_quick_start_runs_as_written(tmp_path: Path) -> None:
     spec = {"samples": [str(sample)], "redis": None, "env": {}, "drive": "", "down": []}
     proc = subprocess.run(
         ["unshare", "--net", sys.executable, str(RUNNER), json.dumps(spec)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -21,16 +21,17 @@ def test_keys_and_passwords_never_leak(caplog: pytest.LogCaptureFixture) -> None
     with FakeLLMServer() as server:
         # The server echoes the key it rejected, as some providers do.
         server.down("openai", 401)
-        server.set_default(
-            "openai", Error(401, message=f"Incorrect API key provided: {KEY}")
-        )
+        server.set_default("openai", Error(401, message=f"Incorrect API key provided: {KEY}"))
         server.up("openai")
         server.set_default("anthropic", Error(500, message=f"upstream said {KEY}"))
         config = FlexiAIConfig(
             providers=[
-                ProviderConfig(name="openai", api_key=KEY, model="m", base_url=server.base_url("openai")),
-                ProviderConfig(name="anthropic", api_key=KEY, model="m",
-                               base_url=server.base_url("anthropic")),
+                ProviderConfig(
+                    name="openai", api_key=KEY, model="m", base_url=server.base_url("openai")
+                ),
+                ProviderConfig(
+                    name="anthropic", api_key=KEY, model="m", base_url=server.base_url("anthropic")
+                ),
             ],
             sync=SyncConfig(
                 redis_password=REDIS_PASSWORD,

@@ -1,6 +1,8 @@
 """Stores under test: the memory store, the Redis store over fakeredis, and over a real
-redis-server. Every backend made through ``make_backend`` is closed after its test, and no
-test may leave a shared Redis client behind."""
+redis-server. Every store in the contract suite runs on a ``FakeClock`` (the Redis stores
+pass its time to breaker.lua instead of the server's ``TIME``), so no test sleeps on real
+time. Every backend made through ``make_backend`` is closed after its test, and no test may
+leave a shared Redis client behind."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from flexiai._clock import epoch_ms
 from flexiai.circuit_breaker._machine import Policy
 from flexiai.models import CircuitBreakerConfig, SyncConfig
 from flexiai.sync.backends import _redis_connect
@@ -26,9 +29,10 @@ REDIS_STORES = ["fakeredis", _REAL]
 
 
 def policy(**overrides: Any) -> Policy:
-    """A breaker policy with short real-time durations (the Redis stores use server TIME)."""
+    """A breaker policy in the store's units, from ``CircuitBreakerConfig`` settings."""
     settings: dict[str, Any] = {
         "failure_threshold": 3,
+        "minimum_calls": 20,
         "failure_window": 60.0,
         "recovery_timeout": 0.2,
         "half_open_max_calls": 1,
@@ -40,7 +44,7 @@ def policy(**overrides: Any) -> Policy:
     return Policy.from_config(CircuitBreakerConfig(**settings))
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -59,7 +63,7 @@ class Store:
 
     kind: str
     make: Callable[[], SyncBackend]
-    advance: Callable[[float], None]
+    clock: FakeClock
     raw: Any = None
     config: SyncConfig = field(default_factory=SyncConfig)
     backends: list[SyncBackend] = field(default_factory=list)
@@ -71,6 +75,13 @@ class Store:
 
     def key(self, provider: str) -> str:
         return f"{self.config.key_prefix}:state:{provider}"
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    def now(self) -> int:
+        """The store's clock in milliseconds."""
+        return epoch_ms(self.clock)
 
 
 @pytest.fixture(autouse=True)
@@ -106,28 +117,34 @@ def redis_store(request: pytest.FixtureRequest) -> Iterator[Store]:
 
 
 def _store(request: pytest.FixtureRequest, kind: str) -> Iterator[Store]:
+    clock = FakeClock()
+    clients: list[Any] = []
     if kind == "memory":
-        clock = FakeClock()
         namespace = f"contract-{id(clock)}"
-        made = Store(kind, lambda: MemorySyncBackend(namespace, clock=clock), clock.advance)
+        made = Store(kind, lambda: MemorySyncBackend(namespace, clock=clock), clock)
     elif kind == "fakeredis":
         import fakeredis
 
         server = fakeredis.FakeServer()
         config = SyncConfig(enabled=True)
-        clients: list[Any] = []
 
         def make_fake() -> SyncBackend:
             client = fakeredis.FakeRedis(server=server)
             clients.append(client)
-            return RedisSyncBackend(config, client=client)
+            return RedisSyncBackend(config, client=client, store_clock=lambda: epoch_ms(clock))
 
-        made = Store(kind, make_fake, time.sleep, fakeredis.FakeRedis(server=server), config)
+        made = Store(kind, make_fake, clock, fakeredis.FakeRedis(server=server), config)
         clients.append(made.raw)
     else:
         server = request.getfixturevalue("redis_server")
         config = sync_config_for(server)
-        made = Store(kind, lambda: RedisSyncBackend(config), time.sleep, server.client(), config)
+        made = Store(
+            kind,
+            lambda: RedisSyncBackend(config, store_clock=lambda: epoch_ms(clock)),
+            clock,
+            server.client(),
+            config,
+        )
     try:
         yield made
     finally:

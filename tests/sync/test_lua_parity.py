@@ -4,66 +4,96 @@ The Lua script is the fleet's copy of the state machine; these tests hold it to 
 one on seeded random operation sequences (fakeredis runs Lua 5.1 through lupa, the real
 server its own interpreter and cjson), field by field, including the exact bytes of every
 stored record (``BreakerRecord.to_json``) and every published event, and on what counts as
-garbage in a stored record.
+garbage in a stored record. The store's clock is a fake one passed to the script as its
+``now``, so every run is deterministic, whatever the load on the machine.
 """
 
 from __future__ import annotations
 
-import json
 import random
-import time
 
 import pytest
 
-from flexiai.circuit_breaker._machine import EventType, Op, transition
+from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Tally, transition
 from flexiai.circuit_breaker._record import BreakerRecord
 from flexiai.sync.events import SyncEvent, encode_event
 from tests.sync.conftest import Store, policy
 
-# Durations of a few milliseconds, so real time between operations crosses every deadline.
+# Durations of a few milliseconds to seconds, so the steps below cross every deadline.
 TINY = policy(
     failure_threshold=3,
-    failure_window=0.004,
+    minimum_calls=6,
+    failure_rate_threshold=40.0,
+    failure_window=0.05,
+    slow_call_duration=0.01,
+    slow_call_rate_threshold=60.0,
     recovery_timeout=0.003,
     half_open_max_calls=2,
     success_threshold=2,
     probe_lease_ttl=0.004,
     max_open_for=0.006,
 )
-OPS = [Op.FAILURE] * 5 + [Op.ACQUIRE] * 5 + [Op.SUCCESS] * 4 + [Op.TRIP, Op.RESET]
-OPEN_FOR = [None, None, 0.0, 0.002, 0.05, 1e-7, 1 / 3]
+OPS = [Op.FAILURE] * 5 + [Op.REPORT] * 4 + [Op.ACQUIRE] * 5 + [Op.SUCCESS] * 4
+OPS += [Op.TRIP, Op.RESET]
+OPEN_FOR = [None, None, 0, 2, 50, 1, 333]
+STEPS_MS = [0, 0, 1, 2, 3, 5, 8, 20, 60]
 # Worker ids JSON must escape (quotes, backslashes, control characters) or may not (non-ASCII).
 WORKERS = ["w-a", "w-b", 'w-"quoted"\\/ü', "w-\n\t\x01\x1f\x7f-€"]
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+def random_tally(rng: random.Random) -> Tally:
+    count = rng.choice([0, 0, 1, 3, 7])
+    if not count:
+        return Tally(0, rng.choice([0, 1]), None) if rng.random() < 0.3 else NO_TALLY
+    return Tally(count, rng.randint(0, count), rng.choice([0, 1, 4, 30, 200]))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_sequences_match_the_python_machine(redis_store: Store, seed: int) -> None:
     rng = random.Random(seed)
     backend = redis_store.backend()
     model = BreakerRecord()
     seen_events: set[EventType | None] = set()
+    reasons = set()
     granted = denied = 0
-    for step in range(600):
+    for step in range(800):
         op = rng.choice(OPS)
         open_for = rng.choice(OPEN_FOR) if op is Op.TRIP else None
+        tally = random_tally(rng) if op in (Op.FAILURE, Op.REPORT) else NO_TALLY
         worker = rng.choice(WORKERS)
-        result = backend.transition("openai", op, TINY, worker, open_for=open_for)
-        expected = transition(model, op, TINY, result.now, worker, open_for=open_for)
-        assert result == expected, f"step {step}: {op} from {model}"
+        if op is Op.REPORT:
+            snapshot = backend.report({"openai": tally}, TINY, worker)
+            expected = transition(model, op, TINY, snapshot.now, worker, tally=tally)
+            assert snapshot.records["openai"] == expected.record, f"step {step}: {tally}"
+            result = expected
+        else:
+            result = backend.transition("openai", op, TINY, worker, open_for=open_for, tally=tally)
+            expected = transition(
+                model, op, TINY, result.now, worker, open_for=open_for, tally=tally
+            )
+            assert result == expected, f"step {step}: {op} {tally} from {model}"
         model = expected.record
         stored = redis_store.raw.get(redis_store.key("openai"))
         if stored is not None:  # absent until the first change
             assert stored == model.to_json().encode(), f"step {step}: stored bytes"
         seen_events.add(result.event)
+        reasons.add(model.opened_because)
         if op is Op.ACQUIRE:
             granted += result.granted
             denied += not result.granted
         if step % 50 == 0:
             assert backend.load(["openai"]).records["openai"] == model
-        if rng.random() < 0.3:
-            time.sleep(rng.choice([0.0005, 0.002, 0.005]))
-    # The sequence really exercised the machine.
+        redis_store.advance(rng.choice(STEPS_MS) / 1000)
+    # The sequence really exercised the machine: every event and every reason to open.
     assert seen_events >= {None, *EventType}
+    assert {r.value for r in reasons} >= {
+        "",
+        "failure_rate",
+        "consecutive_failures",
+        "slow_calls",
+        "probe_failed",
+        "retry_after",
+    }
     assert granted and denied
 
 
@@ -72,8 +102,8 @@ def test_stored_record_is_exactly_to_json(redis_store: Store) -> None:
     for op, kwargs in [
         (Op.FAILURE, {}),
         (Op.FAILURE, {}),
-        (Op.TRIP, {"open_for": 0.1}),
-        (Op.TRIP, {"open_for": 12.345678}),
+        (Op.TRIP, {"open_for": 100}),
+        (Op.TRIP, {"open_for": 12_345}),
         (Op.RESET, {}),
     ]:
         result = backend.transition("openai", op, p, "w-1", **kwargs)
@@ -88,13 +118,14 @@ def test_published_events_are_exactly_encode_event(redis_store: Store) -> None:
     p = policy(
         failure_threshold=2, success_threshold=2, half_open_max_calls=2, recovery_timeout=0.05
     )
+    tally = Tally(3, 1, 12)
     pubsub = redis_store.raw.pubsub(ignore_subscribe_messages=True)
     try:
         pubsub.subscribe(redis_store.config.channel)
         pubsub.get_message(timeout=1)  # the subscribe confirmation
         results = [backend.transition("openai", Op.FAILURE, p, "w-1")]
-        results.append(backend.transition("openai", Op.FAILURE, p, 'w-"quoted"/ü'))
-        time.sleep(0.06)
+        results.append(backend.transition("openai", Op.FAILURE, p, 'w-"quoted"/ü', tally=tally))
+        redis_store.advance(0.06)
         results += [
             backend.transition("openai", op, p, "w-2")
             for op in (Op.ACQUIRE, Op.ACQUIRE, Op.SUCCESS, Op.SUCCESS)
@@ -109,16 +140,17 @@ def test_published_events_are_exactly_encode_event(redis_store: Store) -> None:
         ]
         for result in published:
             message = None
-            deadline = time.monotonic() + 5
-            while message is None and time.monotonic() < deadline:
+            for _ in range(30):
                 message = pubsub.get_message(timeout=1)
+                if message is not None:
+                    break
             assert message is not None
             expected = encode_event(
                 SyncEvent(
                     result.event, "openai", result.record.updated_by, result.now, result.record
                 )
             )
-            assert json.loads(message["data"]) == json.loads(expected)
+            assert message["data"] == expected.encode()  # byte for byte
     finally:
         pubsub.close()
 
@@ -127,22 +159,22 @@ def test_published_events_are_exactly_encode_event(redis_store: Store) -> None:
 # number type, so an integral 7.0 is a fine count on both sides; cjson alone would also take
 # hex, nan, inf, +7, 07 and 5., which Python's json rejects, so breaker.lua checks the text.
 FIELD_CASES = [
-    ("failures", "7", True),
-    ("failures", "-2", True),
-    ("failures", "7.0", True),
-    ("failures", "1e3", True),
-    ("failures", "1.5", False),
-    ("failures", "9007199254740992", False),
-    ("failures", '"7"', False),
-    ("failures", "+7", False),
-    ("failures", "07", False),
-    ("failures", "true", False),
-    ("failures", "null", False),
-    ("failures", "[7]", False),
+    ("run", "7", True),
+    ("run", "-2", False),
+    ("run", "7.0", True),
+    ("run", "1e3", True),
+    ("run", "1.5", False),
+    ("run", "9007199254740992", False),
+    ("run", '"7"', False),
+    ("run", "+7", False),
+    ("run", "07", False),
+    ("run", "true", False),
+    ("run", "null", False),
+    ("run", "[7]", False),
     ("opened_at", "1e3", True),
-    ("opened_at", "2.5", True),
+    ("opened_at", "2.5", False),
     ("opened_at", "-0", True),
-    ("opened_at", "1E-3", True),
+    ("opened_at", "1E-3", False),
     ("opened_at", ".5", False),
     ("opened_at", "5.", False),
     ("opened_at", "0x10", False),
@@ -157,8 +189,20 @@ FIELD_CASES = [
     ("state", '"open"', False),
     ("state", '""', False),
     ("state", "1", False),
+    ("opened_because", '"failure_rate"', True),
+    ("opened_because", '"bored"', False),
+    ("buckets", "[]", True),
+    ("buckets", "[[1, 2, 3, 4], [5, 6, 7, 8]]", True),
+    ("buckets", "[[1, 2, 3]]", False),
+    ("buckets", "[[1, 2, 3, 4, 5]]", False),
+    ("buckets", "[[1, 2, -3, 4]]", False),
+    ("buckets", '[[1, 2, 3, "4"]]', False),
+    ("buckets", "[1, 2, 3, 4]", False),
+    ("buckets", '{"a": 1}', False),
+    ("buckets", "[" + ",".join(["[1,1,1,1]"] * 65) + "]", False),
     ("updated_by", '"anything at all"', True),
     ("updated_by", '"\\u00fc \\n \\"quoted\\""', True),
+    ("updated_by", '"' + "x" * 801 + '"', False),
     ("updated_by", "5", False),
     ("updated_by", '["x"]', False),
     ("colour", '{"deep": [1, 2.5, "x", null, true]}', True),
@@ -170,11 +214,18 @@ FIELD_CASES = [
 def test_lua_and_python_agree_on_what_is_garbage(
     redis_store: Store, field: str, raw: str, valid: bool
 ) -> None:
-    assert_agree(redis_store, f'{{"failures": 1, "{field}": {raw}}}', valid)
+    assert_agree(redis_store, f'{{"schema": 2, "run": 1, "{field}": {raw}}}', valid)
 
 
-# Whole stored strings.
+# Whole stored strings: schema 2, a newer schema, and flexiai 0.1's records (no schema).
 DOCUMENT_CASES = [
+    ('{"schema": 2}', True),
+    ('{"schema": 3, "state": "OPEN", "anything": {"new": 1}}', True),
+    ('{"schema": 3, "state": "SIDEWAYS"}', False),
+    ('{"schema": 1}', False),
+    ('{"schema": "2"}', False),
+    ('{"failures": 2, "opened_at": 1764180000.5, "window_started_at": -1}', False),
+    ('{"failures": 2, "opened_at": 1764180000.0005}', True),
     ('{"failures": 1}', True),
     (' \t{"failures":1}\n ', True),
     ("{}", True),

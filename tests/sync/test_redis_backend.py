@@ -193,7 +193,7 @@ def test_records_expire_state_ttl_after_their_last_deadline(redis_server, make_b
     with redis_server.client() as admin:
         backend.transition("openai", Op.FAILURE, policy(), "w")
         assert 59_000 < admin.pttl("flexiai:state:openai") <= 60_000
-        backend.transition("openai", Op.TRIP, policy(max_open_for=600), "w", open_for=300)
+        backend.transition("openai", Op.TRIP, policy(max_open_for=600), "w", open_for=300_000)
         # Open for 300 s: the record must outlive that, then state_ttl more.
         assert 359_000 < admin.pttl("flexiai:state:openai") <= 360_000
 
@@ -213,7 +213,7 @@ def test_a_frozen_server_raises_instead_of_hanging(redis_server, make_backend) -
         assert backend.health_check() is False
     finally:
         redis_server.thaw()
-    assert backend.transition("openai", Op.FAILURE, policy(), "w").record.failures == 1
+    assert backend.transition("openai", Op.FAILURE, policy(), "w").record.run == 1
     assert backend.health_check() is True
     assert backend.stats()["store_errors"] == 2
 
@@ -234,7 +234,7 @@ def test_a_restarted_server_is_used_again_without_a_new_backend(redis_server, ma
     backend.transition("openai", Op.FAILURE, policy(), "w")
     redis_server.restart()  # same port, empty (no persistence)
     # The pooled connection is dead; the single retry replaces it.
-    assert backend.transition("openai", Op.FAILURE, policy(), "w").record.failures == 1
+    assert backend.transition("openai", Op.FAILURE, policy(), "w").record.run == 1
     assert backend.stats()["store_errors"] == 0
 
 
@@ -282,7 +282,7 @@ def test_concurrent_failures_open_after_exactly_the_threshold(redis_server) -> N
             backend.close()
     events = Counter(r.event for r in results)
     assert events == {EventType.FAILURE: 19, EventType.OPENED: 1, None: 48 - 20}
-    assert sorted(r.record.failures for r in results if r.event is EventType.FAILURE) == list(
+    assert sorted(r.record.run for r in results if r.event is EventType.FAILURE) == list(
         range(1, 20)
     )
     final = max(results, key=lambda r: r.record.version).record
@@ -292,7 +292,7 @@ def test_concurrent_failures_open_after_exactly_the_threshold(redis_server) -> N
 def test_concurrent_acquires_grant_exactly_half_open_max_calls(redis_server, make_backend) -> None:
     backend = make_backend(sync_config_for(redis_server))
     p = policy(half_open_max_calls=3, recovery_timeout=0.05)
-    backend.transition("openai", Op.TRIP, p, "w", open_for=0.05)
+    backend.transition("openai", Op.TRIP, p, "w", open_for=50)
     time.sleep(0.1)
     results = run_threads(
         8, lambda i: [backend.transition("openai", Op.ACQUIRE, p, f"w{i}") for _ in range(3)]
@@ -337,7 +337,7 @@ def test_load_reads_the_servers_clock_and_measures_it_every_30_seconds(
     backend = make_backend(sync_config_for(redis_server), clock=clock)
     before = _time_calls(redis_server)
     low = _server_time(redis_server)
-    first = backend.load(["openai"]).now
+    first = backend.load(["openai"]).now / 1000
     high = _server_time(redis_server)
     assert low - 0.05 <= first <= high + 0.05
     for _ in range(5):
@@ -345,10 +345,10 @@ def test_load_reads_the_servers_clock_and_measures_it_every_30_seconds(
     assert _time_calls(redis_server) - before == 3  # the test's two, and the first load's
 
     clock.shift = 29.0  # not yet stale: no TIME, and now moves with the monotonic clock
-    assert backend.load(["openai"]).now == pytest.approx(first + 29.0, abs=0.5)
+    assert backend.load(["openai"]).now / 1000 == pytest.approx(first + 29.0, abs=0.5)
     assert _time_calls(redis_server) - before == 3
     clock.shift = 31.0  # stale: measured again, and the server's clock wins
-    again = backend.load(["openai"]).now
+    again = backend.load(["openai"]).now / 1000
     assert _time_calls(redis_server) - before == 4
     assert again == pytest.approx(_server_time(redis_server), abs=0.5)
 
@@ -359,7 +359,7 @@ def test_transitions_refresh_the_clock_offset_and_now_never_goes_back(
     backend = make_backend(sync_config_for(redis_server))
     backend.load(["openai"])
     before = _time_calls(redis_server)
-    result = backend.transition("openai", Op.TRIP, policy(), "w", open_for=0.0)
+    result = backend.transition("openai", Op.TRIP, policy(), "w", open_for=0)
     # A breaker tripped for 0 s may probe at once: the next snapshot's now is past open_until.
     snapshot = backend.load(["openai"])
     assert snapshot.now >= result.record.open_until == result.now

@@ -75,7 +75,7 @@ def exercise(backend: RedisSyncBackend, acl: AclServer) -> None:
         admin.set(state_key("flexiai", "garbage", False), "junk")
     backend.load(["openai"])  # TIME (the clock offset), MGET
     backend.transition("garbage", Op.FAILURE, policy(), "w")  # TIME, GET, SET, PUBLISH
-    assert backend.load(["garbage"]).records["garbage"].failures == 1  # MGET
+    assert backend.load(["garbage"]).records["garbage"].run == 1  # MGET
     assert "garbage" in backend.list_providers()
     if not backend.health_check():
         raise StateStoreError("PING refused")
@@ -152,12 +152,12 @@ def _cluster_commands(cluster) -> dict[str, int]:
 def test_cluster_round_trip(cluster_config, make_backend, redis_cluster) -> None:
     backend = make_backend(cluster_config)
     round_trip(backend)
-    backend.transition("anthropic", Op.TRIP, policy(), "w", open_for=3)
+    backend.transition("anthropic", Op.TRIP, policy(), "w", open_for=3000)
     before = _cluster_commands(redis_cluster)
     snapshot = backend.load(["openai", "anthropic", "gemini"])  # one MGET, three keys
     after = _cluster_commands(redis_cluster)
     assert snapshot.records["anthropic"].state is CircuitState.OPEN
-    assert snapshot.records["openai"].failures == 1
+    assert snapshot.records["openai"].run == 1
     # The keys share the prefix's hash tag: a plain MGET, sent once, to the node holding them.
     assert after.get("mget", 0) - before.get("mget", 0) == 1
     assert backend.list_providers() == ["anthropic", "openai"]
@@ -171,7 +171,7 @@ def test_cluster_events_reach_a_subscriber_on_another_backend(cluster_config, ma
         connected: list[bool] = []
         listening.subscribe(events.put, lambda: connected.append(True))
         wait_until(lambda: connected)
-        result = worker.transition("openai", Op.TRIP, policy(), "w-cluster", open_for=1)
+        result = worker.transition("openai", Op.TRIP, policy(), "w-cluster", open_for=1000)
         event = events.get(timeout=5)
         assert (event.type, event.record) == (EventType.OPENED, result.record)
     finally:
@@ -221,9 +221,9 @@ def test_a_supplied_cluster_client_gets_hash_tagged_keys(redis_cluster, make_bac
         assert backend.key_for("openai") == "{flexiai}:state:openai"
         prefix = uuid.uuid4().hex[:8]
         tagged = make_backend(sync_config_for(redis_cluster, key_prefix=prefix), client=client)
-        assert tagged.transition("openai", Op.FAILURE, policy(), "w").record.failures == 1
+        assert tagged.transition("openai", Op.FAILURE, policy(), "w").record.run == 1
         assert client.exists(f"{{{prefix}}}:state:openai") == 1
-        assert tagged.load(["openai", "gemini"]).records["openai"].failures == 1
+        assert tagged.load(["openai", "gemini"]).records["openai"].run == 1
     finally:
         client.close()
 
@@ -273,4 +273,4 @@ def test_sentinel_failover_reaches_the_new_master(sentinel_redis, make_backend) 
         assert client.info("replication")["role"] == "master"
         stored = BreakerRecord.from_json(client.get("failover:state:openai"))
     assert stored.version > before.version
-    assert stored.failures >= before.failures + 1
+    assert stored.run >= before.run + 1

@@ -440,7 +440,7 @@ class RedisSyncBackend(SyncBackend):
             logger.warning(
                 "overwrote invalid breaker state for %s in %s", provider, self.describe()
             )
-        record = self._parse(provider, raw)
+        record = self._parse(provider, raw or None)  # the script answers '' for no record
         return Transition(
             record=record,
             changed=flags[0] == "1",
@@ -450,8 +450,9 @@ class RedisSyncBackend(SyncBackend):
         )
 
     def _parse(self, provider: str, raw: Any) -> BreakerRecord:
-        """A stored record, parsed once per distinct string (the cache serves loads too)."""
-        if not raw:
+        """A stored record (None: no key), parsed once per distinct string. Raises
+        ``ValueError`` on garbage."""
+        if raw is None:
             return _FRESH
         cached = self._parsed.get(provider)
         if cached is not None and cached[0] == raw:

@@ -12,7 +12,6 @@ import importlib.util
 import os
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -79,7 +78,7 @@ def _fake_layer(path: Path, arch: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """{"app": module, "iam"/"no_iam"/"options": (stack, Template)} from one synthesis."""
     if shutil.which("node") is None:
         pytest.skip("aws-cdk-lib needs node (jsii)")
@@ -127,7 +126,7 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         },
     )
     assembly = app.synth()
-    yield {
+    return {
         "app": app_module,
         "assembly_dir": Path(assembly.directory),
         "iam": (iam_stack, Template.from_stack(iam_stack)),

@@ -78,10 +78,15 @@ def test_makefile_has_a_target_for_every_makefile_built_resource() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("target", "machine"),
+    [("build-FlexiAILayer", "x86_64"), ("build-FlexiAILayerArm64", "aarch64")],
+)
 def test_layer_builds_cp312_wheels_without_what_the_powertools_layer_ships(
-    tmp_path: Path,
+    tmp_path: Path, target: str, machine: str
 ) -> None:
-    """A real build from PyPI: python/ holds flexiai, redis and a cp312 hiredis, no pydantic."""
+    """A real build from PyPI: python/ holds flexiai, redis and a cp312 hiredis for the
+    target's architecture, no pydantic."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     out = tmp_path / "artifacts"
@@ -90,7 +95,7 @@ def test_layer_builds_cp312_wheels_without_what_the_powertools_layer_ships(
             "make",
             "--makefile",
             str(LAYER / "Makefile"),
-            "build-FlexiAILayer",
+            target,
             f"ARTIFACTS_DIR={out}",
         ],
         cwd=tmp_path,
@@ -104,7 +109,8 @@ def test_layer_builds_cp312_wheels_without_what_the_powertools_layer_ships(
     assert (python / "flexiai").is_dir()
     assert list(python.glob("flexiai-*.dist-info"))
     assert (python / "redis").is_dir()
-    assert list((python / "hiredis").glob("*.cpython-312-x86_64-linux-gnu.so"))
+    (extension,) = (python / "hiredis").glob("*.so")
+    assert extension.name.endswith(f".cpython-312-{machine}-linux-gnu.so")
     assert not (python / "pydantic").exists(), "pydantic must come from the Powertools layer"
     assert not (python / "bin").exists()
     assert not list(python.rglob("__pycache__"))
@@ -140,4 +146,9 @@ def test_sam_build_needs_neither_docker_nor_python312(tmp_path: Path) -> None:
     build = tmp_path / ".aws-sam" / "build"
     assert (build / "GenerateFunction" / "generate.py").is_file()
     assert (build / "BreakerStatusFunction" / "breaker_status.py").is_file()
-    assert (build / "FlexiAILayer" / "python" / "flexiai").is_dir()
+    # Both layers are built (make cannot be told the Architecture parameter); each for its own.
+    for layer, machine in (("FlexiAILayerX8664", "x86_64"), ("FlexiAILayerArm64", "aarch64")):
+        python = build / layer / "python"
+        assert (python / "flexiai").is_dir()
+        (extension,) = (python / "hiredis").glob("*.so")
+        assert extension.name.endswith(f"-{machine}-linux-gnu.so"), layer

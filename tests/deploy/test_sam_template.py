@@ -283,9 +283,7 @@ def test_functions_run_python312_with_powertools_then_flexiai_layers(
     ):
         layer = template["Resources"][logical_id]
         assert layer["Condition"] == condition
-        assert template["Conditions"][condition] == {
-            "Fn::Equals": [{"Ref": "Architecture"}, arch]
-        }
+        assert template["Conditions"][condition] == {"Fn::Equals": [{"Ref": "Architecture"}, arch]}
         assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
         assert layer["Properties"]["CompatibleArchitectures"] == [arch]
         assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": arch}

@@ -14,9 +14,11 @@ import pytest
 
 from flexiai.aws.template import load_template
 from tests.deploy.conftest import (
+    ALARM_TOPIC_ARN,
     ANTHROPIC_ARN,
     BEDROCK_MODEL,
     NETWORK,
+    NON_DEFAULT_CONTEXT,
     OPENAI_ARN,
     REPO_ROOT,
 )
@@ -377,3 +379,225 @@ def test_functions_refuse_to_guess_where_the_layer_is(
             handlers_path=tmp_path,
             flexiai_layer_path=tmp_path / "missing",
         )
+
+
+# ------------------------------------------------------------- same options in SAM and CDK
+
+
+def _sam_parameters() -> dict[str, dict[str, Any]]:
+    parameters: dict[str, dict[str, Any]] = load_template(REPO_ROOT / "template.yaml")["Parameters"]
+    return parameters
+
+
+def test_every_sam_parameter_is_a_context_key_of_the_cdk_app(synthesized: dict[str, Any]) -> None:
+    app = synthesized["app"]
+    assert set(app.SAM_PARAMETERS) == set(_sam_parameters())
+    handled = set(app.REQUIRED_CONTEXT) | set(app._OPTION_KEYS)
+    handled |= {"anthropicSecretArn", "bedrockModelId"}
+    assert set(app.SAM_PARAMETERS.values()) <= handled
+    # ... and every option the drift test below follows is one of them.
+    assert set(app._OPTION_KEYS) == set(NON_DEFAULT_CONTEXT) | {"iamAuth"}
+
+
+def test_cdk_defaults_are_the_sam_defaults(synthesized: dict[str, Any]) -> None:
+    app = synthesized["app"]
+    defaults = app.StackOptions()
+    for parameter, key in app.SAM_PARAMETERS.items():
+        if key not in app._OPTION_KEYS:
+            continue
+        name, convert = app._OPTION_KEYS[key]
+        sam_default = _sam_parameters()[parameter]["Default"]
+        expected = None if sam_default == "" else convert(sam_default)
+        assert getattr(defaults, name) == expected, parameter
+
+
+def _only(template: dict[str, Any], type_: str) -> dict[str, Any]:
+    (resource,) = _of_type(template, type_).values()
+    props: dict[str, Any] = resource["Properties"]
+    return props
+
+
+def _option_checks() -> dict[str, Any]:
+    """For each option of NON_DEFAULT_CONTEXT, a check of its effect on the synthesized
+    template (given the template and the option's value)."""
+
+    def env(t: dict[str, Any], name: str) -> Any:
+        return _function_env(t, "FunctionsGenerate")[name]
+
+    def functions(t: dict[str, Any]) -> list[dict[str, Any]]:
+        return [f["Properties"] for f in _of_type(t, "AWS::Lambda::Function").values()]
+
+    def users(t: dict[str, Any]) -> list[dict[str, Any]]:
+        return [u["Properties"] for u in _of_type(t, "AWS::ElastiCache::User").values()]
+
+    def powertools(t: dict[str, Any]) -> str:
+        (path,) = [
+            p["Default"]
+            for p in t["Parameters"].values()
+            if p["Type"] == "AWS::SSM::Parameter::Value<String>"
+            and p["Default"].startswith("/aws/service/powertools/")
+        ]
+        return str(path)
+
+    def stage(t: dict[str, Any]) -> dict[str, Any]:
+        return _only(t, "AWS::ApiGatewayV2::Stage")
+
+    return {
+        "openaiModel": lambda t, v: env(t, "FLEXIAI_PROVIDER_1_MODEL") == v,
+        "anthropicModel": lambda t, v: env(t, "FLEXIAI_PROVIDER_2_MODEL") == v,
+        "cacheName": lambda t, v: (
+            _only(t, "AWS::ElastiCache::ServerlessCache")["ServerlessCacheName"] == v
+            and {u["UserId"] for u in users(t)} == {f"{v}-default", f"{v}-app", f"{v}-status"}
+        ),
+        "valkeyMajorVersion": lambda t, v: (
+            _only(t, "AWS::ElastiCache::ServerlessCache")["MajorEngineVersion"] == v
+        ),
+        "maxDataStorageGb": lambda t, v: (
+            _only(t, "AWS::ElastiCache::ServerlessCache")["CacheUsageLimits"]["DataStorage"][
+                "Maximum"
+            ]
+            == int(v)
+        ),
+        "maxEcpuPerSecond": lambda t, v: (
+            _only(t, "AWS::ElastiCache::ServerlessCache")["CacheUsageLimits"]["ECPUPerSecond"][
+                "Maximum"
+            ]
+            == int(v)
+        ),
+        "keyPrefix": lambda t, v: (
+            env(t, "FLEXIAI_SYNC_KEY_PREFIX") == v
+            and env(t, "FLEXIAI_SYNC_CHANNEL") == f"{v}:events"
+            and all(
+                f"~{{{v}}}* ~{v}:* &{v}:events " in u["AccessString"]
+                for u in users(t)
+                if u["UserName"] != "default"
+            )
+        ),
+        "stateTtlSeconds": lambda t, v: env(t, "FLEXIAI_SYNC_STATE_TTL") == v,
+        "failureThreshold": lambda t, v: env(t, "FLEXIAI_CIRCUIT_BREAKER_FAILURE_THRESHOLD") == v,
+        "recoveryTimeoutSeconds": lambda t, v: (
+            env(t, "FLEXIAI_CIRCUIT_BREAKER_RECOVERY_TIMEOUT") == v
+        ),
+        "safetyMarginMs": lambda t, v: env(t, "FLEXIAI_LAMBDA_SAFETY_MARGIN_MS") == v,
+        "serviceName": lambda t, v: (
+            env(t, "POWERTOOLS_SERVICE_NAME") == v
+            and _only(t, "AWS::CloudWatch::Alarm")["Dimensions"]
+            == [{"Name": "service", "Value": v}]
+        ),
+        "logLevel": lambda t, v: env(t, "POWERTOOLS_LOG_LEVEL") == v,
+        "logRetentionDays": lambda t, v: (
+            {
+                g["Properties"]["RetentionInDays"]
+                for g in _of_type(t, "AWS::Logs::LogGroup").values()
+            }
+            == {int(v)}
+            and len(_of_type(t, "AWS::Logs::LogGroup")) == 3  # two functions, the access log
+        ),
+        "architecture": lambda t, v: (
+            all(f["Architectures"] == [v] for f in functions(t))
+            and _only(t, "AWS::Lambda::LayerVersion")["CompatibleArchitectures"] == [v]
+            and f"/python/{v}/python3.12/" in powertools(t)
+        ),
+        "reservedConcurrency": lambda t, v: all(
+            f["ReservedConcurrentExecutions"] == int(v) for f in functions(t)
+        ),
+        "powertoolsVersion": lambda t, v: powertools(t).endswith(f"/python3.12/{v}"),
+        "apiThrottleRateLimit": lambda t, v: (
+            stage(t)["DefaultRouteSettings"]["ThrottlingRateLimit"] == int(v)
+        ),
+        "apiThrottleBurstLimit": lambda t, v: (
+            stage(t)["DefaultRouteSettings"]["ThrottlingBurstLimit"] == int(v)
+        ),
+        "alarmTopicArn": lambda t, v: (
+            _only(t, "AWS::CloudWatch::Alarm")["AlarmActions"] == [v]
+            and not _of_type(t, "AWS::SNS::Topic")
+        ),
+        "alarmEmail": lambda t, v: (
+            _only(t, "AWS::SNS::Subscription")
+            == {"Protocol": "email", "Endpoint": v, "TopicArn": ALARM_TOPIC_ARN}
+        ),
+    }
+
+
+def test_every_option_reaches_the_synthesized_template(synthesized: dict[str, Any]) -> None:
+    """The ``options`` stack sets every option to a non-default value: each one shows."""
+    checks = _option_checks()
+    assert set(checks) == set(NON_DEFAULT_CONTEXT)
+    template = _json(synthesized, "options")
+    failed = [key for key, value in NON_DEFAULT_CONTEXT.items() if not checks[key](template, value)]
+    assert failed == []
+    # ... and none of them shows in the default stack.
+    default = _json(synthesized, "iam")
+
+    def holds(key: str, value: str) -> bool:
+        try:
+            return bool(checks[key](default, value))
+        except (KeyError, ValueError):  # the property, or the resource, is absent
+            return False
+
+    assert [key for key, value in NON_DEFAULT_CONTEXT.items() if holds(key, value)] == []
+
+
+def test_by_default_the_alarm_notifies_a_topic_of_its_own(synthesized: dict[str, Any]) -> None:
+    for variant in ("iam", "no_iam"):
+        template = _json(synthesized, variant)
+        (topic,) = _of_type(template, "AWS::SNS::Topic")
+        assert _only(template, "AWS::CloudWatch::Alarm")["AlarmActions"] == [{"Ref": topic}]
+        assert not _of_type(template, "AWS::SNS::Subscription")
+    sam = load_template(REPO_ROOT / "template.yaml")
+    resources = sam["Resources"]
+    assert resources["AlarmTopic"]["Condition"] == "CreateAlarmTopic"
+    assert sam["Conditions"]["CreateAlarmTopic"] == {"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}
+    topic = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
+    assert resources["CircuitOpenedAlarm"]["Properties"]["AlarmActions"] == [topic]
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"] == {
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlarmEmail"},
+        "TopicArn": topic,
+    }
+
+
+def test_http_api_access_log_names_the_caller_in_sam_and_cdk(synthesized: dict[str, Any]) -> None:
+    from infra.flexiai_infra._functions import ACCESS_LOG_FIELDS
+
+    assert {"userArn", "caller", "accountId", "principalOrgId", "sourceIp"} <= set(
+        ACCESS_LOG_FIELDS
+    )
+    assert ACCESS_LOG_FIELDS["userArn"] == "$context.identity.userArn"
+    template = _json(synthesized, "iam")
+    settings = _only(template, "AWS::ApiGatewayV2::Stage")["AccessLogSettings"]
+    assert json.loads(settings["Format"]) == ACCESS_LOG_FIELDS
+    group = _logical_id(template, "AWS::Logs::LogGroup", "HttpApiAccessLogs")
+    assert settings["DestinationArn"] == {"Fn::GetAtt": [group, "Arn"]}
+
+    sam = load_template(REPO_ROOT / "template.yaml")
+    sam_settings = sam["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]
+    assert json.loads(sam_settings["Format"]) == ACCESS_LOG_FIELDS
+    assert sam_settings["DestinationArn"] == {"Fn::GetAtt": ["HttpApiAccessLogGroup", "Arn"]}
+    retention = sam["Resources"]["HttpApiAccessLogGroup"]["Properties"]["RetentionInDays"]
+    assert retention == {"Ref": "LogRetentionDays"}
+
+
+def test_sam_parameters_reach_the_resources_they_name() -> None:
+    """The SAM side of the options the CDK test above follows, where they are new."""
+    sam = load_template(REPO_ROOT / "template.yaml")
+    globals_ = sam["Globals"]["Function"]
+    assert globals_["ReservedConcurrentExecutions"] == {
+        "Fn::If": [
+            "HasReservedConcurrency",
+            {"Ref": "ReservedConcurrency"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    assert globals_["Layers"][0] == {
+        "Fn::Sub": "{{resolve:ssm:/aws/service/powertools/python/${Architecture}/python3.12/"
+        "${PowertoolsVersion}}}"
+    }
+    log_groups = [
+        r["Properties"]["RetentionInDays"]
+        for r in sam["Resources"].values()
+        if r["Type"] == "AWS::Logs::LogGroup"
+    ]
+    assert log_groups == [{"Ref": "LogRetentionDays"}] * 3

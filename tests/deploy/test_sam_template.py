@@ -309,9 +309,10 @@ def test_app_user_may_run_only_the_commands_the_acl_tests_prove_necessary(
     template: dict[str, Any],
 ) -> None:
     """The cache user gets the README's least-privilege command list (cluster variant),
-    the same list tests/sync proves necessary rule by rule, in SAM and in CDK alike."""
+    the same list tests/sync proves necessary rule by rule, in SAM and in CDK alike, and the
+    one channel its function publishes to."""
     pytest.importorskip("aws_cdk", reason="the CDK side needs the cdk extra")
-    from infra.flexiai_infra._store import APP_COMMANDS
+    from infra.flexiai_infra._store import APP_COMMANDS, STATUS_COMMANDS
     from tests.support.redis_servers import ACL_CLUSTER_COMMANDS, ACL_COMMANDS
 
     expected = {"-@all", *(f"+{c}" for c in ACL_COMMANDS + ACL_CLUSTER_COMMANDS)}
@@ -321,4 +322,15 @@ def test_app_user_may_run_only_the_commands_the_acl_tests_prove_necessary(
     assert rules[0] == "on"
     assert {r for r in rules if r[0] in "+-"} == expected
     assert [r for r in rules if r.startswith("~")] == ["~{${KeyPrefix}}*", "~${KeyPrefix}:*"]
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["FLEXIAI_SYNC_CHANNEL"] == {"Fn::Sub": "${KeyPrefix}:events"}
+    assert [r for r in rules if r.startswith("&")] == ["&${KeyPrefix}:events"]
     assert set(APP_COMMANDS.split()) == expected
+
+    # The status user: same keys and channel, read commands only.
+    status = users["CacheStatusUser"]["Properties"]["AccessString"]["Fn::Sub"].split()
+    assert [r for r in status if r[0] in "on~&"] == [r for r in rules if r[0] in "on~&"]
+    status_commands = {r for r in status if r[0] in "+-"}
+    assert status_commands == set(STATUS_COMMANDS.split())
+    writes = {"+set", "+publish", "+evalsha", "+eval", "+script|load", "+del", "+@all"}
+    assert not status_commands & writes

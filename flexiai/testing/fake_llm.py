@@ -272,8 +272,8 @@ class FakeLLMServer:
         ``down`` wins over noise, and noise over the script and the default."""
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"rate must be between 0 and 1, not {rate!r}")
-        if not 100 <= status <= 599:
-            raise ValueError(f"status must be an HTTP status, not {status!r}")
+        if not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error status (400-599), not {status!r}")
         with self._lock:
             self._state(name).noise = (
                 _Noise(rate, status, random.Random(f"{seed}:{name}")) if rate > 0 else None

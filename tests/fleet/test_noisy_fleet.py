@@ -1,0 +1,166 @@
+"""Sixteen worker processes per fleet, one real redis-server, a noisy primary: the shared
+breaker decides on the fleet's failure rate, not on a count.
+
+Every test runs a pub/sub fleet and a snapshot fleet at once (``run_fleets``), each under
+its own key prefix, against the same fake providers; the primary (``openai``) fails a
+seeded fraction of its calls with a transient 500. Assertions are on what was recorded:
+the events on each fleet's channel, the stored record (read through ``flexiai``), and
+every call each worker made with its view of the breaker then. Nothing here asserts how
+fast anything was.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flexiai.circuit_breaker import CircuitState, EventType, OpenReason, WindowCounts
+from flexiai.client import FlexiAI
+from flexiai.testing.fleet import FleetResult, FleetSpec, Step, run_fleets
+from tests.fleet.conftest import fleet_spec, stored_record
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis_server]
+
+PRIMARY = "openai"
+MODES = ("pubsub", "snapshot")
+WORKERS = 16
+
+
+def specs(llm: Any, server: Any, **overrides: Any) -> list[FleetSpec]:
+    settings: dict[str, Any] = {"workers": WORKERS, "recovery_timeout": 30.0, **overrides}
+    return [fleet_spec(llm, server, sync=mode, **settings) for mode in MODES]
+
+
+def primary_status(spec: FleetSpec) -> dict[str, Any]:
+    """The shared breaker as ``get_provider_status()`` shows it to a new client of the fleet."""
+    with FlexiAI(spec.client_config(spec.workers)) as client:
+        return client.get_provider_status()[PRIMARY]
+
+
+def failed_primary_calls(result: FleetResult) -> int:
+    return sum(1 for _, call in result.calls(PRIMARY) if not call.ok)
+
+
+def views_left_closed(result: FleetResult) -> list[Any]:
+    return [e for e in result.events if e.provider == PRIMARY and e.new != "CLOSED"]
+
+
+def test_two_percent_errors_for_a_minute_never_open_the_fleets_breaker(
+    llm: Any, redis_server: Any, channel_recorder: Any
+) -> None:
+    fleets = specs(
+        llm,
+        redis_server,
+        duration=60.0,
+        rate=5.0,
+        failure_window=10.0,
+        error_rate=0.02,
+    )
+    channels = [channel_recorder(redis_server, spec) for spec in fleets]
+
+    results = run_fleets(fleets, llm)
+
+    for spec, channel, result in zip(fleets, channels, results, strict=True):
+        assert failed_primary_calls(result) >= 20, "the primary was not noisy"
+        assert result.summary().failed_requests == 0  # each failed call failed over
+        events = channel.of(PRIMARY)
+        assert {e.type for e in events} == {EventType.FAILURE}, spec.sync
+        assert views_left_closed(result) == [], spec.sync
+        assert all(c.state == "CLOSED" for _, c in result.calls(PRIMARY))
+        status = primary_status(spec)
+        assert status["state"] == "CLOSED"
+        assert status["opened_because"] is None
+        assert status["window_calls"] >= spec.minimum_calls  # the fleet's calls were counted
+        assert 0 < status["failure_rate"] < spec.failure_rate_threshold
+
+
+def test_half_the_calls_failing_opens_the_breaker_on_the_fleets_failure_rate(
+    llm: Any, redis_server: Any, channel_recorder: Any
+) -> None:
+    # Half the calls fail from the first one on (no warm-up success in the window either),
+    # and the run ends well inside one failure_window: if it opened, it opened within it.
+    # A run of 1000 failures in a row never happens here: only the rate can open it.
+    fleets = specs(
+        llm,
+        redis_server,
+        duration=4.0,
+        rate=10.0,
+        failure_window=10.0,
+        failure_threshold=1000,
+        error_rate=0.5,
+        warm_up=False,
+    )
+    channels = [channel_recorder(redis_server, spec) for spec in fleets]
+
+    results = run_fleets(fleets, llm)
+
+    for spec, channel, result in zip(fleets, channels, results, strict=True):
+        opened = [e for e in channel.of(PRIMARY) if e.type is EventType.OPENED]
+        assert len(opened) == 1, spec.sync
+        assert opened[0].record.opened_because is OpenReason.FAILURE_RATE
+        before = [e for e in channel.of(PRIMARY) if e.type is EventType.FAILURE]
+        assert len({e.worker_id for e in before + opened}) > 1  # the fleet's rate, not one's
+        phase = result.phase(0.0, spec.duration)
+        assert phase.opened
+        assert phase.fleet_skips_after is not None, "some worker kept calling it"
+        assert result.summary().failed_requests == 0
+        assert stored_record(redis_server, spec, PRIMARY).state is CircuitState.OPEN
+
+
+def test_a_dead_primary_opens_it_and_costs_at_most_threshold_plus_one_call_per_worker(
+    llm: Any, redis_server: Any, channel_recorder: Any
+) -> None:
+    fleets = specs(
+        llm,
+        redis_server,
+        duration=2.5,
+        rate=10.0,
+        script=(Step(0.5, "noisy", PRIMARY, 1.0),),
+    )
+    channels = [channel_recorder(redis_server, spec) for spec in fleets]
+
+    results = run_fleets(fleets, llm)
+
+    for spec, channel, result in zip(fleets, channels, results, strict=True):
+        opened = [e for e in channel.of(PRIMARY) if e.type is EventType.OPENED]
+        assert len(opened) == 1, spec.sync
+        assert opened[0].record.opened_because is OpenReason.CONSECUTIVE_FAILURES
+        wasted = failed_primary_calls(result)
+        assert spec.failure_threshold <= wasted <= spec.failure_threshold + spec.workers
+        assert result.phase(0.5, spec.duration).fleet_skips_after is not None
+        assert result.summary().failed_requests == 0
+        assert {s["views"][PRIMARY] for s in result.worker_stats.values()} == {"OPEN"}
+
+
+def test_sixteen_workers_times_a_hundred_calls_are_exactly_1600_calls_in_the_window(
+    llm: Any, redis_server: Any
+) -> None:
+    # No warm-up request: every call the store counts is one of the run's. Successes only,
+    # batched by each worker and sent at the latest when it closes.
+    fleets = specs(
+        llm,
+        redis_server,
+        duration=10.0,
+        rate=50.0,
+        max_requests=100,
+        failure_window=600.0,
+        warm_up=False,
+    )
+
+    results = run_fleets(fleets, llm)
+
+    with redis_server.client() as admin:
+        seconds, micros = admin.time()
+    now_ms = seconds * 1000 + micros // 1000
+    for spec, result in zip(fleets, results, strict=True):
+        assert [s["sent"] for s in result.worker_stats.values()] == [100] * WORKERS
+        assert sum(1 for _, c in result.calls(PRIMARY) if c.ok) == 1600
+        assert result.calls() == result.calls(PRIMARY)  # nothing failed over
+        record = stored_record(redis_server, spec, PRIMARY)
+        assert record.window(now_ms, 600_000) == WindowCounts(1600, 0, 0), spec.sync
+        status = primary_status(spec)
+        assert status["state"] == "CLOSED"
+        assert (status["window_calls"], status["window_failures"]) == (1600, 0)
+        assert status["failure_rate"] == 0.0
+        assert status["consecutive_failures"] == 0

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["deadline", "remaining_time"]
+__all__ = ["attempt_deadline", "deadline", "remaining_time"]
 
 RemainingFn = Callable[[], float]
 
@@ -45,3 +45,27 @@ def remaining_time() -> float | None:
     """Seconds left in the current deadline, or None when no deadline is set."""
     fn = _REMAINING.get()
     return None if fn is None else fn()
+
+
+@contextmanager
+def attempt_deadline(timeout: float) -> Iterator[float]:
+    """Limit the block to ``timeout`` seconds, or less if the enclosing deadline ends first.
+
+    Yields the ``time.monotonic()`` instant the block must end by. Inside, ``remaining_time``
+    counts down to it, so whatever reads it (a provider's sockets, a secret lookup) stops in
+    time; the enclosing deadline is back in force after the block.
+    """
+    now = time.monotonic()
+    ends_at = now + max(0.0, timeout)
+    outer = remaining_time()
+    if outer is not None:
+        ends_at = min(ends_at, now + outer)
+
+    def remaining() -> float:
+        return ends_at - time.monotonic()
+
+    token = _REMAINING.set(remaining)
+    try:
+        yield ends_at
+    finally:
+        _REMAINING.reset(token)

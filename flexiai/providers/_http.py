@@ -2,17 +2,148 @@
 
 Built on first use so that constructing a client opens nothing and imports nothing heavy;
 kept alive so warm Lambda invocations and long-lived workers reuse connections.
+
+Hard deadlines. httpx's timeouts apply to each socket operation, so a server that sends one
+byte a second never trips a 2 s read timeout and can hold an exchange open indefinitely. The
+sync client therefore runs its sockets through ``_DeadlineBackend``: before every connect,
+TLS handshake, read and write it shrinks the operation's timeout to what is left of
+``flexiai._deadline.remaining_time()`` (which a provider sets to the attempt's end with
+``attempt_deadline``), and fails with httpcore's own timeout error once nothing is left. An
+exchange therefore ends by its deadline however the peer paces its bytes. The async client
+needs no such help: the provider runs the exchange under a cancel scope
+(``anyio.fail_after``), which interrupts any await.
+
+What is not bounded this way: DNS resolution in the sync client (``getaddrinfo`` blocks and
+takes no timeout), and requests sent through a proxy taken from ``HTTP(S)_PROXY``, which
+httpx routes through transports it builds itself; those keep httpx's per-operation timeouts,
+and the provider's between-chunk deadline check bounds their body.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from flexiai._deadline import remaining_time
 
 if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Iterable
+
+    import httpcore
     import httpx
 
 __all__ = ["HttpPool"]
+
+_log = logging.getLogger("flexiai.providers")
+
+#: Writes are split so a peer that drains slowly cannot stretch one ``send`` past the deadline.
+_WRITE_PIECE = 64 * 1024
+
+
+def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
+    """``timeout`` shrunk to the time left before the deadline; ``error`` if none is left."""
+    left = remaining_time()
+    if left is None:
+        return timeout
+    if left <= 0:
+        raise error("the attempt's deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+def _deadline_backend(inner: Any) -> Any:
+    """Wrap an httpcore sync ``NetworkBackend`` so every socket operation honours the
+    deadline. Built on first use: httpcore is imported only when a provider sends."""
+    import httpcore
+
+    class DeadlineStream(httpcore.NetworkStream):
+        def __init__(self, stream: httpcore.NetworkStream) -> None:
+            self._stream = stream
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return self._stream.read(max_bytes, _bounded(timeout, httpcore.ReadTimeout))
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            view = memoryview(buffer)
+            while view:
+                piece, view = view[:_WRITE_PIECE], view[_WRITE_PIECE:]
+                self._stream.write(bytes(piece), _bounded(timeout, httpcore.WriteTimeout))
+
+        def close(self) -> None:
+            self._stream.close()
+
+        def start_tls(
+            self,
+            ssl_context: ssl.SSLContext,
+            server_hostname: str | None = None,
+            timeout: float | None = None,
+        ) -> httpcore.NetworkStream:
+            stream = self._stream.start_tls(
+                ssl_context, server_hostname, _bounded(timeout, httpcore.ConnectTimeout)
+            )
+            return DeadlineStream(stream)
+
+        def get_extra_info(self, info: str) -> Any:
+            return self._stream.get_extra_info(info)
+
+    class DeadlineBackend(httpcore.NetworkBackend):
+        def __init__(self, backend: httpcore.NetworkBackend) -> None:
+            self._backend = backend
+
+        def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Iterable[Any] | None = None,
+        ) -> httpcore.NetworkStream:
+            stream = self._backend.connect_tcp(
+                host,
+                port,
+                _bounded(timeout, httpcore.ConnectTimeout),
+                local_address,
+                socket_options,
+            )
+            return DeadlineStream(stream)
+
+        def connect_unix_socket(
+            self,
+            path: str,
+            timeout: float | None = None,
+            socket_options: Iterable[Any] | None = None,
+        ) -> httpcore.NetworkStream:
+            stream = self._backend.connect_unix_socket(
+                path, _bounded(timeout, httpcore.ConnectTimeout), socket_options
+            )
+            return DeadlineStream(stream)
+
+        def sleep(self, seconds: float) -> None:
+            self._backend.sleep(seconds)
+
+    return DeadlineBackend(inner)
+
+
+def _deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's own transport (TLS, proxies and limits as httpx configures them) whose
+    connection pool opens its sockets through ``_deadline_backend``.
+
+    httpx builds its httpcore pool without a way to pass a network backend, so the pool's
+    backend is swapped before the pool has opened anything (httpx 0.27 and 0.28 name it
+    ``_pool._network_backend``). Should a future httpx lay this out differently, the plain
+    transport is used and a warning says that only per-read timeouts apply.
+    """
+    import httpx
+
+    transport = httpx.HTTPTransport(limits=limits)
+    pool: httpcore.ConnectionPool | None = getattr(transport, "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if pool is None or backend is None:  # pragma: no cover - depends on the httpx version
+        _log.warning("flexiai: this httpx cannot bound whole exchanges; per-read timeouts only")
+        return transport
+    pool._network_backend = _deadline_backend(backend)
+    return transport
 
 
 class HttpPool:
@@ -34,9 +165,10 @@ class HttpPool:
 
             with self._lock:
                 if self._sync is None:
+                    limits = httpx.Limits(max_keepalive_connections=20, keepalive_expiry=60)
                     self._sync = httpx.Client(
-                        transport=self._transport,
-                        limits=httpx.Limits(max_keepalive_connections=20, keepalive_expiry=60),
+                        transport=self._transport or _deadline_transport(limits),
+                        limits=limits,
                         headers={"user-agent": "flexiai"},
                     )
         return self._sync

@@ -10,14 +10,17 @@ may extend (Gemini does).
 from __future__ import annotations
 
 import email.utils
+import json
+import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import httpx
 
+from flexiai._deadline import attempt_deadline
 from flexiai.exceptions import (
     InvalidRequestError,
     MalformedResponseError,
@@ -32,6 +35,7 @@ from flexiai.models import ChatMessage, ProviderConfig, UnifiedResponse
 from flexiai.providers._http import HttpPool
 
 __all__ = [
+    "MAX_RESPONSE_BYTES",
     "ApiKeySource",
     "ChatRequest",
     "HttpProvider",
@@ -39,6 +43,42 @@ __all__ = [
     "Provider",
     "parse_retry_after",
 ]
+
+#: The most of a response body an adapter reads (after Content-Encoding is undone): a chat
+#: answer is kilobytes; a body past this is refused as malformed, not buffered.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+#: What reading an unexpected body can raise, in an adapter or in the JSON decoder:
+#: ``RecursionError`` for absurd nesting, ``ArithmeticError`` for ``int(Infinity)``.
+_UNREADABLE = (
+    LookupError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    ArithmeticError,
+    RecursionError,
+)
+
+_NOT_JSON: Any = object()
+
+
+def _decode_json(raw: bytes) -> Any:
+    """The body parsed as JSON (UTF-8, or the UTF-16/32 that RFC 8259 detection allows), or
+    ``_NOT_JSON``: undecodable bytes, bad syntax, numbers past Python's digit limit, or
+    nesting deeper than the decoder recurses."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+        return _NOT_JSON
+
+
+def _shape_error(exc: BaseException) -> str:
+    try:
+        detail = str(exc)[:200]
+    except Exception:  # an exception whose text cannot be rendered
+        detail = ""
+    return f"unexpected response shape ({type(exc).__name__}: {detail})"[:300]
+
 
 #: Returns the provider's API key, resolving a secretsmanager:/ssm: reference on first use.
 ApiKeySource = Callable[[], str | None]
@@ -93,12 +133,12 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+            seconds = when.timestamp() - (time.time() if now is None else now)
+        except (TypeError, ValueError, OverflowError, IndexError):
             return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds or seconds < 0:  # NaN or negative
-        return 0.0 if seconds == seconds else None
-    return seconds
+    if not math.isfinite(seconds):  # NaN, or "inf"/"1e309": not a wait anyone can honour
+        return None
+    return max(0.0, seconds)
 
 
 class HttpProvider(Provider):
@@ -125,26 +165,123 @@ class HttpProvider(Provider):
         return "no error message"
 
     def complete(self, request: ChatRequest, *, timeout: float) -> UnifiedResponse:
-        spec = self.build_request(request)
         started = time.perf_counter()
-        try:
-            response = self._http.sync().request(
-                spec.method, spec.url, headers=spec.headers, json=spec.json, timeout=timeout
-            )
-        except httpx.HTTPError as exc:
-            self._raise_transport(exc)
-        return self._finish(response, started)
+        # The attempt's deadline covers everything below, including resolving the API key;
+        # the sync pool's sockets read it before every operation (see ``_http``).
+        with attempt_deadline(timeout) as ends_at:
+            spec = self.build_request(request)
+            http = self._http.sync()
+            outgoing = self._outgoing(http, spec, timeout)
+            try:
+                response = http.send(outgoing, stream=True)
+                try:
+                    raw = self._read_body(response, response.iter_bytes(), ends_at)
+                finally:
+                    response.close()
+            except httpx.HTTPError as exc:
+                self._raise_transport(exc)
+        return self._finish(response, raw, started)
 
     async def acomplete(self, request: ChatRequest, *, timeout: float) -> UnifiedResponse:
-        spec = self.build_request(request)
+        import anyio  # httpx's own dependency; imported here to keep it off the cold start
+
         started = time.perf_counter()
+        with attempt_deadline(timeout) as ends_at:
+            spec = self.build_request(request)
+            http = self._http.async_()
+            outgoing = self._outgoing(http, spec, timeout)
+            try:
+                # A cancel scope ends the exchange at its deadline however the peer paces
+                # its bytes: httpx's own timeouts are per read.
+                with anyio.fail_after(max(0.0, ends_at - time.monotonic())):
+                    response = await http.send(outgoing, stream=True)
+                    try:
+                        raw = await self._aread_body(response, ends_at)
+                    finally:
+                        await response.aclose()
+            except TimeoutError:
+                raise ProviderTimeout(
+                    "timed out (the attempt's deadline passed)", provider=self.name
+                ) from None
+            except httpx.HTTPError as exc:
+                self._raise_transport(exc)
+        return self._finish(response, raw, started)
+
+    # -- the exchange, shared by both APIs -------------------------------------------------
+
+    def _outgoing(
+        self, http: httpx.Client | httpx.AsyncClient, spec: HttpRequestSpec, timeout: float
+    ) -> httpx.Request:
+        """The request as bytes. What cannot be sent as JSON fails everywhere (a lone
+        surrogate in a message, NaN, a value nested deeper than the encoder recurses):
+        ``InvalidRequestError``, raised to the caller rather than failed over."""
         try:
-            response = await self._http.async_().request(
-                spec.method, spec.url, headers=spec.headers, json=spec.json, timeout=timeout
+            content = json.dumps(
+                spec.json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode("utf-8")
+        except (ValueError, TypeError, RecursionError) as exc:
+            # UnicodeEncodeError is a ValueError; its text quotes the offending character.
+            reason = "a string is not valid Unicode" if isinstance(exc, UnicodeError) else exc
+            raise InvalidRequestError(
+                f"the request cannot be encoded as JSON ({type(exc).__name__}: {reason})"[:300],
+                provider=self.name,
+            ) from None
+        try:
+            return http.build_request(
+                spec.method, spec.url, headers=spec.headers, content=content, timeout=timeout
             )
-        except httpx.HTTPError as exc:
-            self._raise_transport(exc)
-        return self._finish(response, started)
+        except (httpx.InvalidURL, ValueError, TypeError) as exc:  # a bad URL or header
+            raise ProviderConnectionError(
+                self._redact(f"cannot build the HTTP request ({type(exc).__name__})"),
+                provider=self.name,
+            ) from None
+
+    def _check_length(self, response: httpx.Response) -> None:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise MalformedResponseError(
+                f"response body too large ({declared} bytes declared, limit {MAX_RESPONSE_BYTES})",
+                provider=self.name,
+                status_code=response.status_code,
+            )
+
+    def _add_chunk(
+        self, parts: list[bytes], size: int, chunk: bytes, response: httpx.Response
+    ) -> int:
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise MalformedResponseError(
+                f"response body too large (over {MAX_RESPONSE_BYTES} bytes)",
+                provider=self.name,
+                status_code=response.status_code,
+            )
+        parts.append(chunk)
+        return size
+
+    def _read_body(
+        self, response: httpx.Response, chunks: Iterable[bytes], ends_at: float
+    ) -> bytes:
+        """The (decoded) body, at most ``MAX_RESPONSE_BYTES``, read before ``ends_at``. The
+        deadline check between chunks also bounds transports that are not the pool's own."""
+        self._check_length(response)
+        parts: list[bytes] = []
+        size = 0
+        for chunk in chunks:
+            size = self._add_chunk(parts, size, chunk, response)
+            if time.monotonic() > ends_at:
+                raise ProviderTimeout(
+                    "timed out reading the body (the attempt's deadline passed)",
+                    provider=self.name,
+                )
+        return b"".join(parts)
+
+    async def _aread_body(self, response: httpx.Response, ends_at: float) -> bytes:
+        self._check_length(response)
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size = self._add_chunk(parts, size, chunk, response)
+        return b"".join(parts)
 
     def _redact(self, text: str) -> str:
         """Providers sometimes echo the key they rejected; never let it into an error."""
@@ -156,31 +293,39 @@ class HttpProvider(Provider):
     def _raise_transport(self, exc: httpx.HTTPError) -> NoReturn:
         if isinstance(exc, httpx.TimeoutException):
             raise ProviderTimeout(f"timed out ({type(exc).__name__})", provider=self.name) from exc
+        if isinstance(exc, httpx.DecodingError):  # a Content-Encoding that does not decode
+            raise MalformedResponseError(
+                "response body does not decode (Content-Encoding)", provider=self.name
+            ) from exc
         raise ProviderConnectionError(
             f"transport error ({type(exc).__name__})", provider=self.name
         ) from exc
 
-    def _finish(self, response: httpx.Response, started: float) -> UnifiedResponse:
-        body: Any
-        try:
-            body = response.json()
-        except (ValueError, UnicodeDecodeError):
-            body = None
-        if response.status_code >= 300 or response.status_code < 200:
-            raise self.classify_error(response, body)
-        if body is None:
+    def _finish(self, response: httpx.Response, raw: bytes, started: float) -> UnifiedResponse:
+        status = response.status_code
+        body = _decode_json(raw)
+        if status >= 300 or status < 200:
+            readable = None if body is _NOT_JSON else body
+            try:
+                error = self.classify_error(response, readable)
+            except _UNREADABLE:  # an error body shaped to trip an adapter's own reading
+                error = HttpProvider.classify_error(self, response, None)
+            raise error
+        if body is _NOT_JSON:
             raise MalformedResponseError(
-                "response body is not JSON", provider=self.name, status_code=response.status_code
+                "response body is not JSON (or not UTF-8, or nested too deeply)",
+                provider=self.name,
+                status_code=status,
             )
         try:
             result = self.parse_body(body)
-        except MalformedResponseError:
+        except ProviderError:
             raise
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        except _UNREADABLE as exc:
             raise MalformedResponseError(
-                self._redact(f"unexpected response shape ({type(exc).__name__}: {exc})"[:300]),
+                self._redact(_shape_error(exc)),
                 provider=self.name,
-                status_code=response.status_code,
+                status_code=status,
             ) from None
         result.metadata.setdefault("provider_latency_ms", (time.perf_counter() - started) * 1000)
         return result

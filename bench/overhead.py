@@ -7,6 +7,9 @@ providers): ``before_request()`` + ``allow()`` + ``record_success()``.
 * snapshot mode, refresh due (``snapshot_max_age=0``): one round trip (one ``MGET`` of
   every provider's JSON record; the server's clock comes from a measured offset). Target:
   at most 1.3x a bare GET.
+* snapshot mode, a refresh that carries this worker's call counts (one script call that
+  adds them to the window and reads every record): at most once per ``flush_interval``
+  (1 s by default), never per request. Reported against GET, no target.
 * snapshot mode, snapshot fresh (the default 1 s): no round trip.
 * pub/sub mode: no round trip (a background subscriber keeps the view current).
 * CPU per request without the network (``time.process_time`` over many requests with the
@@ -51,7 +54,7 @@ def _sync_config(url: str, mode: str, max_age: float, prefix: str) -> Any:
 class _Path:
     """One worker's breaker path over a backend, wired as ``FlexiAI`` wires it."""
 
-    def __init__(self, backend: Any, mode: str, max_age: float) -> None:
+    def __init__(self, backend: Any, mode: str, max_age: float, flush: float = 1.0) -> None:
         from flexiai._clock import SystemClock
         from flexiai.circuit_breaker import CircuitBreaker
         from flexiai.models import CircuitBreakerConfig
@@ -62,6 +65,7 @@ class _Path:
             backend,
             mode=mode,
             snapshot_max_age=max_age,
+            flush_interval=flush,
             clock=clock,  # type: ignore[arg-type]
         )
         self.breakers = [
@@ -172,6 +176,12 @@ def run(
                 ("pubsub", "pubsub", 1.0),
             )
         }
+        paths["counted"] = _Path(
+            RedisSyncBackend(_sync_config(server_url, "snapshot", 0.0, prefix)),
+            "snapshot",
+            0.0,
+            flush=1e-6,  # every refresh carries the previous request's count
+        )
         # The same process-level client the backend uses: only the command differs.
         lease = _redis_connect.acquire(_sync_config(server_url, "snapshot", 0.0, prefix))
         get_client = lease.client
@@ -192,7 +202,7 @@ def run(
         }
         try:
             samples: dict[str, list[float]] = {
-                k: [] for k in ("get", "raw", "due", "fresh", "pubsub", "client")
+                k: [] for k in ("get", "raw", "due", "counted", "fresh", "pubsub", "client")
             }
             for fn in (get, raw_load, *(p.request for p in paths.values())):
                 _timed(fn, 200, [])  # warm up: connections, scripts, subscriber
@@ -202,6 +212,7 @@ def run(
                 _timed(get, iterations, samples["get"])
                 _timed(raw_load, iterations, samples["raw"])
                 _timed(paths["due"].request, iterations, samples["due"])
+                _timed(paths["counted"].request, iterations // 4, samples["counted"])
                 _timed(paths["fresh"].request, iterations, samples["fresh"])
                 _timed(paths["pubsub"].request, iterations, samples["pubsub"])
                 _paired(clients["off"], clients["due"], iterations // 4, samples["client"])
@@ -233,6 +244,16 @@ def run(
                     "overhead",
                     "of which the round trip alone (MGET, no parsing), p50",
                     median(samples["raw"]),
+                    "us",
+                    peer="GET p50",
+                    peer_value=get_p50,
+                )
+            )
+            rows.append(
+                row(
+                    "overhead",
+                    "snapshot mode, refresh carrying counts (1 script call, <= 1/s), p50",
+                    median(samples["counted"]),
                     "us",
                     peer="GET p50",
                     peer_value=get_p50,

@@ -121,10 +121,14 @@ class StateSyncManager:
             self.refresh()
 
     def refresh(self) -> bool:
-        """Read every provider's shared state, sending the counts not yet sent, in one round
-        trip. False if the store failed (the counts then go to the local fallback)."""
+        """Read every provider's shared state in one round trip, which also sends the counts
+        not yet sent when ``flush_interval`` has passed since they were last sent. False if
+        the store failed (the counts then go to the local fallback)."""
         names = list(self._breakers)
-        tallies = self._take_tallies()
+        # Counts ride along at most once per flush_interval: the other refreshes stay a
+        # plain read, the cheapest round trip there is.
+        due = self._clock.monotonic() - self._flushed_at >= self._flush_interval
+        tallies = self._take_tallies() if due else {}
         try:
             if tallies:
                 snapshot = self.backend.report(tallies, self._policy, self.worker_id, read=names)

@@ -16,6 +16,7 @@ from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, ProviderConfig, 
 from flexiai.sync.backends.redis import state_key
 from flexiai.testing import FakeLLMServer
 from tests.support.redis_fixtures import sync_config_for
+from tests.sync.conftest import wait_until
 from tests.support.redis_servers import RedisProcess
 
 
@@ -78,7 +79,9 @@ def test_snapshot_mode_reads_once_per_max_age_and_writes_nothing_when_healthy(
 def test_snapshot_mode_refreshes_in_one_round_trip_per_request_when_stale(
     redis_server: RedisProcess, fake: FakeLLMServer
 ) -> None:
-    with client_for(redis_server, fake, mode="snapshot", snapshot_max_age=0) as client:
+    with client_for(
+        redis_server, fake, mode="snapshot", snapshot_max_age=0, flush_interval=0.001
+    ) as client:
         client.generate("warm up")
         client.generate("warm up")  # its refresh carries a count: the script is loaded
         before = commands(redis_server)
@@ -159,7 +162,9 @@ def test_garbage_in_the_state_keys_never_fails_a_request_and_is_logged_once(
     with redis_server.client() as r:
         r.set(state_key("flexiai", "openai", False), "garbage")
         r.set(state_key("flexiai", "anthropic", False), '{"state": "EXPLODED"}')
-    with client_for(redis_server, fake, mode="snapshot", snapshot_max_age=0) as client:
+    with client_for(
+        redis_server, fake, mode="snapshot", snapshot_max_age=0, flush_interval=0.001
+    ) as client:
         with caplog.at_level(logging.WARNING, logger="flexiai.sync.redis"):
             for _ in range(5):
                 assert client.generate("x").provider == "openai"
@@ -174,3 +179,38 @@ def test_garbage_in_the_state_keys_never_fails_a_request_and_is_logged_once(
     warnings = [r for r in caplog.records if "invalid breaker state" in r.getMessage()]
     # Logged once when first read, and once when overwritten: never once per request.
     assert [w.getMessage().split(" ")[0] for w in warnings] == ["ignored", "overwrote"]
+
+
+def window_calls(server: RedisProcess, provider: str = "openai") -> int:
+    with server.client() as r:
+        raw = r.get(state_key("flexiai", provider, False))
+    if raw is None:
+        return 0
+    record = BreakerRecord.from_json(raw)
+    return record.window(record.updated_at, 60_000).calls
+
+
+@pytest.mark.parametrize("mode", ["pubsub", "snapshot"])
+def test_a_redis_fault_while_counting_loses_at_most_the_batch_in_flight(
+    redis_server: RedisProcess, fake: FakeLLMServer, mode: str
+) -> None:
+    settings = {"mode": mode, "snapshot_max_age": 0, "flush_interval": 0.05}
+    with client_for(redis_server, fake, **settings) as client:
+        for _ in range(20):
+            assert client.generate("before").provider == "openai"
+        assert client._sync_manager is not None
+        wait_until(lambda: client._sync_manager.flush() and window_calls(redis_server) == 20)
+        redis_server.freeze()
+        try:
+            for _ in range(10):  # counted locally while the store cannot answer
+                assert client.generate("during").provider == "openai"
+            client._sync_manager.flush()
+        finally:
+            redis_server.thaw()
+        time.sleep(0.35)  # the reconnect backoff
+        for _ in range(15):
+            assert client.generate("after").provider == "openai"
+        wait_until(lambda: client._sync_manager.flush() and window_calls(redis_server) >= 35)
+        # Everything before and after the outage reached the store; of the outage's own
+        # counts, only what was in flight may be missing (they counted locally instead).
+        assert 35 <= window_calls(redis_server) <= 45

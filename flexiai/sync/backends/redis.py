@@ -237,8 +237,13 @@ class RedisSyncBackend(SyncBackend):
             invalid: list[str] = []
             for i, name in enumerate(names):
                 part = reply[1 + 3 * i : 4 + 3 * i]
-                records[name] = self._result(name, part, now).record
-                if _text(part[0])[2] == "1" and not part[2]:  # garbage only read
+                try:
+                    records[name] = self._result(name, part, now).record
+                except ValueError:  # a key only read is parsed here, as after an MGET
+                    records[name] = _FRESH
+                    invalid.append(name)
+                    continue
+                if _text(part[0])[2] == "1" and not part[2]:  # another type, only read
                     invalid.append(name)
             if invalid or self._invalid_logged:
                 self._note_invalid(invalid, records)

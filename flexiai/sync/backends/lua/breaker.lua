@@ -181,16 +181,23 @@ local function parse(doc)
   return record
 end
 
--- The stored string, the record, and whether it was garbage. GET under pcall: a key of
--- another type is garbage, any other error (an ACL denial, say) is the caller's to see.
-local function read(key)
+-- The stored string, or nil and whether the key holds another type. GET under pcall: a key
+-- of another type is garbage, any other error (an ACL denial, say) is the caller's to see.
+local function get(key)
   local raw = redis.pcall('GET', key)
   if type(raw) == 'table' and raw['err'] then
     if not string.find(tostring(raw['err']), 'WRONGTYPE', 1, true) then
       redis.call('GET', key) -- raises the same error, as a script error
     end
-    return nil, fresh(), true
+    return nil, true
   end
+  return raw or nil, false
+end
+
+-- The stored string, the record, and whether it was garbage.
+local function read(key)
+  local raw, wrongtype = get(key)
+  if wrongtype then return nil, fresh(), true end
   if not raw then return nil, fresh(), false end
   if #raw > MAX_BYTES or not strict_object(raw) then return nil, fresh(), true end
   local ok, doc = pcall(cjson.decode, raw)
@@ -231,6 +238,22 @@ local function opened(record, now, open_for, reason)
   out.state, out.opened_at, out.open_until, out.opened_because = 'OPEN', now, now + open_for,
     reason
   return out
+end
+
+-- Whether two records are equal (Python's dataclass ==), without encoding either.
+local SCALARS = {'schema', 'state', 'version', 'run', 'run_started_at', 'opened_at',
+                 'open_until', 'opened_because', 'probes_in_flight', 'probe_lease_until',
+                 'successes', 'updated_by', 'updated_at'}
+local function same(a, b)
+  for _, name in ipairs(SCALARS) do
+    if a[name] ~= b[name] then return false end
+  end
+  if #a.buckets ~= #b.buckets then return false end
+  for i, x in ipairs(a.buckets) do
+    local y = b.buckets[i]
+    if x[1] ~= y[1] or x[2] ~= y[2] or x[3] ~= y[3] or x[4] ~= y[4] then return false end
+  end
+  return true
 end
 
 -- _machine._count: a tally (and a failure) joins the run and the current bucket.
@@ -346,14 +369,22 @@ for i, key in ipairs(KEYS) do
   local provider, spec = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
   local op, successes, slow, age, open_for = string.match(
     spec, '^(%a+) (%d+) (%d+) ([%d-]+) ([%d-]+)$')
-  local raw, record, invalid = read(key)
+  local raw, record, invalid
+  if op == 'read' then
+    -- Only read: the caller validates the string, as it does an MGET's.
+    local wrongtype
+    raw, wrongtype = get(key)
+    invalid = wrongtype
+  else
+    raw, record, invalid = read(key)
+  end
   local flags, event, json = '0', '', raw or ''
   local granted = false
   if op ~= 'read' then
     local tally = {successes = tonumber(successes), slow = tonumber(slow), age = optional(age)}
     local new, ev
     new, granted, ev = apply(record, op, policy, now, optional(open_for), tally)
-    local changed = new ~= record and encode(new) ~= encode(record)
+    local changed = new ~= record and not same(new, record)
     if changed then
       new = copy(new)
       new.version, new.updated_by, new.updated_at = record.version + 1, worker_id, now

@@ -16,8 +16,8 @@ from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, ProviderConfig, 
 from flexiai.sync.backends.redis import state_key
 from flexiai.testing import FakeLLMServer
 from tests.support.redis_fixtures import sync_config_for
-from tests.sync.conftest import wait_until
 from tests.support.redis_servers import RedisProcess
+from tests.sync.conftest import wait_until
 
 
 @pytest.fixture

@@ -10,10 +10,12 @@ nothing behind in the checkout.
 from __future__ import annotations
 
 import email.parser
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -114,3 +116,20 @@ def test_the_metadata_declares_licence_classifiers_keywords_and_dependencies(
     assert any(r.startswith("redis") for r in core), core
     assert not any(r.startswith("hiredis") for r in core), "hiredis stays optional"
     assert metadata["Description-Content-Type"] == "text/markdown"
+
+
+def test_the_readme_install_lines_name_real_extras_and_the_wheel_the_build_makes(
+    dists: dict[str, Path],
+) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Install") : readme.index("## Quick start")]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    named = {
+        extra.strip()
+        for group in re.findall(r"pip install \S*?\[([\w,-]+)\]", section)
+        for extra in group.split(",")
+    }
+    assert named, "the README's install lines name no extras"
+    assert named <= set(project["optional-dependencies"]), named
+    wheels = set(re.findall(r"dist/(flexiai-\S+?\.whl)", section))
+    assert wheels == {dists["wheel"].name}, wheels

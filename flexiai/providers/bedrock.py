@@ -6,12 +6,17 @@ httpx pool; credentials come from the usual AWS chain (environment, profile, ins
 Lambda role) and ``api_key`` is never read. boto3 is imported on first use only: importing
 flexiai, or this module, never pays for it.
 
-Timeouts: botocore fixes timeouts per client, while flexiai chooses one per attempt (it shrinks
-near a Lambda deadline). The adapter keeps a few clients keyed by the attempt timeout rounded
-to 0.1 s (at most ``_MAX_CLIENTS``, least recently used evicted) and gives each
-``connect_timeout = read_timeout = timeout``. ``read_timeout`` bounds each socket read, not the
-whole exchange, which for one non-streamed JSON answer is the wait for the reply. Every client
-makes exactly one attempt (``total_max_attempts=1``): retries and backoff are flexiai's job.
+Deadlines: botocore signs the request, and the adapter sends it. botocore's own timeouts apply
+per socket read, so a server that trickles its answer a byte at a time could hold a call open
+far past its timeout. The adapter therefore answers botocore's ``before-send`` event (the
+documented hook for supplying a response) by sending the signed request through the client's
+shared httpx pool under the attempt's deadline, the same way the HTTP adapters do: connect,
+TLS, headers and body all end by the attempt's timeout, and the body is capped at
+``MAX_RESPONSE_BYTES``. What the deadline does not cover: finding credentials (botocore's
+container/instance metadata providers have their own short timeouts) and DNS resolution.
+TLS is verified with httpx's defaults (certifi, or ``SSL_CERT_FILE``), not ``AWS_CA_BUNDLE``.
+The client makes exactly one attempt (``total_max_attempts=1``): retries and backoff are
+flexiai's job.
 
 Errors are mapped in one place, ``_botocore_errors``, to the same ``ProviderError`` tree as the
 HTTP adapters (throttling is ``RateLimited``, a validation error is ``InvalidRequestError``,
@@ -26,14 +31,15 @@ becomes the client's ``endpoint_url`` (VPC endpoints, local test servers).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from flexiai._deadline import attempt_deadline, remaining_time
 from flexiai.exceptions import (
     ConfigError,
     InvalidRequestError,
@@ -47,16 +53,22 @@ from flexiai.exceptions import (
 )
 from flexiai.models import ProviderConfig, UnifiedResponse, Usage
 from flexiai.providers._http import HttpPool
-from flexiai.providers.base import ApiKeySource, ChatRequest, Provider, parse_retry_after
+from flexiai.providers.base import (
+    MAX_RESPONSE_BYTES,
+    ApiKeySource,
+    ChatRequest,
+    Provider,
+    parse_retry_after,
+)
 
 if TYPE_CHECKING:
     import boto3
+    from botocore.awsrequest import AWSPreparedRequest, AWSResponse
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
 
 __all__ = ["BedrockProvider"]
 
 _TRANSPORT_OPTIONS = {"region", "profile", "inferenceConfig"}
-_MAX_CLIENTS = 8
 
 #: Bedrock's error codes; an unknown code is classified by its HTTP status like the others.
 _BY_CODE: dict[str, type[ProviderError]] = {
@@ -83,7 +95,7 @@ class BedrockProvider(Provider):
     def __init__(self, config: ProviderConfig, *, http: HttpPool, api_key: ApiKeySource) -> None:
         super().__init__(config, http=http, api_key=api_key)
         self._session: boto3.session.Session | None = None
-        self._clients: OrderedDict[float, BedrockRuntimeClient] = OrderedDict()
+        self._boto: BedrockRuntimeClient | None = None
         self._lock = threading.Lock()
 
     # -- sans-I/O halves -------------------------------------------------------------------
@@ -150,44 +162,92 @@ class BedrockProvider(Provider):
 
     def complete(self, request: ChatRequest, *, timeout: float) -> UnifiedResponse:
         kwargs = self.build_request(request)
+        _check_encodable(kwargs, self.name)
         started = time.perf_counter()
         with self._botocore_errors():
-            client = self._client(timeout)
-        with self._botocore_errors(response=True):
+            client = self._client()  # local work: loading botocore's model, once
+        with attempt_deadline(timeout), self._botocore_errors(response=True):
             raw = client.converse(**kwargs)
         result = self.parse_response(raw)
         result.metadata.setdefault("provider_latency_ms", (time.perf_counter() - started) * 1000)
         return result
 
     async def acomplete(self, request: ChatRequest, *, timeout: float) -> UnifiedResponse:
-        # boto3 is blocking; its own read/connect timeouts bound how long the thread runs.
+        # boto3 is blocking: the call runs in a thread, which inherits this context and so
+        # the deadline, and ends by it on its own (see ``_send``).
         return await asyncio.to_thread(self.complete, request, timeout=timeout)
+
+    def _send(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse:
+        """botocore's ``before-send`` hook: send the signed request through the shared httpx
+        pool under the attempt's deadline, and hand botocore the response to parse."""
+        import httpx
+        from botocore.awsrequest import AWSResponse
+
+        body = request.body
+        if body is not None and not isinstance(body, bytes | str):
+            body = bytes(body) if isinstance(body, bytearray) else body.read()  # file-like
+        left = remaining_time()
+        http = self._http.sync()
+        try:
+            outgoing = http.build_request(
+                request.method,
+                request.url,
+                headers=list(request.headers.items()),
+                content=body,
+                timeout=left if left is not None and left > 0 else 60.0,
+            )
+            response = http.send(outgoing, stream=True)
+            try:
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+                    raise self._too_large(response.status_code)
+                parts: list[bytes] = []
+                size = 0
+                for chunk in response.iter_raw():  # botocore undoes any Content-Encoding
+                    size += len(chunk)
+                    if size > MAX_RESPONSE_BYTES:
+                        raise self._too_large(response.status_code)
+                    parts.append(chunk)
+                    if (now := remaining_time()) is not None and now <= 0:
+                        raise ProviderTimeout(
+                            "timed out reading the body (the attempt's deadline passed)",
+                            provider=self.name,
+                        )
+            finally:
+                response.close()
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeout(f"timed out ({type(exc).__name__})", provider=self.name) from exc
+        except httpx.HTTPError as exc:
+            raise ProviderConnectionError(
+                f"transport error ({type(exc).__name__})", provider=self.name
+            ) from exc
+        headers: Any = dict(response.headers)  # AWSResponse wraps any mapping in HeadersDict
+        return AWSResponse(request.url, response.status_code, headers, _Body(b"".join(parts)))
+
+    def _too_large(self, status: int) -> MalformedResponseError:
+        return MalformedResponseError(
+            f"response body too large (limit {MAX_RESPONSE_BYTES} bytes)",
+            provider=self.name,
+            status_code=status,
+        )
 
     def close(self) -> None:
         with self._lock:
-            clients = list(self._clients.values())
-            self._clients.clear()
-        for client in clients:
+            client, self._boto = self._boto, None
+        if client is not None:
             client.close()
 
-    def _client(self, timeout: float) -> BedrockRuntimeClient:
-        key = max(0.1, round(timeout, 1))
+    def _client(self) -> BedrockRuntimeClient:
+        """The one botocore client: it signs and parses; ``_send`` does the I/O, so its own
+        timeouts (which botocore fixes per client) never apply and one client serves every
+        attempt timeout."""
         with self._lock:
-            client = self._clients.get(key)
-            if client is not None:
-                self._clients.move_to_end(key)
-                return client
             # Creating clients from one session is not thread-safe: keep it under the lock.
-            client = self._new_client(key)
-            self._clients[key] = client
-            evicted = None
-            if len(self._clients) > _MAX_CLIENTS:
-                evicted = self._clients.popitem(last=False)[1]
-        if evicted is not None:
-            evicted.close()  # in-flight calls keep their connection; idle ones are closed
-        return client
+            if self._boto is None:
+                self._boto = self._new_client()
+            return self._boto
 
-    def _new_client(self, timeout: float) -> BedrockRuntimeClient:
+    def _new_client(self) -> BedrockRuntimeClient:
         try:
             import boto3
             from botocore.config import Config
@@ -197,18 +257,21 @@ class BedrockProvider(Provider):
         if self._session is None:
             self._session = boto3.session.Session(profile_name=opts.get("profile"))
         config = Config(
-            connect_timeout=timeout,
-            read_timeout=timeout,
+            connect_timeout=60,  # unused: _send sends every request under the deadline
+            read_timeout=60,
             retries={"total_max_attempts": 1, "mode": "standard"},
             max_pool_connections=20,
             user_agent_extra="flexiai",
         )
-        return self._session.client(
+        client = self._session.client(
             "bedrock-runtime",
             region_name=opts.get("region") or os.environ.get("AWS_REGION") or None,
             endpoint_url=self.config.base_url,
             config=config,
         )
+        hook: Any = self._send  # a before-send handler returns the response to use
+        client.meta.events.register("before-send.bedrock-runtime", hook)
+        return client
 
     def _missing_boto(self) -> ConfigError:
         return ConfigError(
@@ -284,6 +347,39 @@ class BedrockProvider(Provider):
                 retry_after=parse_retry_after(headers.get("retry-after")),
             )
         return kind(message, provider=self.name, status_code=status)
+
+
+class _Body:
+    """The ``raw`` of a botocore ``AWSResponse``: botocore reads it through ``stream()``."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
+
+    def read(self, *_: Any, **__: Any) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+
+def _check_encodable(kwargs: dict[str, Any], provider: str) -> None:
+    """What botocore could not send as JSON fails everywhere: ``InvalidRequestError``
+    (a lone surrogate in a message, NaN, a value nested past the encoder's recursion)."""
+    try:
+        json.dumps(kwargs, ensure_ascii=False, allow_nan=False, default=_bytes_ok).encode()
+    except (ValueError, TypeError, RecursionError) as exc:
+        reason = "a string is not valid Unicode" if isinstance(exc, UnicodeError) else exc
+        raise InvalidRequestError(
+            f"the request cannot be encoded ({type(exc).__name__}: {reason})"[:300],
+            provider=provider,
+        ) from None
+
+
+def _bytes_ok(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):  # Converse accepts bytes (images, documents)
+        return None
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _kind_for_status(status: int | None) -> type[ProviderError]:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from flexiai import FlexiAI
 from flexiai._hooks import ClientEvent, ProviderCallFailed
@@ -58,7 +59,7 @@ def trickling_provider(kind: str, url: str) -> ProviderConfig:
         kind=kind,  # type: ignore[arg-type]
         model="m-1" if kind != "bedrock" else "anthropic.claude-3-haiku-20240307-v1:0",
         base_url=url,
-        api_key="sk-test-primary-SECRET",
+        api_key=SecretStr("sk-test-primary-SECRET"),
         timeout=TIMEOUT,
         max_retries=0,
         priority=1,
@@ -167,3 +168,34 @@ def test_an_untrickled_answer_from_the_same_server_is_read(pool: HttpPool) -> No
         response = provider.complete(ask(), timeout=TIMEOUT)
 
     assert response.content == "from the trickle"
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_bedrock_trickle_ends_the_attempt_and_fails_over(pair: Any, where: str) -> None:
+    """Bedrock is signed by botocore and sent through the same bounded pool."""
+    client, recorder, raw = pair("bedrock", trickle("bedrock", where))
+
+    response = client.generate("hello")
+
+    assert_failed_over(response, recorder, raw)
+    assert b"/model/" in raw.requests[0] and b"AWS4-HMAC-SHA256" in raw.requests[0]
+
+
+@pytest.mark.anyio
+async def test_async_bedrock_trickle_ends_the_attempt_and_fails_over(pair: Any) -> None:
+    client, recorder, raw = pair("bedrock", trickle("bedrock", "body"))
+
+    response = await client.agenerate("hello")
+    await client.aclose()
+
+    assert_failed_over(response, recorder, raw)
+
+
+def test_bedrock_reads_an_untrickled_answer_from_the_raw_server(pair: Any) -> None:
+    """The control for the Bedrock cases: the same bytes, unpaced, are an answer."""
+    client, recorder, _ = pair("bedrock", json_reply(ANSWERS["bedrock"]))
+
+    response = client.generate("hello")
+
+    assert (response.provider, response.content) == ("primary", "from the trickle")
+    assert recorder.failed == []

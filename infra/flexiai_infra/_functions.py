@@ -24,6 +24,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from ._scanners import l1, suppress
 from ._store import BreakerStore
 
 __all__ = [
@@ -264,9 +265,12 @@ class FlexiAIFunctions(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        self.alarm_topic = alarm_topic or sns.Topic(
-            self, "AlarmTopic", display_name="flexiai circuit breaker alarms"
-        )
+        if alarm_topic is None:
+            alarm_topic = sns.Topic(
+                self, "AlarmTopic", display_name="flexiai circuit breaker alarms"
+            )
+            suppress(l1(alarm_topic), "topic")
+        self.alarm_topic = alarm_topic
         self.alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
         if alarm_email:
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
@@ -332,7 +336,8 @@ class FlexiAIFunctions(Construct):
             retention=log_retention,
             removal_policy=RemovalPolicy.DESTROY,
         )
-        return lambda_.Function(
+        suppress(l1(log_group), "log_group")
+        function = lambda_.Function(
             self,
             construct_id,
             description=description,
@@ -352,6 +357,8 @@ class FlexiAIFunctions(Construct):
             log_group=log_group,
             reserved_concurrent_executions=reserved_concurrency,
         )
+        suppress(l1(function), "function")
+        return function
 
 
 class FlexiAIHttpApi(Construct):
@@ -380,6 +387,7 @@ class FlexiAIHttpApi(Construct):
             retention=log_retention,
             removal_policy=RemovalPolicy.DESTROY,
         )
+        suppress(l1(self.access_log_group), "log_group")
         authorizer = authorizers.HttpIamAuthorizer()
         self.api = apigwv2.HttpApi(
             self,
@@ -415,6 +423,10 @@ class FlexiAIHttpApi(Construct):
                 "BreakerStatus", functions.breaker_status
             ),
         )
+        # The integrations' invoke permissions (one per route).
+        for child in self.node.find_all():
+            if isinstance(child, lambda_.CfnPermission):
+                suppress(child, "permission")
         self.url: str = self.stage.url
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:

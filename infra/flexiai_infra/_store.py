@@ -11,6 +11,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from ._scanners import l1, suppress
+
 __all__ = [
     "APP_COMMANDS",
     "STATUS_COMMANDS",
@@ -166,6 +168,7 @@ class BreakerStore(Construct):
             ),
         )
         password.apply_removal_policy(removal_policy)
+        suppress(l1(password), "secret")
         default_user = elasticache.CfnUser(
             self,
             "DefaultUser",

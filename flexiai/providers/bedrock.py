@@ -152,7 +152,7 @@ class BedrockProvider(Provider):
                 ),
                 finish_reason=raw.get("stopReason"),
             )
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        except (LookupError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
             raise MalformedResponseError(
                 f"unexpected response shape ({type(exc).__name__}: {exc})"[:300],
                 provider=self.name,
@@ -323,7 +323,14 @@ class BedrockProvider(Provider):
             raise ProviderConnectionError(
                 f"transport error ({type(exc).__name__})", provider=self.name
             ) from exc
-        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+        except (
+            AttributeError,
+            TypeError,
+            LookupError,
+            ValueError,
+            ArithmeticError,
+            RecursionError,  # botocore's JSON parser on a body nested past the recursion limit
+        ) as exc:
             if not response:
                 raise
             raise MalformedResponseError(

@@ -85,6 +85,12 @@ class RawServer:
             thread.join()
         self._sock.close()
 
+    def answer_with(self, *replies: RawReply) -> None:
+        """From now on, answer with ``replies`` (the last one repeats), counting afresh."""
+        with self._lock:
+            self._replies = list(replies)
+            self.requests.clear()
+
     @property
     def count(self) -> int:
         with self._lock:

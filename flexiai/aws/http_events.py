@@ -51,6 +51,9 @@ __all__ = [
 ]
 
 _ROLES = ("system", "user", "assistant")
+#: API Gateway caps a payload at 10 MB and Lambda at 6 MB; a body past this is refused
+#: before it is parsed (a base64 body is checked after decoding).
+MAX_BODY_CHARS = 6 * 1024 * 1024
 _FIELDS = ("prompt", "messages", "system", "temperature", "max_tokens")
 
 
@@ -87,10 +90,14 @@ def read_json_body(event: Mapping[str, Any]) -> Any:
             body = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequestError("body is not UTF-8 text") from None
+    if len(body) > MAX_BODY_CHARS:
+        raise BadRequestError(f"body is too large (over {MAX_BODY_CHARS} characters)")
     try:
         return json.loads(body)
     except ValueError:
         raise BadRequestError("body is not valid JSON") from None
+    except RecursionError:  # json nests by recursion: 100,000 '[' overflow it
+        raise BadRequestError("body is nested too deeply") from None
 
 
 def parse_generate_request(event: Mapping[str, Any]) -> GenerateRequest:
@@ -100,7 +107,7 @@ def parse_generate_request(event: Mapping[str, Any]) -> GenerateRequest:
         raise BadRequestError("body must be a JSON object")
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
-        names = ", ".join(repr(k) for k in unknown)
+        names = ", ".join(ascii(k)[:40] for k in unknown[:5])
         raise BadRequestError(f"body has unknown field(s) {names}; known: {', '.join(_FIELDS)}")
     has_prompt, has_messages = "prompt" in data, "messages" in data
     if has_prompt == has_messages:
@@ -113,25 +120,42 @@ def parse_generate_request(event: Mapping[str, Any]) -> GenerateRequest:
         prompt = data["prompt"]
         if not isinstance(prompt, str) or not prompt.strip():
             raise BadRequestError("prompt must be a non-empty string")
+        _check_text("prompt", prompt)
         messages = [{"role": "user", "content": prompt}]
     else:
         messages = _messages(data["messages"])
     system = data.get("system")
-    if system is not None and not isinstance(system, str):
-        raise BadRequestError("system must be a string")
+    if system is not None:
+        if not isinstance(system, str):
+            raise BadRequestError("system must be a string")
+        _check_text("system", system)
     temperature = data.get("temperature")
     if temperature is not None:
         if isinstance(temperature, bool) or not isinstance(temperature, int | float):
             raise BadRequestError("temperature must be a number")
+        try:
+            temperature = float(temperature)
+        except OverflowError:  # an integer past the float range
+            temperature = math.inf
         if not math.isfinite(temperature) or temperature < 0:
             raise BadRequestError("temperature must be a finite number >= 0")
-        temperature = float(temperature)
     max_tokens = data.get("max_tokens")
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
     ):
         raise BadRequestError("max_tokens must be an integer >= 1")
     return GenerateRequest(messages, system, temperature, max_tokens)
+
+
+def _check_text(where: str, text: str) -> None:
+    """JSON's ``\\ud800`` escapes decode to lone surrogates, which no provider can be sent
+    (they are not Unicode scalar values, so they have no UTF-8 form)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequestError(
+            f"{where} is not valid Unicode text (a lone surrogate at position {exc.start})"
+        ) from None
 
 
 def _messages(value: Any) -> list[dict[str, str]]:
@@ -146,9 +170,11 @@ def _messages(value: Any) -> list[dict[str, str]]:
             raise BadRequestError(f"messages[{i}].role must be one of {', '.join(_ROLES)}")
         if not isinstance(content, str):
             raise BadRequestError(f"messages[{i}].content must be a string")
+        _check_text(f"messages[{i}].content", content)
         extra = sorted(set(item) - {"role", "content"})
         if extra:
-            raise BadRequestError(f"messages[{i}] has unknown field(s) {', '.join(extra)}")
+            names = ", ".join(ascii(k)[:40] for k in extra[:5])
+            raise BadRequestError(f"messages[{i}] has unknown field(s) {names}")
         messages.append({"role": role, "content": content})
     return messages
 

@@ -3,6 +3,7 @@ FakeLLMServer providers configured through FLEXIAI_* variables, as on Lambda."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable
@@ -10,6 +11,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flexiai.aws.context import LocalLambdaContext
 from flexiai.testing import Error, FakeLLMServer, Reply, Slow
@@ -108,6 +111,87 @@ def test_a_malformed_body_is_a_400_naming_the_problem(
         "request_id": context.aws_request_id,
     }
     assert fake_llm.count("openai") == 0
+
+
+@pytest.mark.parametrize(
+    ("raw_body", "message"),
+    [
+        ('{"prompt": "\\ud800"}', "prompt is not valid Unicode text"),
+        (
+            '{"messages": [{"role": "user", "content": "hi \\ud800"}]}',
+            "messages[0].content is not valid Unicode text",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "body is nested too deeply"),
+        ('{"prompt": "a", "max_tokens": "many"}', "max_tokens must be an integer >= 1"),
+    ],
+    ids=["lone-surrogate-prompt", "lone-surrogate-message", "100k-deep", "wrong-type"],
+)
+def test_inputs_that_used_to_crash_the_handler_are_a_400_with_a_message(
+    generate: Callable[..., dict[str, Any]],
+    lambda_context: Context,
+    fake_llm: FakeLLMServer,
+    raw_body: str,
+    message: str,
+) -> None:
+    event = {**read_event("generate.json"), "body": raw_body, "isBase64Encoded": False}
+    response = generate(event, lambda_context())
+    assert response["statusCode"] == 400
+    error = body(response)["error"]
+    assert error["type"] == "BadRequest"
+    assert message in error["message"]
+    assert fake_llm.count("openai") == 0
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+_bodies = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "prompt": st.text(max_size=20) | _json,
+            "messages": st.lists(
+                st.fixed_dictionaries(
+                    {}, optional={"role": st.sampled_from(["user", "bot"]), "content": _json}
+                ),
+                max_size=2,
+            ),
+            "temperature": _json,
+            "max_tokens": _json,
+        },
+    ).map(json.dumps),
+    st.text(max_size=40),
+    st.integers(min_value=1, max_value=120_000).map(lambda n: "[" * n + "]" * n),
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,  # no timing: a slow machine is not a failure
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(raw_body=_bodies, b64=st.booleans())
+def test_fuzzed_events_get_an_answer_or_a_4xx_never_a_crash(
+    generate: Callable[..., dict[str, Any]],
+    lambda_context: Context,
+    raw_body: str,
+    b64: bool,
+) -> None:
+    sent = raw_body
+    if b64:
+        sent = base64.b64encode(raw_body.encode("utf-8", "surrogatepass")).decode()
+    event = {**read_event("generate.json"), "body": sent, "isBase64Encoded": b64}
+    response = generate(event, lambda_context())
+    assert response["statusCode"] in (200, 400)
+    answer = body(response)
+    if response["statusCode"] == 400:
+        assert answer["error"]["message"]
+    else:
+        assert isinstance(answer["content"], str)
 
 
 def test_a_request_a_provider_rejects_is_a_400_with_its_message(

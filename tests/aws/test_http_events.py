@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flexiai import FlexiAI
 from flexiai._deadline import deadline
@@ -70,8 +72,10 @@ def test_a_base64_body_is_decoded() -> None:
         (event("{nope", raw=True), "body is not valid JSON"),
         (event("!!!", raw=True, b64=True), "body is not valid JSON"),
         ({"body": "***", "isBase64Encoded": True}, "body is not valid base64"),
-        ({"body": base64.b64encode(b"\xff\xfe").decode(), "isBase64Encoded": True},
-         "body is not UTF-8"),
+        (
+            {"body": base64.b64encode(b"\xff\xfe").decode(), "isBase64Encoded": True},
+            "body is not UTF-8",
+        ),
         (event(["prompt"]), "body must be a JSON object"),
         (event({}), "body must contain 'prompt' or 'messages'"),
         (event({"system": "x"}), "body must contain 'prompt' or 'messages'"),
@@ -87,18 +91,114 @@ def test_a_base64_body_is_decoded() -> None:
         (event({"prompt": "a", "temprature": 1}), "unknown field(s) 'temprature'"),
         (event({"messages": []}), "messages must be a non-empty list"),
         (event({"messages": ["hi"]}), "messages[0] must be an object"),
-        (event({"messages": [{"role": "bot", "content": "x"}]}),
-         "messages[0].role must be one of system, user, assistant"),
-        (event({"messages": [{"role": "user", "content": None}]}),
-         "messages[0].content must be a string"),
-        (event({"messages": [{"role": "user", "content": "x", "name": "a"}]}),
-         "messages[0] has unknown field(s) name"),
+        (
+            event({"messages": [{"role": "bot", "content": "x"}]}),
+            "messages[0].role must be one of system, user, assistant",
+        ),
+        (
+            event({"messages": [{"role": "user", "content": None}]}),
+            "messages[0].content must be a string",
+        ),
+        (
+            event({"messages": [{"role": "user", "content": "x", "name": "a"}]}),
+            "messages[0] has unknown field(s) 'name'",
+        ),
+        # issue 12, item 4: inputs that used to crash the handler with a 500
+        (
+            event('{"prompt": "a \\ud800 b"}', raw=True),
+            "prompt is not valid Unicode text (a lone surrogate at position 2)",
+        ),
+        (
+            event('{"prompt": "ok", "system": "\\udfff"}', raw=True),
+            "system is not valid Unicode text",
+        ),
+        (
+            event('{"messages": [{"role": "user", "content": "\\ud83d"}]}', raw=True),
+            "messages[0].content is not valid Unicode text",
+        ),
+        (event("[" * 100_000 + "]" * 100_000, raw=True), "body is nested too deeply"),
+        (
+            event('{"prompt": ' + "[" * 100_000 + "]" * 100_000 + "}", raw=True),
+            "body is nested too deeply",
+        ),
+        (
+            event({"prompt": "a", "temperature": 10**400}),
+            "temperature must be a finite number >= 0",
+        ),
+        (
+            event('{"prompt": "a", "temperature": NaN}', raw=True),
+            "temperature must be a finite number >= 0",
+        ),
+        (
+            event('{"prompt": "a", "max_tokens": ' + "9" * 5000 + "}", raw=True),
+            "body is not valid JSON",
+        ),
+        (event({"prompt": "x" * (6 * 1024 * 1024)}), "body is too large"),
+        ({"body": {"prompt": "a"}}, "body must be a string"),
+        ("not an event", "the event is not an HTTP event"),
     ],
 )
 def test_malformed_bodies_are_rejected_with_the_reason(evt: dict[str, Any], message: str) -> None:
     with pytest.raises(BadRequestError) as info:
         parse_generate_request(evt)
     assert message in str(info.value)
+
+
+def test_a_surrogate_pair_written_as_escapes_is_one_valid_character() -> None:
+    """The control for the lone-surrogate cases: a pair decodes to one real character."""
+    request = parse_generate_request(event('{"prompt": "\\ud83d\\ude00"}', raw=True))
+    assert request.messages[0]["content"] == "\U0001f600"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+request_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "prompt": json_values,
+        "messages": st.lists(
+            st.fixed_dictionaries({}, optional={"role": json_values, "content": json_values}),
+            max_size=3,
+        )
+        | json_values,
+        "system": json_values,
+        "temperature": json_values,
+        "max_tokens": json_values,
+    },
+)
+events = st.one_of(
+    request_like.map(event),
+    json_values.map(event),
+    st.text(max_size=50).map(lambda text: event(text, raw=True)),
+    st.integers(min_value=1, max_value=200_000).map(
+        lambda depth: event("[" * depth + "]" * depth, raw=True)
+    ),
+    st.dictionaries(st.text(max_size=15), json_values, max_size=3),
+    json_values,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(evt=events)
+def test_fuzzed_events_are_a_request_or_a_bad_request_nothing_else(evt: Any) -> None:
+    outcome: GenerateRequest | BadRequestError
+    try:
+        outcome = parse_generate_request(evt)
+    except BadRequestError as exc:  # anything else escapes and fails the test
+        outcome = exc
+    if isinstance(outcome, BadRequestError):
+        assert str(outcome)  # a message for the caller, which a 400 response can carry:
+        json.dumps({"message": str(outcome)})
+        return
+    request = outcome
+    assert request.messages
+    for message in request.messages:
+        message["content"].encode("utf-8")  # what passed can be sent to a provider
 
 
 def test_a_json_response_is_an_http_api_response() -> None:
@@ -143,10 +243,20 @@ def test_failed_providers_are_a_502_listing_each_attempt(client: FlexiAI) -> Non
     assert response["statusCode"] == 502
     assert "retry-after" not in response["headers"]
     assert body(response)["error"]["attempts"] == [
-        {"provider": "openai", "error_type": "ProviderServerError", "status_code": 503,
-         "message": "overloaded", "skipped": False},
-        {"provider": "anthropic", "error_type": "CircuitOpenError", "status_code": None,
-         "message": "circuit OPEN", "skipped": True},
+        {
+            "provider": "openai",
+            "error_type": "ProviderServerError",
+            "status_code": 503,
+            "message": "overloaded",
+            "skipped": False,
+        },
+        {
+            "provider": "anthropic",
+            "error_type": "CircuitOpenError",
+            "status_code": None,
+            "message": "circuit OPEN",
+            "skipped": True,
+        },
     ]
 
 

@@ -165,7 +165,7 @@ def _lambda_stack(stack: ExitStack) -> Iterator[tuple[dict[str, str] | None, str
     if shutil.which("redis-server") is None:
         yield None, "skipped: no redis-server binary"
         return
-    if not (_installed("redis") and _installed("flexiai.sync.backends.redis")):
+    if not (_installed("redis") and _installed("flexiai.circuit_breaker.stores.redis")):
         yield None, "skipped: the Redis sync backend (flexiai[redis]) is not available"
         return
     if not _installed("aws_lambda_powertools"):

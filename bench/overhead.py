@@ -58,7 +58,7 @@ class _Path:
         from flexiai._clock import SystemClock
         from flexiai.circuit_breaker import CircuitBreaker
         from flexiai.models import CircuitBreakerConfig
-        from flexiai.sync.manager import StateSyncManager
+        from flexiai.circuit_breaker._sharing import StateSyncManager
 
         clock = SystemClock()
         self.manager = StateSyncManager(
@@ -160,9 +160,9 @@ def run(
 ) -> list[Row]:
     import uuid
 
-    from flexiai.sync.backends import _redis_connect
-    from flexiai.sync.backends.memory import MemorySyncBackend
-    from flexiai.sync.backends.redis import RedisSyncBackend
+    from flexiai.circuit_breaker.stores import _redis_connect
+    from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
+    from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     rows: list[Row] = []

@@ -42,8 +42,8 @@ def _listen_flexiai(url: str, prefix: str) -> None:
     from flexiai._clock import SystemClock
     from flexiai.circuit_breaker import CircuitBreaker, StateChange
     from flexiai.models import CircuitBreakerConfig, SyncConfig
-    from flexiai.sync.backends.redis import RedisSyncBackend
-    from flexiai.sync.manager import StateSyncManager
+    from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
+    from flexiai.circuit_breaker._sharing import StateSyncManager
 
     config = SyncConfig(
         enabled=True, redis_url=url, mode="pubsub", key_prefix=prefix, channel=f"{prefix}:events"
@@ -149,7 +149,7 @@ def run(listeners: int = 7, events: int = 300, url: str | None = None) -> list[R
 
     from flexiai.circuit_breaker import Op, Policy
     from flexiai.models import CircuitBreakerConfig, SyncConfig
-    from flexiai.sync.backends.redis import RedisSyncBackend
+    from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 
     prefix = f"bench-prop-{uuid.uuid4().hex[:6]}"
     raw_channel = f"{prefix}:raw"

@@ -15,7 +15,8 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from flexiai._deadline import deadline
     from flexiai.circuit_breaker import BreakerSnapshot, CircuitState
-    from flexiai.client import FlexiAI
+    from flexiai.circuit_breaker import StoreHealth
+    from flexiai.client import FlexiAI, ProviderStatus
     from flexiai.config import load_config
     from flexiai.exceptions import (
         AllProvidersFailedError,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
         CircuitBreakerConfig,
         FlexiAIConfig,
         ProviderConfig,
+        ResponseMeta,
         RetryConfig,
         SyncConfig,
         UnifiedResponse,
@@ -49,7 +51,10 @@ __all__ = [
     "InvalidRequestError",
     "ProviderConfig",
     "ProviderError",
+    "ProviderStatus",
+    "ResponseMeta",
     "RetryConfig",
+    "StoreHealth",
     "SyncConfig",
     "UnifiedResponse",
     "__version__",
@@ -59,6 +64,8 @@ __all__ = [
 
 _HOMES = {
     "FlexiAI": "flexiai.client",
+    "ProviderStatus": "flexiai.client",
+    "StoreHealth": "flexiai.circuit_breaker",
     "load_config": "flexiai.config",
     "deadline": "flexiai._deadline",
     "BreakerSnapshot": "flexiai.circuit_breaker",
@@ -68,6 +75,7 @@ _HOMES = {
             "CircuitBreakerConfig",
             "FlexiAIConfig",
             "ProviderConfig",
+            "ResponseMeta",
             "RetryConfig",
             "SyncConfig",
             "UnifiedResponse",

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from flexiai._clock import Clock, SystemClock
 from flexiai._deadline import remaining_time
-from flexiai._hooks import (
+from flexiai.events import (
     BreakerChanged,
     FailedOver,
     Listener,
@@ -29,10 +29,11 @@ from flexiai._hooks import (
 )
 from flexiai._retry import full_jitter_backoff
 from flexiai._secrets import api_key_source
-from flexiai.circuit_breaker import CircuitBreaker, CircuitState, StateChange
+from flexiai.circuit_breaker import BreakerSnapshot, CircuitBreaker, CircuitState, StoreHealth
 from flexiai.exceptions import (
     AllProvidersFailedError,
     AttemptRecord,
+    CircuitOpenError,
     DeadlineExceededError,
     InvalidRequestError,
     ProviderError,
@@ -40,9 +41,9 @@ from flexiai.exceptions import (
     SecretResolutionError,
 )
 from flexiai.models import ChatMessage, FlexiAIConfig, ProviderConfig, UnifiedResponse
-from flexiai.sync.backends.base import SyncBackend
-from flexiai.sync.backends.memory import MemorySyncBackend
-from flexiai.sync.manager import StateSyncManager
+from flexiai.circuit_breaker.stores.base import SyncBackend
+from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
+from flexiai.circuit_breaker._sharing import StateSyncManager
 
 if TYPE_CHECKING:
     import httpx
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from flexiai.providers._http import HttpPool
     from flexiai.providers.base import ChatRequest, Provider
 
-__all__ = ["FlexiAI"]
+__all__ = ["FlexiAI", "ProviderStatus"]
 
 logger = logging.getLogger("flexiai.client")
 
@@ -66,6 +67,38 @@ class _Call:
 @dataclass(frozen=True, slots=True)
 class _Sleep:
     seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    """One provider as ``get_provider_status()`` reports it. ``status["state"]`` and the
+    other keys of ``as_dict()`` still read as in flexiai 0.1, whose status was a dict."""
+
+    provider: str
+    kind: str
+    model: str
+    priority: int | None
+    breaker: BreakerSnapshot
+
+    @property
+    def state(self) -> CircuitState:
+        return self.breaker.state
+
+    @property
+    def healthy(self) -> bool:
+        return self.breaker.state is CircuitState.CLOSED
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            "priority": self.priority,
+            **self.breaker.as_dict(),
+            "healthy": self.healthy,
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_dict()[key]
 
 
 _Outcome = UnifiedResponse | ProviderError | SecretResolutionError
@@ -144,7 +177,7 @@ class FlexiAI:
             return MemorySyncBackend(clock=self._clock)  # private: this client's own breakers
         if sync.backend == "memory":
             return MemorySyncBackend(namespace=sync.key_prefix, clock=self._clock)
-        from flexiai.sync.backends.redis import RedisSyncBackend
+        from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 
         return RedisSyncBackend(sync)
 
@@ -159,7 +192,7 @@ class FlexiAI:
         return self._state.worker_id
 
     def add_listener(self, listener: Listener) -> None:
-        """Receive ``flexiai._hooks`` events: calls, failovers and breaker changes."""
+        """Receive ``flexiai.events`` events: calls, failovers and breaker changes."""
         self._listeners.append(listener)
 
     def generate(
@@ -252,21 +285,26 @@ class FlexiAI:
             except (ProviderError, SecretResolutionError) as exc:
                 outcome = exc
 
-    def get_provider_status(self) -> dict[str, dict[str, Any]]:
-        """Every provider's breaker as this worker sees it (refreshed from the store first)."""
+    def get_provider_status(self) -> dict[str, ProviderStatus]:
+        """Every provider's breaker as this worker sees it (refreshed from the store first),
+        in priority order."""
         if self.config.sync.enabled:
             self._state.refresh()
-        status: dict[str, dict[str, Any]] = {}
-        for p in self.config.providers:
-            snap = self._breakers[p.name].snapshot()
-            status[p.name] = {
-                "kind": p.kind,
-                "model": p.model,
-                "priority": p.priority,
-                **snap.as_dict(),
-                "healthy": snap.state is CircuitState.CLOSED,
-            }
-        return status
+        return {
+            p.name: ProviderStatus(
+                provider=p.name,
+                kind=p.provider_kind,
+                model=p.model,
+                priority=p.priority,
+                breaker=self._breakers[p.name].snapshot(),
+            )
+            for p in self.config.providers
+        }
+
+    def store_health(self) -> StoreHealth:
+        """How this worker's link to the shared breaker store is doing (one PING when
+        shared). With sync off it reports the process's own memory store."""
+        return self._state.health()
 
     def refresh_breakers(self) -> bool:
         """Read every provider's shared state now (one round trip); the Lambda middleware
@@ -365,11 +403,8 @@ class FlexiAI:
                     self._providers[name] = provider
         return provider
 
-    def _on_breaker_change(self, change: StateChange) -> None:
-        notify(
-            self._listeners,
-            BreakerChanged(change.provider, change.old, change.new, change.remote, self.worker_id),
-        )
+    def _on_breaker_change(self, change: BreakerChanged) -> None:
+        notify(self._listeners, change)
 
     def _attempt_timeout(self, provider: ProviderConfig) -> float | None:
         """The timeout for the next attempt, or None if the deadline leaves too little time."""
@@ -394,12 +429,7 @@ class FlexiAI:
             permit = breaker.allow()
             if permit is None:
                 attempts.append(
-                    AttemptRecord(
-                        config.name,
-                        "CircuitOpenError",
-                        f"circuit {breaker.state.value}",
-                        skipped=True,
-                    )
+                    AttemptRecord(config.name, CircuitOpenError(breaker.snapshot()), skipped=True)
                 )
                 gave_up_on.append(config.name)
                 notify(self._listeners, FailedOver(config.name, "circuit_open"))
@@ -419,12 +449,14 @@ class FlexiAI:
                 if isinstance(outcome, UnifiedResponse):
                     breaker.record_success(permit, duration)
                     notify(self._listeners, ProviderCallSucceeded(config.name, latency_ms, calls))
-                    outcome.metadata.update(
-                        provider=config.name,
-                        attempts=calls,
-                        latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
-                        failovers=gave_up_on,
-                        worker_id=self.worker_id,
+                    outcome.metadata = outcome.metadata.model_copy(
+                        update={
+                            "provider": config.name,
+                            "attempts": calls,
+                            "latency_ms": round((self._clock.monotonic() - started) * 1000, 3),
+                            "failovers": gave_up_on,
+                            "worker_id": self.worker_id,
+                        }
                     )
                     return outcome
                 assert outcome is not None
@@ -471,19 +503,16 @@ class FlexiAI:
                 attempts.append(
                     AttemptRecord(
                         config.name,
-                        "DeadlineExceededError",
-                        "not enough time left for an attempt",
+                        DeadlineExceededError(
+                            remaining=max(0.0, deadline_hit or 0.0),
+                            needed=config.shortest_attempt,
+                        ),
                         skipped=True,
                     )
                 )
             else:
                 attempts.append(
-                    AttemptRecord(
-                        config.name,
-                        type(last).__name__,
-                        getattr(last, "message", str(last)),
-                        getattr(last, "status_code", None),
-                    )
+                    AttemptRecord(config.name, last)
                 )
             gave_up_on.append(config.name)
             notify(
@@ -499,7 +528,7 @@ class FlexiAI:
 
     def _earliest_recovery(self, attempts: list[AttemptRecord]) -> float | None:
         """Seconds until the first open breaker may be probed, when all were skipped."""
-        if not attempts or not all(a.error_type == "CircuitOpenError" for a in attempts):
+        if not attempts or not all(isinstance(a.error, CircuitOpenError) for a in attempts):
             return None
         waits = [w for b in self._breakers.values() if (w := b.seconds_until_probe()) is not None]
         return min(waits) if waits else None

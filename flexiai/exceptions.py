@@ -162,13 +162,27 @@ class DeadlineExceededError(FlexiAIError):
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    """What happened to one provider during one request."""
+    """What happened to one provider during one request: the typed error it ended with
+    (``ProviderError``, ``SecretResolutionError``, or for a provider never called,
+    ``CircuitOpenError`` or ``DeadlineExceededError``). Decide with ``isinstance`` on
+    ``error``; ``error_type``, ``message`` and ``status_code`` are for logs and JSON."""
 
     provider: str
-    error_type: str
-    message: str
-    status_code: int | None = None
+    error: FlexiAIError
     skipped: bool = False
+
+    @property
+    def error_type(self) -> str:
+        return type(self.error).__name__
+
+    @property
+    def message(self) -> str:
+        return str(getattr(self.error, "message", self.error))
+
+    @property
+    def status_code(self) -> int | None:
+        status: int | None = getattr(self.error, "status_code", None)
+        return status
 
 
 class AllProvidersFailedError(FlexiAIError):
@@ -192,7 +206,7 @@ class AllProvidersFailedError(FlexiAIError):
     @property
     def all_circuits_open(self) -> bool:
         return bool(self.attempts) and all(
-            a.error_type == "CircuitOpenError" for a in self.attempts
+            isinstance(a.error, CircuitOpenError) for a in self.attempts
         )
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "FailurePolicy",
     "FlexiAIConfig",
     "ProviderConfig",
+    "ResponseMeta",
     "RetryConfig",
     "SyncConfig",
     "UnifiedResponse",
@@ -325,16 +326,38 @@ class Usage(BaseModel):
     total_tokens: int = 0
 
 
-class UnifiedResponse(BaseModel):
-    """One answer, whichever provider gave it.
+class ResponseMeta(BaseModel):
+    """How an answer was obtained. Read it as attributes (``meta.attempts``) or, as the
+    deployment guide does, by key (``meta["provider"]``, ``meta.get("provider")``)."""
 
-    ``metadata`` always holds ``provider``, ``attempts`` (provider calls made for this request,
-    retries included) and ``latency_ms``; ``failovers`` lists the providers given up on first.
-    """
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str = ""
+    #: Provider calls made for this request, retries included.
+    attempts: int = 0
+    #: The whole request, failovers and backoff included.
+    latency_ms: float = 0.0
+    #: The answering provider's own call.
+    provider_latency_ms: float | None = None
+    #: Providers given up on (failed or skipped) before the one that answered.
+    failovers: list[str] = Field(default_factory=list)
+    worker_id: str = ""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in type(self).model_fields else default
+
+
+class UnifiedResponse(BaseModel):
+    """One answer, whichever provider gave it; ``metadata`` says how it was obtained."""
 
     content: str
     model: str
     provider: str
     usage: Usage = Field(default_factory=Usage)
     finish_reason: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: ResponseMeta = Field(default_factory=ResponseMeta)

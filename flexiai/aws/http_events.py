@@ -279,7 +279,7 @@ def error_response(
 def _ran_out_of_time(exc: AllProvidersFailedError, client: FlexiAI) -> bool:
     """True when the deadline, not the providers, ended the request: a provider was skipped
     for lack of time, or too little time is left for any provider's shortest attempt."""
-    if any(a.error_type == DeadlineExceededError.__name__ for a in exc.attempts):
+    if any(isinstance(a.error, DeadlineExceededError) for a in exc.attempts):
         return True
     left = remaining_time()
     if left is None:
@@ -292,24 +292,24 @@ def breaker_status_response(client: FlexiAI, context: Any) -> dict[str, Any]:
     """Every provider's breaker as the fleet shares it, this worker's id and the store's
     health (a ``PING`` of the shared store, when sync is enabled)."""
     providers = client.get_provider_status()  # reads the store first, when sync is on
-    manager = client._sync_manager  # public in the deployment guide: None when sync is off
-    if manager is None:
+    if not client.config.sync.enabled:
         backend: dict[str, Any] = {"enabled": False, "shared": False, "healthy": True}
     else:
+        health = client.store_health()
         backend = {
             "enabled": True,
-            "name": manager.backend.name,
-            "mode": manager.mode,
-            "shared": manager.shared,
-            "healthy": manager.health_check(),
-            "degraded": manager.degraded,
+            "name": health.backend,
+            "mode": health.mode,
+            "shared": health.shared,
+            "healthy": health.healthy,
+            "degraded": health.degraded,
         }
     return json_response(
         200,
         {
             "worker_id": client.worker_id,
             "backend": backend,
-            "providers": providers,
+            "providers": {name: status.as_dict() for name, status in providers.items()},
             "request_id": _request_id(context),
         },
     )

@@ -74,7 +74,7 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
 from aws_lambda_powertools.middleware_factory import lambda_handler_decorator
 
 from flexiai._deadline import deadline
-from flexiai._hooks import (
+from flexiai.events import (
     BreakerChanged,
     ClientEvent,
     FailedOver,

@@ -17,19 +17,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from flexiai._clock import Clock, epoch_ms
+from flexiai._clock import Clock
 from flexiai.circuit_breaker._machine import NO_TALLY, Op, Policy, Tally, Transition, admission
 from flexiai.circuit_breaker._record import BreakerRecord, BreakerSnapshot, CircuitState
+from flexiai.events import BreakerChanged
 from flexiai.exceptions import ProviderError
 from flexiai.models import CircuitBreakerConfig, FailurePolicy
 
-__all__ = ["BreakerStore", "CircuitBreaker", "Permit", "StateChange"]
+__all__ = ["BreakerStore", "CircuitBreaker", "Permit"]
 
 logger = logging.getLogger("flexiai.circuit_breaker")
 
 
 class BreakerStore(Protocol):
-    """What a breaker needs from ``StateSyncManager``: one atomic operation at a time."""
+    """What a breaker needs from ``StateSyncManager``: one atomic operation at a time, the
+    store's clock, and the worker's name."""
+
+    worker_id: str
+
+    def store_now(self) -> int:
+        """The store's clock in milliseconds, without I/O."""
+        ...
 
     def transition(
         self,
@@ -53,17 +61,6 @@ class Permit:
     probe: bool
 
 
-@dataclass(frozen=True, slots=True)
-class StateChange:
-    """A breaker changed state, locally or because another worker said so."""
-
-    provider: str
-    old: CircuitState
-    new: CircuitState
-    record: BreakerRecord
-    remote: bool
-
-
 def default_failure_policy(exc: BaseException) -> bool:
     return isinstance(exc, ProviderError) and exc.counts_toward_breaker
 
@@ -85,7 +82,7 @@ class CircuitBreaker:
         store: BreakerStore,
         clock: Clock,
         *,
-        on_change: Callable[[StateChange], None] | None = None,
+        on_change: Callable[[BreakerChanged], None] | None = None,
     ) -> None:
         self.provider = provider
         self.policy = Policy.from_config(config)
@@ -95,9 +92,6 @@ class CircuitBreaker:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._view = BreakerRecord()
-        # store clock minus local clock (ms), so OPEN-until times written by Redis TIME can
-        # be compared with the local clock without trusting it to agree with the server.
-        self._offset = 0
         # This worker's calls not yet sent to the store (see take_tally).
         self._successes = 0
         self._slow = 0
@@ -105,8 +99,9 @@ class CircuitBreaker:
 
     # -- decisions -------------------------------------------------------------------
     def store_now(self) -> int:
-        """The store's clock, in milliseconds, as this worker last measured it."""
-        return epoch_ms(self._clock) + self._offset
+        """The store's clock, in milliseconds: OPEN-until times written with Redis TIME are
+        compared with it, never with this host's clock."""
+        return self._store.store_now()
 
     def allow(self) -> Permit | None:
         """A permit to call, or None when the breaker (as the store sees it) says skip."""
@@ -193,23 +188,19 @@ class CircuitBreaker:
         return max(0.0, (self._view.open_until - self.store_now()) / 1000)
 
     def _apply_own(self, result: Transition) -> Transition:
-        self._update(result.record, result.now, remote=False, force=False)
+        self._update(result.record, remote=False, force=False)
         return result
 
-    def apply_remote(self, record: BreakerRecord, store_now: int | None) -> None:
+    def apply_remote(self, record: BreakerRecord) -> None:
         """Another worker's event: applied only if newer than what we have."""
-        self._update(record, store_now, remote=True, force=False)
+        self._update(record, remote=True, force=False)
 
-    def apply_snapshot(self, record: BreakerRecord, store_now: int) -> None:
+    def apply_snapshot(self, record: BreakerRecord) -> None:
         """A fresh read of the store is authoritative (it also sees expired and reset keys)."""
-        self._update(record, store_now, remote=True, force=True)
+        self._update(record, remote=True, force=True)
 
-    def _update(
-        self, record: BreakerRecord, store_now: int | None, *, remote: bool, force: bool
-    ) -> None:
+    def _update(self, record: BreakerRecord, *, remote: bool, force: bool) -> None:
         with self._lock:
-            if store_now is not None:
-                self._offset = store_now - epoch_ms(self._clock)
             old = self._view
             if not force and record.version < old.version:
                 return
@@ -221,7 +212,9 @@ class CircuitBreaker:
                 self._successes = self._slow = 0
                 self._last_success = None
         if old.state is not record.state:
-            change = StateChange(self.provider, old.state, record.state, record, remote)
+            change = BreakerChanged(
+                self.provider, old.state, record.state, remote, self._store.worker_id, record
+            )
             verb = {"OPEN": "opened", "CLOSED": "closed", "HALF_OPEN": "half-open"}
             logger.info(
                 "Circuit %s for provider %s%s",

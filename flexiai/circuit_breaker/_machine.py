@@ -1,7 +1,7 @@
 """The breaker's state machine as pure functions of (record, operation, policy, now).
 
 No I/O and no clock: the memory store calls ``transition`` under a lock, and the Redis
-store runs the same rules in Lua (``sync/backends/lua/breaker.lua``); one contract test
+store runs the same rules in Lua (``circuit_breaker/stores/lua/breaker.lua``); one contract test
 suite holds both to this module's behaviour. Times are integer milliseconds.
 
     CLOSED --failure rate >= failure_rate_threshold over failure_window,

@@ -5,7 +5,7 @@ memory. Every time in it is an integer number of milliseconds on the *store's* c
 ``TIME``), so workers' clocks never have to agree and the Lua twin needs no float format.
 
 The stored JSON (``to_json``) is compact, in field order, integers only (``buckets`` is a
-list of ``[start, calls, failures, slow]``); ``sync/backends/lua/breaker.lua`` builds the
+list of ``[start, calls, failures, slow]``); ``circuit_breaker/stores/lua/breaker.lua`` builds the
 same bytes by hand, and an event carries exactly these bytes, so there is one encoding:
 
     {"schema":2,"state":"CLOSED","version":7,"run":1,"run_started_at":1764180000123,

@@ -136,7 +136,7 @@ def _check_redis(url: str) -> str:
     from redis.exceptions import RedisError
 
     from flexiai.models import SyncConfig
-    from flexiai.sync.backends import _redis_connect
+    from flexiai.circuit_breaker.stores import _redis_connect
 
     try:
         config = SyncConfig(

@@ -30,7 +30,7 @@ from flexiai.cli import CommandError
 if TYPE_CHECKING:
     from flexiai.circuit_breaker import BreakerRecord, WindowCounts
     from flexiai.models import FlexiAIConfig, SyncConfig
-    from flexiai.sync.backends.redis import RedisSyncBackend
+    from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 
 __all__ = ["add_arguments", "run"]
 
@@ -167,8 +167,8 @@ def _store(sync: SyncConfig) -> Iterator[RedisSyncBackend]:
     from redis.exceptions import RedisClusterException, RedisError
 
     from flexiai.exceptions import ConfigError, StateStoreError
-    from flexiai.sync.backends import _redis_connect
-    from flexiai.sync.backends.redis import RedisSyncBackend
+    from flexiai.circuit_breaker.stores import _redis_connect
+    from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 
     where = _redis_connect.describe(sync)
     try:
@@ -193,7 +193,7 @@ def _store(sync: SyncConfig) -> Iterator[RedisSyncBackend]:
 @contextlib.contextmanager
 def _client(sync: SyncConfig) -> Iterator[Any]:
     """The process's redis-py client for ``sync`` (the one the backend uses, too)."""
-    from flexiai.sync.backends import _redis_connect
+    from flexiai.circuit_breaker.stores import _redis_connect
 
     lease = _redis_connect.acquire(sync)
     try:
@@ -481,7 +481,7 @@ def _reset(args: argparse.Namespace) -> int:
 
 def format_event(payload: Any, *, as_json: bool) -> str:
     """One line for one message on the channel; a malformed message is shown, not raised."""
-    from flexiai.sync.events import decode_event
+    from flexiai.circuit_breaker._wire import decode_event
 
     try:
         event = decode_event(payload)

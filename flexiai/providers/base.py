@@ -327,7 +327,8 @@ class HttpProvider(Provider):
                 provider=self.name,
                 status_code=status,
             ) from None
-        result.metadata.setdefault("provider_latency_ms", (time.perf_counter() - started) * 1000)
+        latency_ms = (time.perf_counter() - started) * 1000
+        result.metadata = result.metadata.model_copy(update={"provider_latency_ms": latency_ms})
         return result
 
     def classify_error(self, response: httpx.Response, body: Any) -> ProviderError:

@@ -169,7 +169,8 @@ class BedrockProvider(Provider):
         with attempt_deadline(timeout), self._botocore_errors(response=True):
             raw = client.converse(**kwargs)
         result = self.parse_response(raw)
-        result.metadata.setdefault("provider_latency_ms", (time.perf_counter() - started) * 1000)
+        latency_ms = (time.perf_counter() - started) * 1000
+        result.metadata = result.metadata.model_copy(update={"provider_latency_ms": latency_ms})
         return result
 
     async def acomplete(self, request: ChatRequest, *, timeout: float) -> UnifiedResponse:

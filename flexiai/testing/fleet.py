@@ -1224,7 +1224,7 @@ class _PeerClient:
 
 
 def _worker(spec_path: str, index: int) -> int:
-    from flexiai._hooks import BreakerChanged, ClientEvent
+    from flexiai.events import BreakerChanged, ClientEvent
     from flexiai.client import FlexiAI
     from flexiai.exceptions import FlexiAIError
 

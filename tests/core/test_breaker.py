@@ -11,8 +11,8 @@ from flexiai.circuit_breaker._machine import admission, transition
 from flexiai.circuit_breaker._record import BreakerRecord
 from flexiai.exceptions import InvalidRequestError, ProviderServerError
 from flexiai.models import CircuitBreakerConfig
-from flexiai.sync.backends.memory import MemorySyncBackend
-from flexiai.sync.manager import StateSyncManager
+from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
+from flexiai.circuit_breaker._sharing import StateSyncManager
 from flexiai.testing.clock import FakeClock
 
 
@@ -138,7 +138,7 @@ def test_half_open_admits_at_most_max_calls_in_flight_from_many_threads() -> Non
     ]
     fail(breakers[0])
     for b in breakers[1:]:
-        b.apply_snapshot(breakers[0].record, int(clock.now() * 1000))
+        b.apply_snapshot(breakers[0].record)
     clock.advance(6)
     barrier = threading.Barrier(len(breakers))
     permits: list[object] = []
@@ -203,23 +203,24 @@ def test_stale_remote_events_are_ignored() -> None:
     breaker = make_breaker(clock, failure_threshold=1)
     fail(breaker)
     newer = breaker.record
-    breaker.apply_remote(BreakerRecord(version=newer.version - 1), int(clock.now() * 1000))
+    breaker.apply_remote(BreakerRecord(version=newer.version - 1))
     assert breaker.record == newer
-    breaker.apply_remote(newer.replace(version=newer.version + 1, state=CircuitState.CLOSED), None)
+    breaker.apply_remote(newer.replace(version=newer.version + 1, state=CircuitState.CLOSED))
     assert breaker.state is CircuitState.CLOSED
 
 
 def test_admission_compares_times_on_the_store_clock() -> None:
     """A worker whose clock is an hour behind still sees recovery at the store's time."""
-    clock = FakeClock(start=1_000.0)
-    breaker = make_breaker(clock, failure_threshold=1, recovery_timeout=10)
-    store_now = 1_000.0 + 3600
+    local, store_clock = FakeClock(start=1_000.0), FakeClock(start=1_000.0 + 3600)
+    manager = StateSyncManager(MemorySyncBackend(clock=store_clock), clock=local)
+    breaker = make_breaker(local, manager, failure_threshold=1, recovery_timeout=10)
+    store_now = int(store_clock.now() * 1000)
     opened = BreakerRecord(
-        state=CircuitState.OPEN, opened_at=store_now, open_until=store_now + 10, version=3
+        state=CircuitState.OPEN, opened_at=store_now, open_until=store_now + 10_000, version=3
     )
-    breaker.apply_snapshot(opened, store_now)
+    breaker.apply_snapshot(opened)
     assert admission(breaker.record, breaker.policy, breaker.store_now()) == "skip"
-    clock.advance(10)
+    store_clock.advance(10)
     assert admission(breaker.record, breaker.policy, breaker.store_now()) == "probe"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import flexiai
 from flexiai import FlexiAI
-from flexiai._hooks import BreakerChanged, FailedOver
+from flexiai.events import BreakerChanged, FailedOver
 from flexiai.circuit_breaker import CircuitState
 from flexiai.exceptions import (
     AllProvidersFailedError,

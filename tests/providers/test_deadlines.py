@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from flexiai import FlexiAI
-from flexiai._hooks import ClientEvent, ProviderCallFailed
+from flexiai.events import ClientEvent, ProviderCallFailed
 from flexiai.exceptions import ProviderTimeout
 from flexiai.models import FlexiAIConfig, ProviderConfig, RetryConfig
 from flexiai.providers._http import HttpPool

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from flexiai import FlexiAI
-from flexiai._hooks import ClientEvent, ProviderCallFailed
+from flexiai.events import ClientEvent, ProviderCallFailed
 from flexiai.exceptions import (
     InvalidRequestError,
     MalformedResponseError,

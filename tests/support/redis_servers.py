@@ -49,7 +49,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
 
 #: The least-privilege user the backend needs (found by removing rules until something
-#: broke; tests/sync/test_topologies.py proves every one is needed and enough):
+#: broke; tests/circuit_breaker/test_topologies.py proves every one is needed and enough):
 #: EVALSHA runs the transition script and SCRIPT LOAD loads it after NOSCRIPT; inside it
 #: TIME, GET, SET (which also overwrites garbage of any type) and PUBLISH; MGET reads every
 #: record for a snapshot and TIME measures the clock offset; SUBSCRIBE for the event

@@ -1,7 +1,8 @@
-"""What a client reports to listeners (the Lambda middleware's logs and metrics, or yours).
+"""What a client reports to listeners: ``FlexiAI.add_listener(fn)`` calls ``fn`` with each
+of these, synchronously. The Lambda middleware's logs and metrics are such a listener.
 
-Listeners are called synchronously; an exception in one is logged and swallowed, so
-bookkeeping can never replace a provider's answer or its real error.
+An exception in a listener is logged and swallowed, so bookkeeping can never replace a
+provider's answer or its real error.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flexiai.circuit_breaker._record import CircuitState
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flexiai.circuit_breaker._record import BreakerRecord, CircuitState
 
 __all__ = [
     "BreakerChanged",
@@ -51,11 +55,15 @@ class FailedOver:
 
 @dataclass(frozen=True, slots=True)
 class BreakerChanged:
+    """A breaker changed state in this worker's view: by this worker's own call
+    (``remote=False``), or because the store or another worker said so."""
+
     provider: str
     old: CircuitState
     new: CircuitState
     remote: bool
     worker_id: str
+    record: BreakerRecord
 
 
 ClientEvent = ProviderCallSucceeded | ProviderCallFailed | FailedOver | BreakerChanged
@@ -63,6 +71,7 @@ Listener = Callable[[ClientEvent], None]
 
 
 def notify(listeners: list[Listener], event: ClientEvent) -> None:
+    """Call every listener; one that raises is logged and skipped."""
     for listener in listeners:
         try:
             listener(event)

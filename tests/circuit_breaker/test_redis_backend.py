@@ -15,11 +15,11 @@ import pytest
 from flexiai.circuit_breaker._machine import EventType, Op
 from flexiai.circuit_breaker._record import CircuitState
 from flexiai.exceptions import StateStoreError
-from flexiai.sync.backends import _redis_connect
-from flexiai.sync.backends.redis import RedisSyncBackend, state_key, state_key_pattern
+from flexiai.circuit_breaker.stores import _redis_connect
+from flexiai.circuit_breaker.stores.redis import RedisSyncBackend, state_key, state_key_pattern
 from tests.support.redis_fixtures import sync_config_for
 from tests.support.redis_servers import RedisProcess, free_port
-from tests.sync.conftest import policy
+from tests.circuit_breaker.conftest import policy
 
 
 def connected_clients(server: RedisProcess) -> int:
@@ -34,7 +34,7 @@ def test_importing_and_constructing_imports_no_redis_module() -> None:
     code = (
         "import sys\n"
         "from flexiai.models import SyncConfig\n"
-        "from flexiai.sync.backends.redis import RedisSyncBackend\n"
+        "from flexiai.circuit_breaker.stores.redis import RedisSyncBackend\n"
         "RedisSyncBackend(SyncConfig(redis_cluster=True, redis_port=1))\n"
         "RedisSyncBackend(SyncConfig(redis_sentinels=['127.0.0.1:1'], redis_sentinel_service='m'))\n"
         "loaded = sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.'))\n"

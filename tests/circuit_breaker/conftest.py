@@ -16,10 +16,10 @@ import pytest
 from flexiai._clock import epoch_ms
 from flexiai.circuit_breaker._machine import Policy
 from flexiai.models import CircuitBreakerConfig, SyncConfig
-from flexiai.sync.backends import _redis_connect
-from flexiai.sync.backends.base import SyncBackend
-from flexiai.sync.backends.memory import MemorySyncBackend
-from flexiai.sync.backends.redis import RedisSyncBackend
+from flexiai.circuit_breaker.stores import _redis_connect
+from flexiai.circuit_breaker.stores.base import SyncBackend
+from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
+from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 from flexiai.testing.clock import FakeClock
 from tests.support.redis_fixtures import sync_config_for
 

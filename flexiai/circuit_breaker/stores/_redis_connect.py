@@ -217,7 +217,7 @@ def _build(config: SyncConfig) -> tuple[Any, Callable[[], None]]:
         )
     options.update(url_options)
     if config.redis_iam_auth:
-        from flexiai.sync.backends._iam import ElastiCacheIAMProvider
+        from flexiai.circuit_breaker.stores._iam import ElastiCacheIAMProvider
 
         endpoint.update(username=None, password=None)
         options["credential_provider"] = ElastiCacheIAMProvider(

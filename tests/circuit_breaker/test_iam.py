@@ -12,11 +12,11 @@ from botocore.credentials import Credentials
 
 from flexiai.circuit_breaker._machine import Op
 from flexiai.exceptions import ConfigError
-from flexiai.sync.backends._iam import ElastiCacheIAMProvider
-from flexiai.sync.backends.redis import RedisSyncBackend
+from flexiai.circuit_breaker.stores._iam import ElastiCacheIAMProvider
+from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 from flexiai.testing.clock import FakeClock
 from tests.support.redis_fixtures import sync_config_for
-from tests.sync.conftest import policy
+from tests.circuit_breaker.conftest import policy
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from flexiai._clock import Clock, SystemClock, epoch_ms
 from flexiai.circuit_breaker._machine import NO_TALLY, Op, Policy, Tally, Transition, transition
 from flexiai.circuit_breaker._record import BreakerRecord
-from flexiai.sync.backends.base import EventHandler, StoreSnapshot, SyncBackend
-from flexiai.sync.events import SyncEvent
+from flexiai.circuit_breaker.stores.base import EventHandler, StoreSnapshot, SyncBackend
+from flexiai.circuit_breaker._wire import SyncEvent
 
 __all__ = ["MemorySyncBackend"]
 
@@ -57,6 +57,9 @@ class MemorySyncBackend(SyncBackend):
         with self._hub.lock:
             records = {p: self._hub.records.get(p, BreakerRecord()) for p in providers}
         return StoreSnapshot(records=records, now=epoch_ms(self._clock))
+
+    def now(self) -> int:
+        return epoch_ms(self._clock)
 
     def seed(self, records: dict[str, BreakerRecord]) -> None:
         """Start from known state (the last view of Redis) when taking over as a fallback."""

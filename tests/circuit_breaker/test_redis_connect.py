@@ -7,7 +7,7 @@ import redis
 from redis.backoff import NoBackoff
 
 from flexiai.models import SyncConfig
-from flexiai.sync.backends import _redis_connect
+from flexiai.circuit_breaker.stores import _redis_connect
 
 
 def kwargs_of(lease: _redis_connect.ClientLease) -> dict:
@@ -109,7 +109,7 @@ def test_sentinel_settings(lease_of) -> None:
 
 
 def test_iam_uses_a_credential_provider_and_tls(lease_of) -> None:
-    from flexiai.sync.backends._iam import ElastiCacheIAMProvider
+    from flexiai.circuit_breaker.stores._iam import ElastiCacheIAMProvider
 
     kwargs = kwargs_of(
         lease_of(

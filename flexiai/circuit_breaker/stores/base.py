@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from flexiai.circuit_breaker._machine import NO_TALLY, Op, Policy, Tally, Transition
 from flexiai.circuit_breaker._record import BreakerRecord
-from flexiai.sync.events import SyncEvent
+from flexiai.circuit_breaker._wire import SyncEvent
 
 __all__ = ["EventHandler", "StoreSnapshot", "SyncBackend"]
 
@@ -69,6 +69,10 @@ class SyncBackend(ABC):
     ) -> StoreSnapshot:
         """Add each provider's tally to its window, all at once (one round trip), and return
         the records of those providers and of ``read``."""
+
+    @abstractmethod
+    def now(self) -> int:
+        """The store's clock in milliseconds, as this backend last measured it: no I/O."""
 
     @abstractmethod
     def subscribe(self, handler: EventHandler, on_connect: Callable[[], None]) -> None:

@@ -16,8 +16,8 @@ import pytest
 
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Tally, transition
 from flexiai.circuit_breaker._record import BreakerRecord
-from flexiai.sync.events import SyncEvent, encode_event
-from tests.sync.conftest import Store, policy
+from flexiai.circuit_breaker._wire import SyncEvent, encode_event
+from tests.circuit_breaker.conftest import Store, policy
 
 # Durations of a few milliseconds to seconds, so the steps below cross every deadline.
 TINY = policy(

@@ -402,7 +402,7 @@ for i, key in ipairs(KEYS) do
   end
   flags = flags .. (granted and '1' or '0') .. (invalid and '1' or '0')
   if event ~= '' and channel ~= '' then
-    -- flexiai.sync.events wire format: the record inside is the stored JSON.
+    -- flexiai.circuit_breaker._wire wire format: the record inside is the stored JSON.
     redis.call('PUBLISH', channel, '{"v":2,"type":"' .. event .. '","provider":'
       .. json_string(provider) .. ',"worker_id":' .. json_string(worker_id) .. ',"ts":'
       .. n(now) .. ',"record":' .. json .. '}')

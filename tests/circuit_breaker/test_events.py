@@ -10,9 +10,9 @@ import time
 import pytest
 
 from flexiai.circuit_breaker._machine import EventType, Op
-from flexiai.sync.events import SyncEvent
+from flexiai.circuit_breaker._wire import SyncEvent
 from tests.support.redis_fixtures import sync_config_for
-from tests.sync.conftest import policy, wait_until
+from tests.circuit_breaker.conftest import policy, wait_until
 
 
 class Listener:

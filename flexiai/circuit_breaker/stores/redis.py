@@ -2,7 +2,7 @@
 
     {prefix}:state:{provider}     string, BreakerRecord.to_json(), TTL state_ttl after the
                                   record's last deadline (``GET flexiai:state:openai``)
-    {channel}                     pub/sub, one flexiai.sync.events JSON message per event
+    {channel}                     pub/sub, one flexiai.circuit_breaker._wire JSON message per event
 
 Every operation (a failure with its tally, a probe, a trip, a reset) is one Lua script run
 with EVALSHA: ``lua/breaker.lua`` applies ``circuit_breaker._machine`` atomically with the
@@ -42,14 +42,14 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar
 
-from flexiai._clock import Clock, SystemClock
+from flexiai._clock import Clock, SystemClock, epoch_ms
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
 from flexiai.circuit_breaker._record import BreakerRecord
 from flexiai.exceptions import StateStoreError
 from flexiai.models import SyncConfig
-from flexiai.sync.backends import _redis_connect
-from flexiai.sync.backends.base import EventHandler, StoreSnapshot, SyncBackend
-from flexiai.sync.events import decode_event
+from flexiai.circuit_breaker.stores import _redis_connect
+from flexiai.circuit_breaker.stores.base import EventHandler, StoreSnapshot, SyncBackend
+from flexiai.circuit_breaker._wire import decode_event
 
 __all__ = ["RedisSyncBackend", "state_key", "state_key_pattern"]
 
@@ -97,7 +97,7 @@ def state_key_pattern(prefix: str, cluster: bool) -> str:
 
 @cache
 def _script_source(name: str) -> str:
-    return (importlib.resources.files("flexiai.sync.backends") / "lua" / name).read_text("utf-8")
+    return (importlib.resources.files("flexiai.circuit_breaker.stores") / "lua" / name).read_text("utf-8")
 
 
 def _text(value: Any) -> str:
@@ -198,8 +198,8 @@ class RedisSyncBackend(SyncBackend):
         tally: Tally = NO_TALLY,
         publish: bool = True,
     ) -> Transition:
-        age = "-" if open_for is None else str(open_for)
-        spec = f"{op.value} {tally.wire} {age}"
+        duration = "-" if open_for is None else str(open_for)
+        spec = f"{op.value} {tally.wire} {duration}"
         args = self._script_args(policy, worker_id, publish=publish)
         args += [provider, spec]
         keys = [self.key_for(provider)]
@@ -378,9 +378,19 @@ class RedisSyncBackend(SyncBackend):
                 found += [url_password, unquote(url_password)]
         return found
 
+    def now(self) -> int:
+        """The server's clock from the last measured offset; the local wall clock until the
+        first measurement (the first load or transition makes one)."""
+        if self._store_clock is not None:
+            return self._store_clock()
+        sync = self._clock_sync
+        if sync is None:
+            return epoch_ms(self._clock)
+        return max(int((self._clock.monotonic() + sync[0]) * 1000), self._latest_now)
+
     def _server_now(self, client: Any, keys: Sequence[str]) -> int:
-        """The server's clock now: the local wall clock plus the measured offset, measured
-        again (one TIME round trip) when missing or older than ``_CLOCK_RESAMPLE``."""
+        """The server's clock now: the local monotonic clock plus the measured offset,
+        measured again (one TIME round trip) when missing or older than ``_CLOCK_RESAMPLE``."""
         sync = self._clock_sync
         if sync is None or self._clock.monotonic() - sync[1] >= _CLOCK_RESAMPLE:
             options: dict[str, Any] = {}
@@ -393,8 +403,7 @@ class RedisSyncBackend(SyncBackend):
             self._measured(int(seconds) * 1000 + int(micros) // 1000, before, after)
             sync = self._clock_sync
             assert sync is not None
-        now = int((self._clock.monotonic() + sync[0]) * 1000)
-        return max(now, self._latest_now)
+        return self.now()
 
     def _measured(self, server_now: int, before: float, after: float) -> None:
         """One reading of the server's clock (ms), taken between two local monotonic times:

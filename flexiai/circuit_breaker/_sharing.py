@@ -27,23 +27,43 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
-from flexiai._clock import Clock, SystemClock
+from dataclasses import dataclass
+
+from flexiai._clock import Clock, SystemClock, epoch_ms
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
 from flexiai.exceptions import StateStoreError
 from flexiai.models import CircuitBreakerConfig
-from flexiai.sync.backends.base import StoreSnapshot, SyncBackend
-from flexiai.sync.backends.memory import MemorySyncBackend
-from flexiai.sync.events import SyncEvent
+from flexiai.circuit_breaker.stores.base import StoreSnapshot, SyncBackend
+from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
+from flexiai.circuit_breaker._wire import SyncEvent
 
 if TYPE_CHECKING:
     from flexiai.circuit_breaker._breaker import CircuitBreaker
 
-__all__ = ["StateSyncManager", "generate_worker_id"]
+__all__ = ["StateSyncManager", "StoreHealth", "generate_worker_id"]
 
 logger = logging.getLogger("flexiai.sync.manager")
 
 SyncMode = Literal["pubsub", "snapshot"]
 _BROADCAST = (EventType.OPENED, EventType.CLOSED, EventType.HALF_OPEN)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """How this worker's link to the breaker store is doing (``FlexiAI.store_health()``).
+
+    ``shared``: the state is shared with other processes right now (False with sync off,
+    with the memory backend, and while degraded); ``healthy``: the store answered a PING
+    just now and the subscriber, if any, is connected."""
+
+    backend: str
+    mode: str
+    shared: bool
+    healthy: bool
+    degraded: bool
+    worker_id: str
+    fallbacks: int
+    reconnects: int
 
 
 def generate_worker_id() -> str:
@@ -96,6 +116,13 @@ class StateSyncManager:
     @property
     def degraded(self) -> bool:
         return self._degraded_until is not None
+
+    def store_now(self) -> int:
+        """The store's clock in milliseconds, without I/O (the local clock while degraded:
+        the local fallback store writes with it)."""
+        if self._degraded_until is None:
+            return self.backend.now()
+        return epoch_ms(self._clock)
 
     # -- the request path --------------------------------------------------------------
     def before_request(self) -> None:
@@ -212,7 +239,7 @@ class StateSyncManager:
         for name, record in snapshot.records.items():
             breaker = self._breakers.get(name)
             if breaker is not None:
-                breaker.apply_snapshot(record, snapshot.now)
+                breaker.apply_snapshot(record)
 
     # -- events and connections --------------------------------------------------------
     def _start_subscriber(self) -> None:
@@ -234,7 +261,7 @@ class StateSyncManager:
     def _on_event(self, event: SyncEvent) -> None:
         breaker = self._breakers.get(event.provider)
         if breaker is not None:
-            breaker.apply_remote(event.record, event.timestamp)
+            breaker.apply_remote(event.record)
 
     def _degrade(self, exc: BaseException) -> None:
         with self._lock:
@@ -259,6 +286,19 @@ class StateSyncManager:
     # -- health and lifecycle ----------------------------------------------------------
     def health_check(self) -> bool:
         return not self.degraded and self.backend.health_check()
+
+    def health(self) -> StoreHealth:
+        """Every fact about the link at once; ``healthy`` costs one PING when shared."""
+        return StoreHealth(
+            backend=self.backend.name,
+            mode=self.mode,
+            shared=self.shared,
+            healthy=self.health_check(),
+            degraded=self.degraded,
+            worker_id=self.worker_id,
+            fallbacks=self.fallbacks,
+            reconnects=self.reconnects,
+        )
 
     def close(self) -> None:
         """Stop background work, send the counts not yet sent (best effort: one round trip

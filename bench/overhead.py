@@ -56,9 +56,8 @@ class _Path:
 
     def __init__(self, backend: Any, mode: str, max_age: float, flush: float = 1.0) -> None:
         from flexiai._clock import SystemClock
-        from flexiai.circuit_breaker import CircuitBreaker
+        from flexiai.circuit_breaker import CircuitBreaker, StateSyncManager
         from flexiai.models import CircuitBreakerConfig
-        from flexiai.circuit_breaker._sharing import StateSyncManager
 
         clock = SystemClock()
         self.manager = StateSyncManager(
@@ -160,7 +159,7 @@ def run(
 ) -> list[Row]:
     import uuid
 
-    from flexiai.circuit_breaker.stores import _redis_connect
+    from flexiai.circuit_breaker.stores import connections
     from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
     from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 
@@ -183,7 +182,7 @@ def run(
             flush=1e-6,  # every refresh carries the previous request's count
         )
         # The same process-level client the backend uses: only the command differs.
-        lease = _redis_connect.acquire(_sync_config(server_url, "snapshot", 0.0, prefix))
+        lease = connections.acquire(_sync_config(server_url, "snapshot", 0.0, prefix))
         get_client = lease.client
         get_client.set(f"{prefix}:plain", "x" * 64)
 

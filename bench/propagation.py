@@ -40,10 +40,9 @@ def _emit(message: dict[str, Any]) -> None:
 
 def _listen_flexiai(url: str, prefix: str) -> None:
     from flexiai._clock import SystemClock
-    from flexiai.circuit_breaker import CircuitBreaker, StateChange
-    from flexiai.models import CircuitBreakerConfig, SyncConfig
+    from flexiai.circuit_breaker import CircuitBreaker, StateChange, StateSyncManager
     from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
-    from flexiai.circuit_breaker._sharing import StateSyncManager
+    from flexiai.models import CircuitBreakerConfig, SyncConfig
 
     config = SyncConfig(
         enabled=True, redis_url=url, mode="pubsub", key_prefix=prefix, channel=f"{prefix}:events"
@@ -148,8 +147,8 @@ def run(listeners: int = 7, events: int = 300, url: str | None = None) -> list[R
     import redis
 
     from flexiai.circuit_breaker import Op, Policy
-    from flexiai.models import CircuitBreakerConfig, SyncConfig
     from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
+    from flexiai.models import CircuitBreakerConfig, SyncConfig
 
     prefix = f"bench-prop-{uuid.uuid4().hex[:6]}"
     raw_channel = f"{prefix}:raw"

@@ -14,8 +14,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from flexiai._deadline import deadline
-    from flexiai.circuit_breaker import BreakerSnapshot, CircuitState
-    from flexiai.circuit_breaker import StoreHealth
+    from flexiai.circuit_breaker import BreakerSnapshot, CircuitState, StoreHealth
     from flexiai.client import FlexiAI, ProviderStatus
     from flexiai.config import load_config
     from flexiai.exceptions import (

@@ -19,6 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 from flexiai._clock import Clock, SystemClock
 from flexiai._deadline import remaining_time
+from flexiai._retry import full_jitter_backoff
+from flexiai._secrets import api_key_source
+from flexiai.circuit_breaker import (
+    BreakerSnapshot,
+    CircuitBreaker,
+    CircuitState,
+    StateSyncManager,
+    StoreHealth,
+)
+from flexiai.circuit_breaker.stores.base import SyncBackend
+from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
 from flexiai.events import (
     BreakerChanged,
     FailedOver,
@@ -27,9 +38,6 @@ from flexiai.events import (
     ProviderCallSucceeded,
     notify,
 )
-from flexiai._retry import full_jitter_backoff
-from flexiai._secrets import api_key_source
-from flexiai.circuit_breaker import BreakerSnapshot, CircuitBreaker, CircuitState, StoreHealth
 from flexiai.exceptions import (
     AllProvidersFailedError,
     AttemptRecord,
@@ -41,9 +49,6 @@ from flexiai.exceptions import (
     SecretResolutionError,
 )
 from flexiai.models import ChatMessage, FlexiAIConfig, ProviderConfig, UnifiedResponse
-from flexiai.circuit_breaker.stores.base import SyncBackend
-from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
-from flexiai.circuit_breaker._sharing import StateSyncManager
 
 if TYPE_CHECKING:
     import httpx
@@ -511,9 +516,7 @@ class FlexiAI:
                     )
                 )
             else:
-                attempts.append(
-                    AttemptRecord(config.name, last)
-                )
+                attempts.append(AttemptRecord(config.name, last))
             gave_up_on.append(config.name)
             notify(
                 self._listeners,

@@ -74,6 +74,8 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
 from aws_lambda_powertools.middleware_factory import lambda_handler_decorator
 
 from flexiai._deadline import deadline
+from flexiai.aws._invocation import use_client
+from flexiai.circuit_breaker import CircuitState
 from flexiai.events import (
     BreakerChanged,
     ClientEvent,
@@ -81,8 +83,6 @@ from flexiai.events import (
     ProviderCallFailed,
     ProviderCallSucceeded,
 )
-from flexiai.aws._invocation import use_client
-from flexiai.circuit_breaker import CircuitState
 from flexiai.exceptions import ConfigError
 
 if TYPE_CHECKING:

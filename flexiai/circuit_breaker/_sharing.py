@@ -25,17 +25,16 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Literal
-
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from flexiai._clock import Clock, SystemClock, epoch_ms
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
-from flexiai.exceptions import StateStoreError
-from flexiai.models import CircuitBreakerConfig
+from flexiai.circuit_breaker._wire import SyncEvent
 from flexiai.circuit_breaker.stores.base import StoreSnapshot, SyncBackend
 from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
-from flexiai.circuit_breaker._wire import SyncEvent
+from flexiai.exceptions import StateStoreError
+from flexiai.models import CircuitBreakerConfig
 
 if TYPE_CHECKING:
     from flexiai.circuit_breaker._breaker import CircuitBreaker

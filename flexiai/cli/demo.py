@@ -135,8 +135,8 @@ def _check_redis(url: str) -> str:
     from pydantic import SecretStr, ValidationError
     from redis.exceptions import RedisError
 
+    from flexiai.circuit_breaker.stores import connections
     from flexiai.models import SyncConfig
-    from flexiai.circuit_breaker.stores import _redis_connect
 
     try:
         config = SyncConfig(
@@ -149,7 +149,7 @@ def _check_redis(url: str) -> str:
         message = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
         raise CommandError(f"--redis-url: {message}") from None
     try:
-        lease = _redis_connect.acquire(config)  # the workers' own way of connecting
+        lease = connections.acquire(config)  # the workers' own way of connecting
         try:
             lease.client.ping()
         finally:

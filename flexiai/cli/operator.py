@@ -29,8 +29,8 @@ from flexiai.cli import CommandError
 
 if TYPE_CHECKING:
     from flexiai.circuit_breaker import BreakerRecord, WindowCounts
-    from flexiai.models import FlexiAIConfig, SyncConfig
     from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
+    from flexiai.models import FlexiAIConfig, SyncConfig
 
 __all__ = ["add_arguments", "run"]
 
@@ -166,11 +166,11 @@ def _store(sync: SyncConfig) -> Iterator[RedisSyncBackend]:
     """The backend, with every failure of the store turned into a one-line CommandError."""
     from redis.exceptions import RedisClusterException, RedisError
 
-    from flexiai.exceptions import ConfigError, StateStoreError
-    from flexiai.circuit_breaker.stores import _redis_connect
+    from flexiai.circuit_breaker.stores import connections
     from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
+    from flexiai.exceptions import ConfigError, StateStoreError
 
-    where = _redis_connect.describe(sync)
+    where = connections.describe(sync)
     try:
         backend = RedisSyncBackend(sync)
     except ConfigError as exc:
@@ -193,9 +193,9 @@ def _store(sync: SyncConfig) -> Iterator[RedisSyncBackend]:
 @contextlib.contextmanager
 def _client(sync: SyncConfig) -> Iterator[Any]:
     """The process's redis-py client for ``sync`` (the one the backend uses, too)."""
-    from flexiai.circuit_breaker.stores import _redis_connect
+    from flexiai.circuit_breaker.stores import connections
 
-    lease = _redis_connect.acquire(sync)
+    lease = connections.acquire(sync)
     try:
         yield lease.client
     finally:
@@ -481,7 +481,7 @@ def _reset(args: argparse.Namespace) -> int:
 
 def format_event(payload: Any, *, as_json: bool) -> str:
     """One line for one message on the channel; a malformed message is shown, not raised."""
-    from flexiai.circuit_breaker._wire import decode_event
+    from flexiai.circuit_breaker import decode_event
 
     try:
         event = decode_event(payload)

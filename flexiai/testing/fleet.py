@@ -1224,8 +1224,8 @@ class _PeerClient:
 
 
 def _worker(spec_path: str, index: int) -> int:
-    from flexiai.events import BreakerChanged, ClientEvent
     from flexiai.client import FlexiAI
+    from flexiai.events import BreakerChanged, ClientEvent
     from flexiai.exceptions import FlexiAIError
 
     out = _Recorder(sys.stdout)

@@ -20,11 +20,15 @@ from flexiai.aws.http_events import (
     json_response,
     parse_generate_request,
 )
+from flexiai.circuit_breaker import BreakerRecord, BreakerSnapshot, CircuitState
 from flexiai.exceptions import (
     AllProvidersFailedError,
     AttemptRecord,
+    CircuitOpenError,
     DeadlineExceededError,
     InvalidRequestError,
+    ProviderServerError,
+    ProviderTimeout,
 )
 from flexiai.models import FlexiAIConfig, ProviderConfig
 
@@ -216,10 +220,17 @@ def body(response: dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
+def circuit_open(provider: str) -> CircuitOpenError:
+    record = BreakerRecord(state=CircuitState.OPEN)
+    return CircuitOpenError(
+        BreakerSnapshot.from_record(provider, record, shared=False, now=0, window_ms=60_000)
+    )
+
+
 def test_all_breakers_open_is_a_503_with_retry_after_rounded_up(client: FlexiAI) -> None:
     attempts = [
-        AttemptRecord("openai", "CircuitOpenError", "circuit OPEN", skipped=True),
-        AttemptRecord("anthropic", "CircuitOpenError", "circuit OPEN", skipped=True),
+        AttemptRecord("openai", circuit_open("openai"), skipped=True),
+        AttemptRecord("anthropic", circuit_open("anthropic"), skipped=True),
     ]
     response = error_response(AllProvidersFailedError(attempts, retry_after=12.2), client, "r1")
     assert response["statusCode"] == 503
@@ -229,15 +240,17 @@ def test_all_breakers_open_is_a_503_with_retry_after_rounded_up(client: FlexiAI)
 
 
 def test_retry_after_is_never_below_one_second(client: FlexiAI) -> None:
-    attempts = [AttemptRecord("openai", "CircuitOpenError", "circuit OPEN", skipped=True)]
+    attempts = [AttemptRecord("openai", circuit_open("openai"), skipped=True)]
     response = error_response(AllProvidersFailedError(attempts, retry_after=0.0), client, None)
     assert response["headers"]["retry-after"] == "1"
 
 
 def test_failed_providers_are_a_502_listing_each_attempt(client: FlexiAI) -> None:
     attempts = [
-        AttemptRecord("openai", "ProviderServerError", "overloaded", 503),
-        AttemptRecord("anthropic", "CircuitOpenError", "circuit OPEN", skipped=True),
+        AttemptRecord(
+            "openai", ProviderServerError("overloaded", provider="openai", status_code=503)
+        ),
+        AttemptRecord("anthropic", circuit_open("anthropic"), skipped=True),
     ]
     response = error_response(AllProvidersFailedError(attempts), client, None)
     assert response["statusCode"] == 502
@@ -262,15 +275,15 @@ def test_failed_providers_are_a_502_listing_each_attempt(client: FlexiAI) -> Non
 
 def test_a_provider_skipped_for_lack_of_time_makes_it_a_504(client: FlexiAI) -> None:
     attempts = [
-        AttemptRecord("openai", "ProviderTimeout", "timed out"),
-        AttemptRecord("anthropic", "DeadlineExceededError", "not enough time", skipped=True),
+        AttemptRecord("openai", ProviderTimeout("timed out", provider="openai")),
+        AttemptRecord("anthropic", DeadlineExceededError(remaining=0.2, needed=1.0), skipped=True),
     ]
     response = error_response(AllProvidersFailedError(attempts), client, None)
     assert response["statusCode"] == 504
 
 
 def test_a_timeout_with_no_time_left_for_another_attempt_is_a_504(client: FlexiAI) -> None:
-    attempts = [AttemptRecord("openai", "ProviderTimeout", "timed out")]
+    attempts = [AttemptRecord("openai", ProviderTimeout("timed out", provider="openai"))]
     with deadline(0.5):  # less than the shortest attempt (openai's min_timeout, 1 s)
         response = error_response(AllProvidersFailedError(attempts), client, None)
     assert response["statusCode"] == 504

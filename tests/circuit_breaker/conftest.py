@@ -15,11 +15,11 @@ import pytest
 
 from flexiai._clock import epoch_ms
 from flexiai.circuit_breaker._machine import Policy
-from flexiai.models import CircuitBreakerConfig, SyncConfig
-from flexiai.circuit_breaker.stores import _redis_connect
+from flexiai.circuit_breaker.stores import connections
 from flexiai.circuit_breaker.stores.base import SyncBackend
 from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
 from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
+from flexiai.models import CircuitBreakerConfig, SyncConfig
 from flexiai.testing.clock import FakeClock
 from tests.support.redis_fixtures import sync_config_for
 
@@ -86,9 +86,9 @@ class Store:
 
 @pytest.fixture(autouse=True)
 def _no_leaked_clients() -> Iterator[None]:
-    before = _redis_connect.shared_client_count()
+    before = connections.shared_client_count()
     yield
-    assert _redis_connect.shared_client_count() == before, "a test left a Redis client open"
+    assert connections.shared_client_count() == before, "a test left a Redis client open"
 
 
 @pytest.fixture

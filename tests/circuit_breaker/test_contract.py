@@ -15,9 +15,9 @@ import pytest
 
 from flexiai.circuit_breaker._machine import EventType, Op, Tally, transition
 from flexiai.circuit_breaker._record import BreakerRecord, CircuitState, OpenReason
-from flexiai.models import SyncConfig
-from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 from flexiai.circuit_breaker._wire import SyncEvent
+from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
+from flexiai.models import SyncConfig
 from tests.circuit_breaker.conftest import Store, policy, wait_until
 
 W1, W2 = "worker-1", "worker-2"

@@ -11,8 +11,8 @@ import pytest
 
 from flexiai.circuit_breaker._machine import EventType, Op
 from flexiai.circuit_breaker._wire import SyncEvent
-from tests.support.redis_fixtures import sync_config_for
 from tests.circuit_breaker.conftest import policy, wait_until
+from tests.support.redis_fixtures import sync_config_for
 
 
 class Listener:

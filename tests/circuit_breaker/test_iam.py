@@ -11,12 +11,12 @@ import pytest
 from botocore.credentials import Credentials
 
 from flexiai.circuit_breaker._machine import Op
-from flexiai.exceptions import ConfigError
 from flexiai.circuit_breaker.stores._iam import ElastiCacheIAMProvider
 from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
+from flexiai.exceptions import ConfigError
 from flexiai.testing.clock import FakeClock
-from tests.support.redis_fixtures import sync_config_for
 from tests.circuit_breaker.conftest import policy
+from tests.support.redis_fixtures import sync_config_for
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 

@@ -14,12 +14,12 @@ import pytest
 
 from flexiai.circuit_breaker._machine import EventType, Op
 from flexiai.circuit_breaker._record import CircuitState
-from flexiai.exceptions import StateStoreError
-from flexiai.circuit_breaker.stores import _redis_connect
+from flexiai.circuit_breaker.stores import connections
 from flexiai.circuit_breaker.stores.redis import RedisSyncBackend, state_key, state_key_pattern
+from flexiai.exceptions import StateStoreError
+from tests.circuit_breaker.conftest import policy
 from tests.support.redis_fixtures import sync_config_for
 from tests.support.redis_servers import RedisProcess, free_port
-from tests.circuit_breaker.conftest import policy
 
 
 def connected_clients(server: RedisProcess) -> int:
@@ -50,7 +50,7 @@ def test_constructing_opens_no_socket_until_first_use(redis_server, make_backend
     cluster = make_backend(sync_config_for(redis_server, redis_cluster=True))
     assert "(cluster)" in repr(cluster) and backend.stats()["store_errors"] == 0
     assert connected_clients(redis_server) == 0
-    assert _redis_connect.shared_client_count() == 0
+    assert connections.shared_client_count() == 0
     backend.load(["openai"])
     assert connected_clients(redis_server) == 1
 
@@ -102,17 +102,17 @@ def test_backends_with_the_same_settings_share_one_client(redis_server) -> None:
             backend.load(["a"])
         assert first._client() is second._client()
         assert first._client() is not other_db._client()
-        assert _redis_connect.shared_client_count() == 2
+        assert connections.shared_client_count() == 2
         first.close()
         first.close()  # idempotent: must not release the client twice
         assert second.load(["a"]).records
-        assert _redis_connect.shared_client_count() == 2
+        assert connections.shared_client_count() == 2
         second.close()
-        assert _redis_connect.shared_client_count() == 1
+        assert connections.shared_client_count() == 1
     finally:
         for backend in (first, second, other_db):
             backend.close()
-    assert _redis_connect.shared_client_count() == 0
+    assert connections.shared_client_count() == 0
     assert connected_clients(redis_server) == 0
 
 
@@ -132,7 +132,7 @@ def test_a_supplied_client_is_used_and_never_closed(redis_server, make_backend) 
         backend.transition("openai", Op.FAILURE, policy(), "w")
         backend.close()
         assert client.exists("flexiai:state:openai") == 1  # still open, and it used db 2
-        assert _redis_connect.shared_client_count() == 0
+        assert connections.shared_client_count() == 0
         assert "supplied client" in backend.describe()
 
 

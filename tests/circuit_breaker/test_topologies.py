@@ -10,12 +10,12 @@ import pytest
 
 from flexiai.circuit_breaker._machine import EventType, Op
 from flexiai.circuit_breaker._record import BreakerRecord, CircuitState
-from flexiai.exceptions import StateStoreError
-from flexiai.circuit_breaker.stores.redis import RedisSyncBackend, state_key
 from flexiai.circuit_breaker._wire import SyncEvent
+from flexiai.circuit_breaker.stores.redis import RedisSyncBackend, state_key
+from flexiai.exceptions import StateStoreError
+from tests.circuit_breaker.conftest import policy, wait_until
 from tests.support.redis_fixtures import AclServer, sync_config_for
 from tests.support.redis_servers import ACL_CLUSTER_COMMANDS, ACL_COMMANDS, acl_setuser_line
-from tests.circuit_breaker.conftest import policy, wait_until
 
 # How Redis words an ACL refusal: of a command, inside a script, and of a PING.
 DENIED = "(?i)no permissions|can't run|can't publish|PING refused"

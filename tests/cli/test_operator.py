@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from flexiai.circuit_breaker import CircuitState, Op, Policy, Tally
-from flexiai.models import CircuitBreakerConfig
+from flexiai.circuit_breaker import CircuitState, Op, Policy, Tally, decode_event
 from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
-from flexiai.circuit_breaker._wire import decode_event
+from flexiai.models import CircuitBreakerConfig
 from tests.cli.conftest import command, run_command
 from tests.support.redis_fixtures import sync_config_for
 from tests.support.redis_servers import RedisProcess, free_port

@@ -6,13 +6,12 @@ import threading
 
 import pytest
 
-from flexiai.circuit_breaker import CircuitBreaker, CircuitState, Op, Policy
+from flexiai.circuit_breaker import CircuitBreaker, CircuitState, Op, Policy, StateSyncManager
 from flexiai.circuit_breaker._machine import admission, transition
 from flexiai.circuit_breaker._record import BreakerRecord
+from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
 from flexiai.exceptions import InvalidRequestError, ProviderServerError
 from flexiai.models import CircuitBreakerConfig
-from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
-from flexiai.circuit_breaker._sharing import StateSyncManager
 from flexiai.testing.clock import FakeClock
 
 

@@ -11,8 +11,8 @@ import pytest
 
 import flexiai
 from flexiai import FlexiAI
-from flexiai.events import BreakerChanged, FailedOver
 from flexiai.circuit_breaker import CircuitState
+from flexiai.events import BreakerChanged, FailedOver
 from flexiai.exceptions import (
     AllProvidersFailedError,
     DeadlineExceededError,

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from flexiai.circuit_breaker import BreakerRecord
-from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 from flexiai.circuit_breaker._wire import SyncEvent, decode_event
+from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 from flexiai.testing import FakeLLMServer
 from flexiai.testing.fleet import FleetSpec
 from tests.support.redis_fixtures import sync_config_for

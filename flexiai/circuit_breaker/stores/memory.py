@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from flexiai._clock import Clock, SystemClock, epoch_ms
 from flexiai.circuit_breaker._machine import NO_TALLY, Op, Policy, Tally, Transition, transition
 from flexiai.circuit_breaker._record import BreakerRecord
-from flexiai.circuit_breaker.stores.base import EventHandler, StoreSnapshot, SyncBackend
 from flexiai.circuit_breaker._wire import SyncEvent
+from flexiai.circuit_breaker.stores.base import EventHandler, StoreSnapshot, SyncBackend
 
 __all__ = ["MemorySyncBackend"]
 

@@ -26,7 +26,7 @@ minutes off still reads the server's time, to within half a round trip plus drif
 last measurement. ``now`` never goes below a server time this backend has already seen.
 
 The backend is lazy: building it imports no redis module and opens no socket; the shared
-process-level client (see ``_redis_connect``) is acquired on first use. Every failure of
+process-level client (see ``connections``) is acquired on first use. Every failure of
 the store raises ``StateStoreError``; deciding what to do about it is the manager's job.
 """
 
@@ -43,13 +43,13 @@ from functools import cache
 from typing import Any, TypeVar
 
 from flexiai._clock import Clock, SystemClock, epoch_ms
+from flexiai.circuit_breaker import decode_event
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
 from flexiai.circuit_breaker._record import BreakerRecord
+from flexiai.circuit_breaker.stores import connections
+from flexiai.circuit_breaker.stores.base import EventHandler, StoreSnapshot, SyncBackend
 from flexiai.exceptions import StateStoreError
 from flexiai.models import SyncConfig
-from flexiai.circuit_breaker.stores import _redis_connect
-from flexiai.circuit_breaker.stores.base import EventHandler, StoreSnapshot, SyncBackend
-from flexiai.circuit_breaker._wire import decode_event
 
 __all__ = ["RedisSyncBackend", "state_key", "state_key_pattern"]
 
@@ -97,7 +97,9 @@ def state_key_pattern(prefix: str, cluster: bool) -> str:
 
 @cache
 def _script_source(name: str) -> str:
-    return (importlib.resources.files("flexiai.circuit_breaker.stores") / "lua" / name).read_text("utf-8")
+    return (importlib.resources.files("flexiai.circuit_breaker.stores") / "lua" / name).read_text(
+        "utf-8"
+    )
 
 
 def _text(value: Any) -> str:
@@ -138,12 +140,12 @@ class RedisSyncBackend(SyncBackend):
         self._ttl_ms = str(config.state_ttl * 1000)
         self._own_client = client
         self._cluster = config.redis_cluster or (
-            client is not None and _redis_connect.is_cluster_client(client)
+            client is not None and connections.is_cluster_client(client)
         )
         if config.redis_iam_auth and client is None:
-            _redis_connect.iam_region(config)  # a missing region is a config error: say so now
+            connections.iam_region(config)  # a missing region is a config error: say so now
         self._lock = threading.Lock()
-        self._lease: _redis_connect.ClientLease | None = None
+        self._lease: connections.ClientLease | None = None
         self._scripts: _Scripts | None = None
         self._subscriber: _Subscriber | None = None
         self._closed = False
@@ -296,7 +298,7 @@ class RedisSyncBackend(SyncBackend):
     def describe(self) -> str:
         if self._own_client is not None:
             return f"{type(self._own_client).__name__} (supplied client)"
-        return _redis_connect.describe(self._config)
+        return connections.describe(self._config)
 
     def __repr__(self) -> str:
         return (
@@ -330,7 +332,7 @@ class RedisSyncBackend(SyncBackend):
             if self._closed:
                 raise StateStoreError(f"{self.describe()}: backend is closed")
             if self._lease is None:
-                self._lease = _redis_connect.acquire(self._config)
+                self._lease = connections.acquire(self._config)
             return self._lease.client
 
     def _registered(self) -> _Scripts:

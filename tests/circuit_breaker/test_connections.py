@@ -6,20 +6,20 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 
+from flexiai.circuit_breaker.stores import connections
 from flexiai.models import SyncConfig
-from flexiai.circuit_breaker.stores import _redis_connect
 
 
-def kwargs_of(lease: _redis_connect.ClientLease) -> dict:
+def kwargs_of(lease: connections.ClientLease) -> dict:
     return lease.client.connection_pool.connection_kwargs
 
 
 @pytest.fixture
 def lease_of():
-    leases: list[_redis_connect.ClientLease] = []
+    leases: list[connections.ClientLease] = []
 
-    def acquire(**settings) -> _redis_connect.ClientLease:
-        lease = _redis_connect.acquire(SyncConfig(**settings))
+    def acquire(**settings) -> connections.ClientLease:
+        lease = connections.acquire(SyncConfig(**settings))
         leases.append(lease)
         return lease
 
@@ -33,7 +33,7 @@ def test_request_path_settings(lease_of) -> None:
     assert kwargs["socket_timeout"] == 0.3
     assert kwargs["socket_connect_timeout"] == 0.7
     assert kwargs["protocol"] == 2
-    assert kwargs["health_check_interval"] == _redis_connect.HEALTH_CHECK_INTERVAL
+    assert kwargs["health_check_interval"] == connections.HEALTH_CHECK_INTERVAL
     retry = kwargs["retry"]
     assert retry.get_retries() == 1
     assert isinstance(retry._backoff, NoBackoff)
@@ -134,25 +134,25 @@ def test_iam_uses_a_credential_provider_and_tls(lease_of) -> None:
 
 def test_one_client_per_settings_released_by_the_last_user() -> None:
     config = SyncConfig(redis_port=6390)
-    first, second = _redis_connect.acquire(config), _redis_connect.acquire(config.model_copy())
-    other = _redis_connect.acquire(SyncConfig(redis_port=6390, redis_password="different"))
+    first, second = connections.acquire(config), connections.acquire(config.model_copy())
+    other = connections.acquire(SyncConfig(redis_port=6390, redis_password="different"))
     try:
         assert first.client is second.client
         assert other.client is not first.client
-        assert _redis_connect.shared_client_count() == 2
+        assert connections.shared_client_count() == 2
         first.release()
         first.release()
-        assert _redis_connect.shared_client_count() == 2
+        assert connections.shared_client_count() == 2
         second.release()
-        assert _redis_connect.shared_client_count() == 1
+        assert connections.shared_client_count() == 1
     finally:
         for lease in (first, second, other):
             lease.release()
-    assert _redis_connect.shared_client_count() == 0
+    assert connections.shared_client_count() == 0
 
 
 def test_settings_key_hides_secrets() -> None:
-    key = _redis_connect.settings_key(SyncConfig(redis_password="hunter2"))
+    key = connections.settings_key(SyncConfig(redis_password="hunter2"))
     assert "hunter2" not in key
-    assert key != _redis_connect.settings_key(SyncConfig(redis_password="hunter3"))
-    assert key == _redis_connect.settings_key(SyncConfig(redis_password="hunter2", channel="x"))
+    assert key != connections.settings_key(SyncConfig(redis_password="hunter3"))
+    assert key == connections.settings_key(SyncConfig(redis_password="hunter2", channel="x"))

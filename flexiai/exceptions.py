@@ -145,6 +145,8 @@ class CircuitOpenError(FlexiAIError):
 
     def __init__(self, snapshot: BreakerSnapshot) -> None:
         self.snapshot = snapshot
+        #: The short form an attempt listing shows.
+        self.message = f"circuit {snapshot.state.value}"
         super().__init__(f"circuit for {snapshot.provider!r} is {snapshot.state.value}")
 
 
@@ -154,6 +156,8 @@ class DeadlineExceededError(FlexiAIError):
     def __init__(self, remaining: float, needed: float) -> None:
         self.remaining = remaining
         self.needed = needed
+        #: The short form an attempt listing shows.
+        self.message = "not enough time left for an attempt"
         super().__init__(
             f"deadline too close: {remaining * 1000:.0f} ms left, "
             f"an attempt needs at least {needed * 1000:.0f} ms"

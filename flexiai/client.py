@@ -421,7 +421,10 @@ class FlexiAI:
         return min(provider.timeout, left)
 
     def _failover(self, request: ChatRequest) -> _Flow:
-        """The whole decision process for one request. Yields I/O; never performs it."""
+        """The whole decision process for one request. It yields the provider calls and
+        sleeps for its driver to perform (blocking or awaited); the breaker-store calls it
+        makes itself (``before_request``, ``allow``, ``record_*``) are short and
+        fail-open within one socket timeout."""
         self._state.before_request()
         started = self._clock.monotonic()
         retry = self.config.retry

@@ -29,6 +29,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from flexiai._constants import (
+    CONFIG_FILE_VARIABLE,
+    SAFETY_MARGIN_VARIABLE,
+    SECRETS_MAX_AGE_VARIABLE,
+)
 from flexiai.exceptions import ConfigError
 from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, RetryConfig, SyncConfig
 
@@ -57,11 +62,7 @@ _PROVIDER_FIELDS = (
 PROVIDER_VARIABLE = re.compile(rf"^FLEXIAI_PROVIDER_(\d+)_({'|'.join(_PROVIDER_FIELDS)})$")
 
 #: Variables read by other parts of flexiai (the Lambda kit), accepted here as known.
-_OTHER_VARIABLES = {
-    "FLEXIAI_CONFIG_FILE",
-    "FLEXIAI_LAMBDA_SAFETY_MARGIN_MS",
-    "FLEXIAI_SECRETS_MAX_AGE",
-}
+_OTHER_VARIABLES = {CONFIG_FILE_VARIABLE, SAFETY_MARGIN_VARIABLE, SECRETS_MAX_AGE_VARIABLE}
 
 
 def _section_variables() -> dict[str, tuple[str, str]]:

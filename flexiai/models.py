@@ -30,10 +30,11 @@ __all__ = [
     "SyncConfig",
     "UnifiedResponse",
     "Usage",
+    "infer_kind",
 ]
 
-PROVIDER_KINDS = ("openai", "anthropic", "gemini", "bedrock")
 ProviderKind = Literal["openai", "anthropic", "gemini", "bedrock"]
+PROVIDER_KINDS: tuple[ProviderKind, ...] = ("openai", "anthropic", "gemini", "bedrock")
 
 #: Decides whether an exception counts toward a breaker: exception classes or a predicate.
 FailurePolicy = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
@@ -47,6 +48,11 @@ Percent = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def infer_kind(name: str) -> ProviderKind | None:
+    """The API a provider speaks, from its name: ``openai``, or ``openai-backup``."""
+    return next((k for k in PROVIDER_KINDS if name == k or name.startswith(k + "-")), None)
 
 
 class ProviderConfig(_Model):
@@ -77,10 +83,7 @@ class ProviderConfig(_Model):
     @model_validator(mode="after")
     def _infer_kind(self) -> ProviderConfig:
         if self.kind is None:
-            inferred = next(
-                (k for k in PROVIDER_KINDS if self.name == k or self.name.startswith(k + "-")),
-                None,
-            )
+            inferred = infer_kind(self.name)
             if inferred is None:
                 raise ValueError(
                     f"kind is required for provider {self.name!r}: "

@@ -73,6 +73,7 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
 )
 from aws_lambda_powertools.middleware_factory import lambda_handler_decorator
 
+from flexiai._constants import SAFETY_MARGIN_VARIABLE as _SAFETY_MARGIN_VARIABLE
 from flexiai._deadline import deadline
 from flexiai.aws._invocation import use_client
 from flexiai.circuit_breaker import CircuitState
@@ -100,7 +101,7 @@ __all__ = [
     "flexiai_handler",
 ]
 
-SAFETY_MARGIN_VARIABLE = "FLEXIAI_LAMBDA_SAFETY_MARGIN_MS"
+SAFETY_MARGIN_VARIABLE = _SAFETY_MARGIN_VARIABLE
 DEFAULT_SAFETY_MARGIN_MS = 1000.0
 DEFAULT_NAMESPACE = "FlexiAI"
 DEFAULT_SERVICE = "flexiai"

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from flexiai._constants import SECRETS_MAX_AGE_VARIABLE
 from flexiai.exceptions import SecretResolutionError
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
     "resolve_reference",
 ]
 
-MAX_AGE_VARIABLE = "FLEXIAI_SECRETS_MAX_AGE"
+MAX_AGE_VARIABLE = SECRETS_MAX_AGE_VARIABLE
 DEFAULT_MAX_AGE = 300.0
 
 Service = Literal["secretsmanager", "ssm"]

@@ -107,11 +107,12 @@ def run(args: argparse.Namespace) -> int:
 def _environment_config() -> tuple[FlexiAIConfig, bool]:
     """The ``FLEXIAI_*`` configuration, and whether it names providers (the operator's
     commands need none: a placeholder fills in)."""
+    from flexiai._constants import CONFIG_FILE_VARIABLE
     from flexiai.config import PROVIDER_VARIABLE, load_config
     from flexiai.exceptions import ConfigError
 
     env = dict(os.environ)
-    configured = bool(env.get("FLEXIAI_CONFIG_FILE")) or any(
+    configured = bool(env.get(CONFIG_FILE_VARIABLE)) or any(
         PROVIDER_VARIABLE.match(name) for name in env
     )
     if not configured:

@@ -55,6 +55,8 @@ from types import TracebackType
 from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from flexiai.models import infer_kind
+
 __all__ = [
     "Behaviour",
     "Drop",
@@ -241,7 +243,7 @@ class FakeLLMServer:
         ``kind`` defaults from the name as ``ProviderConfig`` infers it (``openai-backup`` is
         openai); OpenAI-kind URLs end in ``/v1`` like the real one.
         """
-        kind = kind or _infer_kind(name)
+        kind = kind or infer_kind(name)
         return f"{self.url}/p/{name}" + ("/v1" if kind == "openai" else "")
 
     # scripting
@@ -479,10 +481,6 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 # -- wire formats ------------------------------------------------------------------------------
-
-
-def _infer_kind(name: str) -> str | None:
-    return next((k for k in _KINDS if name == k or name.startswith(k + "-")), None)
 
 
 def _detect_api(rest: str) -> tuple[Api | None, str]:

@@ -55,8 +55,6 @@ from types import TracebackType
 from typing import Any, Literal, TypeAlias
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from flexiai.models import infer_kind
-
 __all__ = [
     "Behaviour",
     "Drop",
@@ -243,7 +241,10 @@ class FakeLLMServer:
         ``kind`` defaults from the name as ``ProviderConfig`` infers it (``openai-backup`` is
         openai); OpenAI-kind URLs end in ``/v1`` like the real one.
         """
-        kind = kind or infer_kind(name)
+        if kind is None:
+            from flexiai.models import infer_kind  # pydantic: only when a kind is inferred
+
+            kind = infer_kind(name)
         return f"{self.url}/p/{name}" + ("/v1" if kind == "openai" else "")
 
     # scripting

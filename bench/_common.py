@@ -65,7 +65,7 @@ def redis_server(url: str | None = None, *, pin_apart: bool = False) -> Iterator
     if url:
         yield url
         return
-    from flexiai.testing.fleet import LocalRedis
+    from flexiai_dev.servers import LocalRedis
 
     with LocalRedis(shutil.which("redis-server")) as server:
         cpus = os.cpu_count() or 1

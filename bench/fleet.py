@@ -1,6 +1,6 @@
 """A fleet of worker processes and a dead primary: shared breakers against per-process ones.
 
-Sixteen processes (``flexiai.testing.fleet``) send requests at a fixed rate to
+Sixteen processes (``flexiai_dev.fleet``) send requests at a fixed rate to
 ``openai > anthropic`` on the fake LLM server. The primary dies at 0.5 s and comes back
 at 2.5 s; the breaker opens after ``failure_threshold`` failures and may probe after 2.5 s,
 so no probe is sent while the primary is still down. The same script runs three times:
@@ -26,7 +26,7 @@ COMMAND = "python bench/fleet.py"
 
 def run(workers: int = 16, url: str | None = None, duration: float = 4.5) -> list[Row]:
     from flexiai.testing import FakeLLMServer
-    from flexiai.testing.fleet import FleetSpec, FleetSummary, Step, run_fleet
+    from flexiai_dev.fleet import FleetSpec, FleetSummary, Step, run_fleet
 
     summaries: dict[str, FleetSummary] = {}
     threshold = 5

@@ -1,6 +1,6 @@
 """A noisy-but-healthy primary: does the fleet's breaker keep it, and drop it once it dies?
 
-Warm fleets of worker processes (``flexiai.testing.fleet``; 8 and 16 by default) send
+Warm fleets of worker processes (``flexiai_dev.fleet``; 8 and 16 by default) send
 requests at a fixed rate (19 per second each: about 150 per second for 8 workers) to
 ``primary > secondary`` on the fake LLM server. Each fleet plays one script, phase after
 phase: healthy, then the primary fails 2 %, 20 %, 50 % and 100 % of its calls with a
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from _common import CommandCounter, Row, print_rows, row
 
 if TYPE_CHECKING:
-    from flexiai.testing.fleet import FleetResult, FleetSpec, PhaseSummary
+    from flexiai_dev.fleet import FleetResult, FleetSpec, PhaseSummary
 
 COMMAND = "python bench/noisy.py"
 ERROR_RATES = (0.02, 0.2, 0.5, 1.0)
@@ -123,7 +123,7 @@ class Outcome:
 def _spec(
     variant: str, workers: int, timing: Timing, llm: Any, redis_url: str, tag: str
 ) -> FleetSpec:
-    from flexiai.testing.fleet import FleetSpec, Step
+    from flexiai_dev.fleet import FleetSpec, Step
 
     phases, duration = schedule(timing)
     primary, secondary = f"openai-{tag}", f"anthropic-{tag}"
@@ -158,7 +158,7 @@ def _servers(count: int) -> Iterator[list[str]]:
     """``count`` throwaway redis-servers: each variant's commands are counted on its own."""
     import shutil
 
-    from flexiai.testing.fleet import LocalRedis
+    from flexiai_dev.servers import LocalRedis
 
     with contextlib.ExitStack() as stack:
         yield [
@@ -174,7 +174,7 @@ def measure(
     """Run every (fleet size, variant): one after the other, or all at once with
     ``timing.parallel``."""
     from flexiai.testing import FakeLLMServer
-    from flexiai.testing.fleet import Fleet
+    from flexiai_dev.fleet import Fleet
 
     runs = [(n, v) for n in workers for v in variants]
     phases, _ = schedule(timing)

@@ -17,11 +17,11 @@ __all__ = ["main"]
 
 # name -> (module, one-line help)
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("flexiai.cli.demo", "run a fleet of workers through a provider outage, locally"),
+    "demo": ("flexiai_dev.demo", "run a fleet of workers through a provider outage, locally"),
     "status": ("flexiai.cli.operator", "show every provider's shared breaker state"),
     "reset": ("flexiai.cli.operator", "close breakers for the whole fleet"),
     "watch": ("flexiai.cli.operator", "stream live breaker events"),
-    "invoke": ("flexiai.cli.invoke", "run a Lambda handler from template.yaml, no Docker"),
+    "invoke": ("flexiai_dev.invoke", "run a Lambda handler from template.yaml, no Docker"),
 }
 
 

@@ -27,8 +27,8 @@ def imported_after(statement: str) -> list[str]:
     [
         "import flexiai, flexiai.aws",
         "from flexiai.aws import current_client, resolve_reference, LocalLambdaContext",
-        "import flexiai.aws.http_events, flexiai.aws.context, flexiai.aws.template",
-        "import flexiai.cli.invoke",
+        "import flexiai.aws.http_events, flexiai.aws.context, flexiai_dev.cloudformation",
+        "import flexiai_dev.invoke",
     ],
 )
 def test_the_light_modules_import_nothing_heavy(statement: str) -> None:

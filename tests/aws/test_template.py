@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flexiai.aws.context import LocalLambdaContext
-from flexiai.aws.template import (
+from flexiai_dev.cloudformation import (
     TemplateError,
     invocation_environment,
     load_template,

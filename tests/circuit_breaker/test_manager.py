@@ -15,9 +15,9 @@ from flexiai.circuit_breaker._record import BreakerRecord, CircuitState
 from flexiai.circuit_breaker.stores.redis import state_key
 from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, ProviderConfig, RetryConfig
 from flexiai.testing import FakeLLMServer
+from flexiai_dev.servers import RedisProcess
 from tests.circuit_breaker.conftest import wait_until
 from tests.support.redis_fixtures import sync_config_for
-from tests.support.redis_servers import RedisProcess
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from flexiai.circuit_breaker._record import CircuitState
 from flexiai.circuit_breaker.stores import connections
 from flexiai.circuit_breaker.stores.redis import RedisSyncBackend, state_key, state_key_pattern
 from flexiai.exceptions import StateStoreError
+from flexiai_dev.servers import RedisProcess, free_port
 from tests.circuit_breaker.conftest import policy
 from tests.support.redis_fixtures import sync_config_for
-from tests.support.redis_servers import RedisProcess, free_port
 
 
 def connected_clients(server: RedisProcess) -> int:

@@ -13,9 +13,9 @@ from flexiai.circuit_breaker._record import BreakerRecord, CircuitState
 from flexiai.circuit_breaker._wire import SyncEvent
 from flexiai.circuit_breaker.stores.redis import RedisSyncBackend, state_key
 from flexiai.exceptions import StateStoreError
+from flexiai_dev.servers import ACL_CLUSTER_COMMANDS, ACL_COMMANDS, acl_setuser_line
 from tests.circuit_breaker.conftest import policy, wait_until
 from tests.support.redis_fixtures import AclServer, sync_config_for
-from tests.support.redis_servers import ACL_CLUSTER_COMMANDS, ACL_COMMANDS, acl_setuser_line
 
 # How Redis words an ACL refusal: of a command, inside a script, and of a PING.
 DENIED = "(?i)no permissions|can't run|can't publish|PING refused"

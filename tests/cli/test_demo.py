@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from flexiai_dev.servers import RedisProcess, free_port
 from tests.cli.conftest import command, processes_with_tmpdir, run_command
-from tests.support.redis_servers import RedisProcess, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ import pytest
 from flexiai.circuit_breaker import CircuitState, Op, Policy, Tally, decode_event
 from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 from flexiai.models import CircuitBreakerConfig
+from flexiai_dev.servers import RedisProcess, free_port
 from tests.cli.conftest import command, run_command
 from tests.support.redis_fixtures import sync_config_for
-from tests.support.redis_servers import RedisProcess, free_port
 
 pytestmark = pytest.mark.redis_server
 
@@ -354,7 +354,7 @@ def test_the_real_entry_point_prints_no_traceback_for_an_unreachable_server() ->
 
 def test_importing_the_commands_imports_neither_rich_nor_redis() -> None:
     code = (
-        "import sys, flexiai.cli.operator, flexiai.cli.demo; "
+        "import sys, flexiai.cli.operator, flexiai_dev.demo; "
         "print(sorted(m for m in ('rich', 'redis', 'matplotlib') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

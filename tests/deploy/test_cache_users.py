@@ -33,12 +33,12 @@ from typing import Any
 
 import pytest
 
-from flexiai.aws.template import load_template
 from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, RetryConfig, SyncConfig
 from flexiai.testing import FakeLLMServer
+from flexiai_dev.cloudformation import load_template
+from flexiai_dev.servers import BinaryMissing, RedisProcess, start_server
 from tests.deploy.conftest import REPO_ROOT
 from tests.support.llm_fixtures import provider_config
-from tests.support.redis_servers import BinaryMissing, RedisProcess, start_server
 
 pytestmark = [pytest.mark.redis_server]
 

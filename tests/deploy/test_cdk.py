@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from flexiai.aws.template import load_template
+from flexiai_dev.cloudformation import load_template
 from tests.deploy.conftest import (
     ALARM_TOPIC_ARN,
     ANTHROPIC_ARN,

@@ -13,7 +13,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from flexiai.aws.template import load_template
+from flexiai_dev.cloudformation import load_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAYER = REPO_ROOT / "layer"

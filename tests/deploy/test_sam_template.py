@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from flexiai.aws.template import load_template
+from flexiai_dev.cloudformation import load_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO_ROOT / "template.yaml"
@@ -312,8 +312,8 @@ def test_app_user_may_run_only_the_commands_the_acl_tests_prove_necessary(
     the same list tests/sync proves necessary rule by rule, in SAM and in CDK alike, and the
     one channel its function publishes to."""
     pytest.importorskip("aws_cdk", reason="the CDK side needs the cdk extra")
+    from flexiai_dev.servers import ACL_CLUSTER_COMMANDS, ACL_COMMANDS
     from infra.flexiai_infra._store import APP_COMMANDS, STATUS_COMMANDS
-    from tests.support.redis_servers import ACL_CLUSTER_COMMANDS, ACL_COMMANDS
 
     expected = {"-@all", *(f"+{c}" for c in ACL_COMMANDS + ACL_CLUSTER_COMMANDS)}
     users = _resources(template, "AWS::ElastiCache::User")

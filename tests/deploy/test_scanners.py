@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from flexiai.aws.template import load_template
+from flexiai_dev.cloudformation import load_template
 from tests.deploy.conftest import REPO_ROOT
 
 TEMPLATE = REPO_ROOT / "template.yaml"

@@ -13,9 +13,9 @@ from flexiai.circuit_breaker import BreakerRecord
 from flexiai.circuit_breaker._wire import SyncEvent, decode_event
 from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 from flexiai.testing import FakeLLMServer
-from flexiai.testing.fleet import FleetSpec
+from flexiai_dev.fleet import FleetSpec
+from flexiai_dev.servers import RedisProcess
 from tests.support.redis_fixtures import sync_config_for
-from tests.support.redis_servers import RedisProcess
 
 PROVIDERS = ("openai", "anthropic")
 WORKERS = 8

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from flexiai.circuit_breaker import CircuitState, EventType, OpenReason
-from flexiai.testing.fleet import FleetResult, Step, run_fleet
+from flexiai_dev.fleet import FleetResult, Step, run_fleet
 from tests.fleet.conftest import fleet_spec, stored_record
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis_server]

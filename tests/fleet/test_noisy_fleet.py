@@ -17,7 +17,7 @@ import pytest
 
 from flexiai.circuit_breaker import CircuitState, EventType, OpenReason, WindowCounts
 from flexiai.client import FlexiAI
-from flexiai.testing.fleet import FleetResult, FleetSpec, Step, run_fleets
+from flexiai_dev.fleet import FleetResult, FleetSpec, Step, run_fleets
 from tests.fleet.conftest import fleet_spec, stored_record
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis_server]

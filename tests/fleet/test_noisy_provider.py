@@ -14,7 +14,7 @@ import pytest
 
 from flexiai.models import CircuitBreakerConfig, SyncConfig
 from flexiai.testing import FakeLLMServer
-from flexiai.testing.fleet import (
+from flexiai_dev.fleet import (
     BreakerEvent,
     Call,
     FleetResult,

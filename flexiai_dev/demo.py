@@ -27,7 +27,7 @@ from flexiai.cli import CommandError
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
-    from flexiai.testing.fleet import Fleet, FleetResult, FleetSpec, FleetSummary
+    from flexiai_dev.fleet import Fleet, FleetResult, FleetSpec, FleetSummary
 
 __all__ = ["add_arguments", "run"]
 
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("the demo needs rich: pip install 'flexiai[demo]'") from None
 
     from flexiai.testing import FakeLLMServer
-    from flexiai.testing.fleet import FleetError, LocalRedis, outage_spec
+    from flexiai_dev.fleet import FleetError, outage_spec
+    from flexiai_dev.servers import BinaryMissing, LocalRedis
 
     console = Console()
     live = sys.stdout.isatty() and not args.no_live
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             try:
                 redis = LocalRedis().start()
-            except FleetError as exc:
+            except BinaryMissing as exc:
                 raise CommandError(str(exc)) from None
             url = redis.url
             console.print(f"started {redis.binary.rsplit('/', 1)[-1]} on {url} (temporary)")
@@ -321,7 +322,7 @@ class _RunView:
 
 
 def _play(console: Console, spec: FleetSpec, llm: Any, title: str, *, live: bool) -> FleetResult:
-    from flexiai.testing.fleet import run_fleet
+    from flexiai_dev.fleet import run_fleet
 
     view = _RunView(spec, title)
     console.rule(title)

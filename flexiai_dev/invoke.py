@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from flexiai.aws.context import LocalLambdaContext
-    from flexiai.aws.template import (
+    from flexiai_dev.cloudformation import (
         TemplateError,
         invocation_environment,
         read_env_vars_file,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Literal
 
@@ -101,20 +101,8 @@ class Policy:
     wire: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        doc = {
-            "failure_threshold": self.failure_threshold,
-            "failure_rate_threshold": self.failure_rate_threshold,
-            "minimum_calls": self.minimum_calls,
-            "failure_window": self.failure_window,
-            "bucket": self.bucket_width,
-            "slow_call_duration": self.slow_call_duration,
-            "slow_call_rate_threshold": self.slow_call_rate_threshold,
-            "recovery_timeout": self.recovery_timeout,
-            "half_open_max_calls": self.half_open_max_calls,
-            "success_threshold": self.success_threshold,
-            "probe_lease_ttl": self.probe_lease_ttl,
-            "max_open_for": self.max_open_for,
-        }
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "wire"}
+        doc["bucket"] = self.bucket_width
         object.__setattr__(self, "wire", json.dumps(doc, separators=(",", ":")))
 
     @property

@@ -36,9 +36,9 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
@@ -49,6 +49,9 @@ from flexiai.models import SyncConfig
 __all__ = [
     "HEALTH_CHECK_INTERVAL",
     "ClientLease",
+    "ClusterClient",
+    "RedisClient",
+    "Script",
     "acquire",
     "describe",
     "iam_region",
@@ -136,6 +139,40 @@ def is_cluster_client(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
+#: A stored record or a script's reply item, as redis-py returns it.
+Raw = bytes | str
+
+
+class Script(Protocol):
+    """What ``register_script`` returns: EVALSHA, with SCRIPT LOAD on NOSCRIPT."""
+
+    def __call__(self, keys: Sequence[str], args: Sequence[str]) -> Any: ...
+
+
+class RedisClient(Protocol):
+    """The part of ``redis.Redis`` / ``redis.cluster.RedisCluster`` this store uses, so a
+    client brought by the caller (IAM, a custom pool, fakeredis) is checked as one. Cluster
+    clients also take ``target_nodes=`` and answer ``get_node_from_key``."""
+
+    def mget(self, keys: Sequence[str], *args: str) -> list[Raw | None]: ...
+
+    def time(self, **options: Any) -> tuple[int, int]: ...
+
+    def ping(self, **options: Any) -> Any: ...
+
+    def pubsub(self, **options: Any) -> Any: ...
+
+    def register_script(self, script: str) -> Script: ...
+
+    def scan_iter(self, **options: Any) -> Iterator[Raw]: ...
+
+
+class ClusterClient(RedisClient, Protocol):
+    """A ``RedisCluster``: it can say which node holds a key."""
+
+    def get_node_from_key(self, key: str, replica: bool = False) -> Any: ...
+
+
 @dataclass
 class _Shared:
     client: Any
@@ -152,7 +189,7 @@ class ClientLease:
     """One user's hold on a shared client. ``release()`` is idempotent."""
 
     key: str
-    client: Any
+    client: RedisClient
     _released: bool = field(default=False, repr=False)
 
     def release(self) -> None:

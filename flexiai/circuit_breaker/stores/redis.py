@@ -40,7 +40,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from flexiai._clock import Clock, SystemClock, epoch_ms
 from flexiai.circuit_breaker import decode_event
@@ -48,6 +48,7 @@ from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Ta
 from flexiai.circuit_breaker._record import BreakerRecord
 from flexiai.circuit_breaker.stores import connections
 from flexiai.circuit_breaker.stores.base import EventHandler, StoreSnapshot, SyncBackend
+from flexiai.circuit_breaker.stores.connections import ClusterClient, RedisClient, Script
 from flexiai.exceptions import StateStoreError
 from flexiai.models import SyncConfig
 
@@ -108,8 +109,8 @@ def _text(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Scripts:
-    client: Any
-    breaker: Any
+    client: RedisClient
+    breaker: Script
 
 
 class RedisSyncBackend(SyncBackend):
@@ -129,7 +130,7 @@ class RedisSyncBackend(SyncBackend):
         self,
         config: SyncConfig,
         *,
-        client: Any = None,
+        client: RedisClient | None = None,
         clock: Clock | None = None,
         store_clock: Callable[[], int] | None = None,
     ) -> None:
@@ -318,14 +319,14 @@ class RedisSyncBackend(SyncBackend):
             options: dict[str, Any] = {"match": pattern, "count": 200}
             if self._cluster:
                 # Every state key shares the prefix's hash tag: one node holds them all.
-                options["target_nodes"] = client.get_node_from_key(prefix)
+                options["target_nodes"] = cast(ClusterClient, client).get_node_from_key(prefix)
             return sorted({_text(key)[len(prefix) :] for key in client.scan_iter(**options)})
 
         return self._run("scan", scan)
 
     # -- internals --------------------------------------------------------------------
 
-    def _client(self) -> Any:
+    def _client(self) -> RedisClient:
         if self._own_client is not None:
             return self._own_client
         with self._lock:
@@ -390,7 +391,7 @@ class RedisSyncBackend(SyncBackend):
             return epoch_ms(self._clock)
         return max(int((self._clock.monotonic() + sync[0]) * 1000), self._latest_now)
 
-    def _server_now(self, client: Any, keys: Sequence[str]) -> int:
+    def _server_now(self, client: RedisClient, keys: Sequence[str]) -> int:
         """The server's clock now: the local monotonic clock plus the measured offset,
         measured again (one TIME round trip) when missing or older than ``_CLOCK_RESAMPLE``."""
         sync = self._clock_sync
@@ -398,7 +399,7 @@ class RedisSyncBackend(SyncBackend):
             options: dict[str, Any] = {}
             if self._cluster and keys:
                 # The node that holds the records runs the scripts: use its clock.
-                options["target_nodes"] = client.get_node_from_key(keys[0])
+                options["target_nodes"] = cast(ClusterClient, client).get_node_from_key(keys[0])
             before = self._clock.monotonic()
             seconds, micros = client.time(**options)
             after = self._clock.monotonic()

@@ -232,12 +232,12 @@ def run(repeats: int = 10) -> list[Row]:
                 "load_config() from FLEXIAI_* + FlexiAI(); no connection",
             ),
         ]
-        for module in ("openai", "anthropic"):
-            cases.append(
-                _Case(f"import {module}", f"import {module}")
-                if _installed(module)
-                else _Case(f"import {module}", None, note="not installed")
-            )
+        cases.extend(
+            _Case(f"import {module}", f"import {module}")
+            if _installed(module)
+            else _Case(f"import {module}", None, note="not installed")
+            for module in ("openai", "anthropic")
+        )
         if lambda_env is None:
             cases.append(_Case("handler import", None, note=lambda_note))
             cases.append(_Case("handler first invocation", None, note=lambda_note))

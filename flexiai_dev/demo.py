@@ -14,12 +14,12 @@ Ctrl-C and on SIGTERM.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flexiai.cli import CommandError
@@ -69,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise CommandError("--chart needs matplotlib: pip install 'flexiai[chart]'") from None
-        folder = os.path.dirname(os.path.abspath(args.chart))
-        if not os.path.isdir(folder):
-            raise CommandError(f"--chart: no such directory {folder!r}")
+        folder = Path(args.chart).resolve().parent
+        if not folder.is_dir():
+            raise CommandError(f"--chart: no such directory {str(folder)!r}")
     try:
         from rich.console import Console
     except ImportError:

@@ -662,7 +662,7 @@ class Fleet:
         spec_path.write_text(self.spec.to_json())
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         for index in range(self.spec.workers):
-            err = open(Path(self.dir, f"worker-{index}.log"), "w")  # noqa: SIM115
+            err = Path(self.dir, f"worker-{index}.log").open("w")  # noqa: SIM115 - the child owns it
             try:
                 process = subprocess.Popen(
                     [
@@ -1190,7 +1190,7 @@ def _quiet_broken_pipe() -> Iterator[None]:
         yield
     except BrokenPipeError:  # the parent closed our stdout: nothing left to tell it
         with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+            sys.stdout = Path(os.devnull).open("w")  # noqa: SIM115 - stdout for good
         os._exit(0)
 
 

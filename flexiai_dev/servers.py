@@ -540,8 +540,8 @@ def start_sentinel_group(
     stack: contextlib.ExitStack,
     *,
     service: str = "flexiai-primary",
-    password: str | None = "data-secret",
-    sentinel_password: str | None = "sentinel-secret",
+    password: str | None = "data-secret",  # noqa: S107 - a throwaway test server's
+    sentinel_password: str | None = "sentinel-secret",  # noqa: S107 - likewise
 ) -> SentinelGroup:
     """A master, one replica and three sentinels (quorum 2, down-after 1 s)."""
     replication = [
@@ -642,7 +642,7 @@ class LocalRedis:
                 continue
             return self
         shutil.rmtree(directory, ignore_errors=True)
-        raise BinaryMissing(f"{os.path.basename(self.binary)} did not start: {last_error}")
+        raise BinaryMissing(f"{Path(self.binary).name} did not start: {last_error}")
 
     def kill(self) -> None:
         """Kill the server abruptly, keeping its port and directory for ``start()``."""

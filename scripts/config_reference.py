@@ -44,7 +44,9 @@ def main() -> None:
             notes = (field.description or "").replace("\n", " ")
             if field.metadata:
                 bounds = ", ".join(
-                    f"{k} {getattr(m, k)}" for m in field.metadata for k in ("ge", "gt", "le", "lt")
+                    f"{k} {getattr(m, k)}"
+                    for m in field.metadata
+                    for k in ("ge", "gt", "le", "lt")
                     if getattr(m, k, None) is not None
                 )
                 notes = f"{bounds}. {notes}".strip(". ") if bounds else notes

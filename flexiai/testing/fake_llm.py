@@ -279,7 +279,10 @@ class FakeLLMServer:
             raise ValueError(f"status must be an HTTP error status (400-599), not {status!r}")
         with self._lock:
             self._state(name).noise = (
-                _Noise(rate, status, random.Random(f"{seed}:{name}")) if rate > 0 else None
+                # Seeded noise for reproducible runs, not cryptography.
+                _Noise(rate, status, random.Random(f"{seed}:{name}"))  # noqa: S311
+                if rate > 0
+                else None
             )
 
     def reset(self, name: str | None = None) -> None:
@@ -453,7 +456,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_POST
     do_DELETE = do_POST
 
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         """Quiet: tests and demos read the counters instead."""
 
 

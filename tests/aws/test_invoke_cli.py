@@ -74,7 +74,7 @@ Resources:
       Handler: broken.handler
 """
 
-PROBE = '''\
+PROBE = """\
 import os
 import time
 
@@ -107,7 +107,7 @@ def fails(event, context):
 
 def slow(event, context):
     time.sleep(30)
-'''
+"""
 
 
 def flexiai_command() -> list[str]:
@@ -115,7 +115,9 @@ def flexiai_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "flexiai.cli"]
 
 
-def invoke(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def invoke(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*flexiai_command(), "invoke", *args],
         cwd=cwd,
@@ -154,7 +156,11 @@ def test_invoke_prints_the_handlers_response_as_json_on_stdout(
     project: Path, fake_llm: FakeLLMServer
 ) -> None:
     result = invoke(
-        "GenerateFunction", "--event", "events/generate.json", "--env-vars", "env.json",
+        "GenerateFunction",
+        "--event",
+        "events/generate.json",
+        "--env-vars",
+        "env.json",
         cwd=project,
     )
     assert result.returncode == 0, result.stderr
@@ -186,8 +192,13 @@ def test_the_function_runs_with_the_templates_settings_and_a_lambda_context(
 ) -> None:
     (project / "event.json").write_text('{"hello": "world"}')
     result = invoke(
-        "ProbeFunction", "--event", "event.json", "--env-vars", "env.json",
-        "--parameter-overrides", "Model=gpt-4.1",
+        "ProbeFunction",
+        "--event",
+        "event.json",
+        "--env-vars",
+        "env.json",
+        "--parameter-overrides",
+        "Model=gpt-4.1",
         cwd=project,
         env={"DECLARED_FROM_SHELL": "shell", "FLEXIAI_UNDECLARED": "leak"},
     )
@@ -285,16 +296,26 @@ def test_the_repository_template_runs_both_functions(
     env_file.write_text(json.dumps({"GenerateFunction": local, "BreakerStatusFunction": local}))
 
     result = invoke(
-        "GenerateFunction", "--event", "events/generate_function_url.json",
-        "--env-vars", str(env_file), cwd=REPO,
+        "GenerateFunction",
+        "--event",
+        "events/generate_function_url.json",
+        "--env-vars",
+        str(env_file),
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     answer = json.loads(stdout_json(result)["body"])
     assert (answer["provider"], answer["model"]) == ("openai", "gpt-4o-mini")
 
     result = invoke(
-        "BreakerStatusFunction", "--template", "template.yaml",
-        "--event", "events/breaker_status.json", "--env-vars", str(env_file), cwd=REPO,
+        "BreakerStatusFunction",
+        "--template",
+        "template.yaml",
+        "--event",
+        "events/breaker_status.json",
+        "--env-vars",
+        str(env_file),
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     status = json.loads(stdout_json(result)["body"])

@@ -52,9 +52,8 @@ def emf_documents(docs: list[dict[str, Any]], metric: str) -> list[dict[str, Any
     """EMF documents carrying ``metric``, whatever else they carry."""
     found = []
     for doc in docs:
-        for directive in doc.get("_aws", {}).get("CloudWatchMetrics", []):
-            if any(m["Name"] == metric for m in directive["Metrics"]):
-                found.append(doc)
+        directives = doc.get("_aws", {}).get("CloudWatchMetrics", [])
+        found.extend(doc for d in directives if any(m["Name"] == metric for m in d["Metrics"]))
     return found
 
 
@@ -155,9 +154,10 @@ def test_current_client_is_unset_again_after_the_invocation(
 
 def test_config_and_client_factory_together_are_rejected_at_decoration() -> None:
     with pytest.raises(TypeError, match="not both"):
-        flexiai_handler(config=FlexiAIConfig(providers=[{"name": "openai", "model": "m",
-                                                          "api_key": "k"}]),
-                        client_factory=lambda: FlexiAI())
+        flexiai_handler(
+            config=FlexiAIConfig(providers=[{"name": "openai", "model": "m", "api_key": "k"}]),
+            client_factory=lambda: FlexiAI(),
+        )
 
 
 def test_a_negative_safety_margin_is_rejected_at_decoration() -> None:
@@ -218,15 +218,23 @@ def test_every_invocation_starts_from_the_fleets_breaker_state(
     the second invocation sees the breaker another worker opened meanwhile."""
     shared = {"enabled": True, "backend": "memory", "mode": "snapshot", "snapshot_max_age": 60}
 
-    @flexiai_handler(config=config_for(fake_llm, "openai", "anthropic", threshold=1,
-                                       sync=SyncConfig(**shared, worker_id="worker-a")))
+    @flexiai_handler(
+        config=config_for(
+            fake_llm,
+            "openai",
+            "anthropic",
+            threshold=1,
+            sync=SyncConfig(**shared, worker_id="worker-a"),
+        )
+    )
     def handler(event: Any, context: Any) -> str:
         return current_client().generate("hi").provider
 
     assert handler({}, lambda_context()) == "openai"  # builds the client, reads a snapshot
     fake_llm.set_default("openai", Error(503))
-    other = FlexiAI(config_for(fake_llm, "openai", threshold=1,
-                               sync=SyncConfig(**shared, worker_id="worker-b")))
+    other = FlexiAI(
+        config_for(fake_llm, "openai", threshold=1, sync=SyncConfig(**shared, worker_id="worker-b"))
+    )
     with pytest.raises(AllProvidersFailedError):
         other.generate("hi")  # worker-b opens openai's breaker for the fleet
     other.close()

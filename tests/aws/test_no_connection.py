@@ -34,9 +34,7 @@ def connections(server: Any) -> tuple[int, int]:
 
 
 @pytest.fixture
-def fleet_env(
-    monkeypatch: pytest.MonkeyPatch, fake_llm: FakeLLMServer, redis_server: Any
-) -> None:
+def fleet_env(monkeypatch: pytest.MonkeyPatch, fake_llm: FakeLLMServer, redis_server: Any) -> None:
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "generate")  # sync mode auto -> snapshot
     provider_env(
         monkeypatch,

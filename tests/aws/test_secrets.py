@@ -155,9 +155,7 @@ def test_a_field_that_is_not_a_string_is_rejected(aws: None, resolver: SecretRes
         ("vault:name", "not a reference"),
     ],
 )
-def test_malformed_references_are_rejected_before_any_call(
-    reference: str, reason: str
-) -> None:
+def test_malformed_references_are_rejected_before_any_call(reference: str, reason: str) -> None:
     error = resolution_error(SecretResolver(use_powertools=False), reference)
     assert reason in error.reason
 
@@ -270,11 +268,18 @@ def test_an_unresolvable_key_fails_over_without_leaking_and_without_counting(
 ) -> None:
     config = FlexiAIConfig(
         providers=[
-            ProviderConfig(name="openai", model="m", base_url=fake_llm.base_url("openai"),
-                           api_key="secretsmanager:openai-key#missing"),
-            ProviderConfig(name="openai-backup", model="m",
-                           base_url=fake_llm.base_url("openai-backup"),
-                           api_key="secretsmanager:nope"),
+            ProviderConfig(
+                name="openai",
+                model="m",
+                base_url=fake_llm.base_url("openai"),
+                api_key="secretsmanager:openai-key#missing",
+            ),
+            ProviderConfig(
+                name="openai-backup",
+                model="m",
+                base_url=fake_llm.base_url("openai-backup"),
+                api_key="secretsmanager:nope",
+            ),
         ],
         retry=RetryConfig(max_retries=0),
     )

@@ -161,10 +161,20 @@ def test_an_unknown_function_lists_the_known_ones(
 @pytest.mark.parametrize(
     ("replace", "message"),
     [
-        (("CodeUri: code/\n      Handler: app.handler", "CodeUri: s3://b/k.zip\n      Handler: app.handler"),
-         "not a local directory"),
-        (("CodeUri: code/\n      Handler: app.handler", "CodeUri: nowhere/\n      Handler: app.handler"),
-         "is not a directory"),
+        (
+            (
+                "CodeUri: code/\n      Handler: app.handler",
+                "CodeUri: s3://b/k.zip\n      Handler: app.handler",
+            ),
+            "not a local directory",
+        ),
+        (
+            (
+                "CodeUri: code/\n      Handler: app.handler",
+                "CodeUri: nowhere/\n      Handler: app.handler",
+            ),
+            "is not a directory",
+        ),
         (("Runtime: python3.12", "Runtime: nodejs20.x"), "runs nodejs20.x"),
         (("Handler: app.handler", "Handler: handler"), "must look like module.function"),
     ],
@@ -202,8 +212,7 @@ def test_environment_priority_follows_sam(template: Path, tmp_path: Path) -> Non
     assert environment["EXTRA"] == "1"
     assert "KEY" not in environment
     assert notes == [
-        "EXTRA is not declared in the template: applied here, but sam local invoke would "
-        "ignore it",
+        "EXTRA is not declared in the template: applied here, but sam local invoke would ignore it",
         "CACHE_NAME dropped: !Ref Cache (a resource, known only once deployed); set it in "
         "--env-vars",
         "DYNAMIC dropped: dynamic reference '{{resolve:ssm:/some/param}}'; set it in --env-vars",
@@ -243,7 +252,10 @@ def test_the_variables_sam_local_invoke_passes_for_the_repository_template_load(
         pytest.skip("template.yaml is not in the repository yet")
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:openai-AbCdEf"
     spec = read_function(path, "GenerateFunction", parameter_overrides={"OpenAISecretArn": arn})
-    as_sam_passes_them = {**spec.environment, **dict.fromkeys([*spec.unresolved, *spec.removed], "")}
+    as_sam_passes_them = {
+        **spec.environment,
+        **dict.fromkeys([*spec.unresolved, *spec.removed], ""),
+    }
     assert as_sam_passes_them["FLEXIAI_PROVIDER_2_NAME"] == ""
     env_json = {  # what a user's env.json supplies for the stack's outputs
         "FLEXIAI_SYNC_REDIS_HOST": "cache.local",

@@ -51,9 +51,7 @@ def test_every_guide_event_arrives_decoded(pair) -> None:
     p = policy(
         failure_threshold=2, success_threshold=2, half_open_max_calls=2, recovery_timeout=0.05
     )
-    expected = []
-    for op in (Op.FAILURE, Op.FAILURE):
-        expected.append(worker.transition("openai", op, p, "worker-7"))
+    expected = [worker.transition("openai", op, p, "worker-7") for op in (Op.FAILURE, Op.FAILURE)]
     time.sleep(0.06)
     for op in (Op.ACQUIRE, Op.ACQUIRE, Op.SUCCESS, Op.SUCCESS):
         result = worker.transition("openai", op, p, "worker-7")

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +41,7 @@ def test_importing_and_constructing_imports_no_redis_module() -> None:
         "loaded = sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.'))\n"
         "assert not loaded, loaded\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
 
 

@@ -72,7 +72,7 @@ def processes_with_tmpdir(tmpdir: str) -> list[tuple[int, str]]:
             if not cmdline:  # a zombie: it is gone, only not reaped yet
                 continue
             inherited = marker in (entry / "environ").read_bytes().split(b"\0")
-            cwd = os.readlink(entry / "cwd")
+            cwd = str((entry / "cwd").readlink())
         except OSError:
             continue
         if inherited or cwd.startswith(tmpdir + os.sep):

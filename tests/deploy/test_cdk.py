@@ -548,14 +548,14 @@ def test_by_default_the_alarm_notifies_a_topic_of_its_own(synthesized: dict[str,
     resources = sam["Resources"]
     assert resources["AlarmTopic"]["Condition"] == "CreateAlarmTopic"
     assert sam["Conditions"]["CreateAlarmTopic"] == {"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}
-    topic = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
-    assert resources["CircuitOpenedAlarm"]["Properties"]["AlarmActions"] == [topic]
+    sam_topic = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
+    assert resources["CircuitOpenedAlarm"]["Properties"]["AlarmActions"] == [sam_topic]
     subscription = resources["AlarmEmailSubscription"]
     assert subscription["Condition"] == "HasAlarmEmail"
     assert subscription["Properties"] == {
         "Protocol": "email",
         "Endpoint": {"Ref": "AlarmEmail"},
-        "TopicArn": topic,
+        "TopicArn": sam_topic,
     }
 
 

@@ -634,3 +634,11 @@ def test_functions_refuse_a_layer_built_for_the_other_architecture(
             flexiai_layer_path=x86_layer,
             architecture=lambda_.Architecture.ARM_64,
         )
+
+
+def test_the_cdk_app_has_the_outputs_of_the_sam_template(synthesized: dict[str, Any]) -> None:
+    sam = load_template(REPO_ROOT / "template.yaml")
+    assert set(_json(synthesized, "iam")["Outputs"]) == set(sam["Outputs"])
+    plain = set(_json(synthesized, "no_iam")["Outputs"])
+    conditional = {k for k, v in sam["Outputs"].items() if v.get("Condition") == "UseIamAuth"}
+    assert plain == set(sam["Outputs"]) - conditional

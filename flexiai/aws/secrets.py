@@ -11,10 +11,16 @@ A provider's ``api_key`` may be a reference instead of a value::
 at import or while the client is built). Values are cached for ``FLEXIAI_SECRETS_MAX_AGE``
 seconds (default 300), so a rotated key is picked up without a cold start.
 
-With Powertools installed, its Parameters utility fetches and caches the value
-(``get_secret``, ``get_parameter(decrypt=True)``, ``max_age=``; ``parameters.clear_caches()``
-clears it). Without it, boto3 is called directly (short timeouts, standard retries) behind a
-small cache of this module. The clients use the function's region (``AWS_REGION``).
+With Powertools installed, its Parameters utility fetches the value (``get_secret``,
+``get_parameter(decrypt=True)``, ``max_age=``). Without it, boto3 is called directly (2 s
+connect and 5 s read timeouts, standard retries). Either way a small cache of this module
+keeps values for the max age; ``clear_cache()`` clears it and Powertools' caches. The clients
+use the function's region (``AWS_REGION``).
+
+A lookup never outlives the deadline (``flexiai.deadline``, which the Lambda middleware sets
+to the invocation's remaining time less its safety margin): past it, the caller gets a
+``SecretResolutionError`` and the client moves on to the next provider (see
+``_within_deadline`` for how).
 
 Every failure raises ``SecretResolutionError(reference, provider, reason)``: the message
 names the reference and the provider, never the value, and no exception that could hold the
@@ -23,6 +29,7 @@ value is chained to it.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -34,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from flexiai._constants import SECRETS_MAX_AGE_VARIABLE
+from flexiai._deadline import remaining_time
 from flexiai.exceptions import SecretResolutionError
 
 __all__ = [
@@ -142,31 +150,37 @@ class SecretResolver:
         use_powertools = self._use_powertools
         if use_powertools is None:
             use_powertools = powertools_available()
-        try:
-            if use_powertools:
-                raw = _fetch_with_powertools(ref, max_age)
-            else:
-                raw = self._fetch_with_boto3(ref, max_age)
-        except SecretResolutionError:
-            raise
-        except Exception as exc:
-            raise SecretResolutionError(reference, provider, _describe_failure(exc)) from (
-                _aws_error(exc)
-            )
-        return _extract(ref, raw, provider)
-
-    def clear(self) -> None:
-        """Forget cached values (the boto3 path; Powertools has ``clear_caches()``)."""
-        with self._lock:
-            self._cache.clear()
-
-    def _fetch_with_boto3(self, ref: SecretReference, max_age: float) -> str | bytes:
         key = (ref.service, ref.name)
         now = self._clock()
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None and max_age > 0 and now - hit[1] < max_age:
-            return hit[0]
+            return _extract(ref, hit[0], provider)
+        fetch: Callable[[], str | bytes] = (
+            functools.partial(_fetch_with_powertools, ref, max_age)
+            if use_powertools
+            else functools.partial(self._fetch_with_boto3, ref)
+        )
+        try:
+            raw = _within_deadline(fetch)
+        except SecretResolutionError:
+            raise
+        except _DeadlineReached as exc:
+            raise SecretResolutionError(reference, provider, str(exc)) from None
+        except Exception as exc:
+            raise SecretResolutionError(reference, provider, _describe_failure(exc)) from (
+                _aws_error(exc)
+            )
+        with self._lock:
+            self._cache[key] = (raw, now)
+        return _extract(ref, raw, provider)
+
+    def clear(self) -> None:
+        """Forget cached values (``clear_cache()`` also clears Powertools' caches)."""
+        with self._lock:
+            self._cache.clear()
+
+    def _fetch_with_boto3(self, ref: SecretReference) -> str | bytes:
         client = self._client(ref.service)
         value: str | bytes
         if ref.service == "secretsmanager":
@@ -175,8 +189,6 @@ class SecretResolver:
         else:
             answer = client.get_parameter(Name=ref.name, WithDecryption=True)
             value = answer["Parameter"]["Value"]
-        with self._lock:
-            self._cache[key] = (value, now)
         return value
 
     def _client(self, service: Service) -> Any:
@@ -185,6 +197,46 @@ class SecretResolver:
             if client is None:
                 client = self._clients[service] = self._client_factory(service)
             return client
+
+
+class _DeadlineReached(Exception):
+    """The lookup did not finish in the time left before the deadline."""
+
+
+def _within_deadline(fetch: Callable[[], str | bytes]) -> str | bytes:
+    """``fetch()``, given no more than the time left before ``flexiai.deadline`` (on Lambda:
+    the invocation's remaining time less the safety margin) and none at all when none is left.
+
+    Neither path can be bounded from inside: boto3 fixes its timeouts per client and retries
+    on its own, and Powertools builds its clients itself. So, under a deadline, the lookup
+    runs in a daemon thread and the caller stops waiting when the time is up. The thread
+    finishes on its own (boto3's 2 s connect and 5 s read timeouts, Powertools' botocore
+    defaults); whatever it fetched then fills Powertools' cache for a later call.
+    """
+    left = remaining_time()
+    if left is None:
+        return fetch()
+    if left <= 0:
+        raise _DeadlineReached("no time left before the deadline to look it up")
+    box: list[str | bytes] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(fetch())
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name="flexiai-secret-lookup", daemon=True)
+    worker.start()
+    worker.join(left)
+    if worker.is_alive():
+        raise _DeadlineReached(
+            f"the lookup did not finish in the {left:.2f} s left before the deadline"
+        )
+    if failure:
+        raise failure[0]
+    return box[0]
 
 
 class _MissingDependency(RuntimeError):

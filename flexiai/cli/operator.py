@@ -448,7 +448,17 @@ def _reset(args: argparse.Namespace) -> int:
     policy = Policy.from_config(CircuitBreakerConfig())  # RESET ignores every setting
     worker = _operator_id()
     with _store(sync) as backend:
-        providers = [args.provider] if args.provider else _providers(backend, configured)
+        known = _providers(backend, configured)
+        if args.provider and args.provider not in known:
+            # A typo must not look like success ("already CLOSED, nothing to change").
+            listed = (
+                ", ".join(known)
+                if known
+                else f"none (no breaker state under prefix {sync.key_prefix!r} on "
+                f"{backend.describe()}, and no FLEXIAI_PROVIDER_<N>_NAME configured)"
+            )
+            raise CommandError(f"unknown provider {args.provider!r}; known providers: {listed}")
+        providers = [args.provider] if args.provider else known
         if not providers:
             print(
                 f"nothing to reset: no breaker state under prefix {sync.key_prefix!r} "

@@ -21,6 +21,7 @@ and the provider's between-chunk deadline check bounds their body.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,14 @@ def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
 
 def _deadline_backend(inner: Any) -> Any:
     """Wrap an httpcore sync ``NetworkBackend`` so every socket operation honours the
-    deadline. Built on first use: httpcore is imported only when a provider sends."""
+    deadline."""
+    return _deadline_backend_class()(inner)
+
+
+@functools.cache
+def _deadline_backend_class() -> Any:
+    """The wrapper classes, defined once on first use: httpcore is imported only when a
+    provider sends."""
     import httpcore
 
     class DeadlineStream(httpcore.NetworkStream):
@@ -122,7 +130,31 @@ def _deadline_backend(inner: Any) -> Any:
         def sleep(self, seconds: float) -> None:
             self._backend.sleep(seconds)
 
-    return DeadlineBackend(inner)
+    return DeadlineBackend
+
+
+_ssl_context: ssl.SSLContext | None = None
+_ssl_lock = threading.Lock()
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context for every pool in the process.
+
+    httpx builds a context per client by default, and loading certifi's CA bundle into it
+    costs a few milliseconds and about 1 MB of C heap that the allocator keeps after the
+    client is closed: a process that creates and closes clients grew by that much per client
+    until it plateaued. Sharing one (as ``ssl`` allows: contexts are safe to use from many
+    threads) makes a client cost only its Python objects. Built like httpx's own default,
+    so ``SSL_CERT_FILE``/``SSL_CERT_DIR`` are honoured, as read when the first client sends.
+    """
+    global _ssl_context
+    if _ssl_context is None:
+        import httpx
+
+        with _ssl_lock:
+            if _ssl_context is None:
+                _ssl_context = httpx.create_ssl_context()
+    return _ssl_context
 
 
 def _deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
@@ -136,7 +168,7 @@ def _deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
     """
     import httpx
 
-    transport = httpx.HTTPTransport(limits=limits)
+    transport = httpx.HTTPTransport(limits=limits, verify=shared_ssl_context())
     pool: httpcore.ConnectionPool | None = getattr(transport, "_pool", None)
     backend = getattr(pool, "_network_backend", None)
     if pool is None or backend is None:  # pragma: no cover - depends on the httpx version
@@ -169,6 +201,7 @@ class HttpPool:
                     self._sync = httpx.Client(
                         transport=self._transport or _deadline_transport(limits),
                         limits=limits,
+                        verify=shared_ssl_context(),  # also for proxies taken from the env
                         headers={"user-agent": "flexiai"},
                     )
         return self._sync
@@ -182,6 +215,7 @@ class HttpPool:
                     self._async = httpx.AsyncClient(
                         transport=self._async_transport,
                         limits=httpx.Limits(max_keepalive_connections=20, keepalive_expiry=60),
+                        verify=shared_ssl_context(),
                         headers={"user-agent": "flexiai"},
                     )
         return self._async

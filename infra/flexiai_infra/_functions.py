@@ -200,13 +200,6 @@ class FlexiAIFunctions(Construct):
             **_provider_environment(providers),
         }
         code = lambda_.Code.from_asset(str(handlers_path), exclude=["__pycache__", "*.pyc"])
-        shared = {
-            "code": code,
-            "vpc": vpc,
-            "vpc_subnets": vpc_subnets,
-            "log_retention": log_retention,
-            "reserved_concurrency": reserved_concurrency,
-        }
 
         self.generate = self._function(
             "Generate",
@@ -215,7 +208,11 @@ class FlexiAIFunctions(Construct):
             timeout=HTTP_API_TIMEOUT_SECONDS,
             memory_size=512,
             environment={**common, **store.environment()},
-            **shared,
+            code=code,
+            vpc=vpc,
+            vpc_subnets=vpc_subnets,
+            log_retention=log_retention,
+            reserved_concurrency=reserved_concurrency,
         )
         self.breaker_status = self._function(
             "BreakerStatus",
@@ -225,7 +222,11 @@ class FlexiAIFunctions(Construct):
             memory_size=256,
             # The read-only cache user: this function never changes a breaker.
             environment={**common, **store.environment(read_only=True)},
-            **shared,
+            code=code,
+            vpc=vpc,
+            vpc_subnets=vpc_subnets,
+            log_retention=log_retention,
+            reserved_concurrency=reserved_concurrency,
         )
 
         store.grant_connect(self.generate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from aws_cdk import Names, RemovalPolicy, Token
 from aws_cdk import aws_ec2 as ec2
@@ -256,7 +257,7 @@ class BreakerStore(Construct):
         return env
 
 
-def _selection_kwargs(selection: ec2.SubnetSelection | None) -> dict[str, object]:
+def _selection_kwargs(selection: ec2.SubnetSelection | None) -> dict[str, Any]:
     """``vpc.select_subnets`` takes keywords, not a ``SubnetSelection``."""
     if selection is None:
         return {}

@@ -16,10 +16,12 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from flexiai import FlexiAI
+from flexiai._deadline import deadline
 from flexiai.aws.secrets import SecretResolver, clear_cache, resolve_reference
 from flexiai.exceptions import AllProvidersFailedError, SecretResolutionError
 from flexiai.models import FlexiAIConfig, ProviderConfig, RetryConfig
 from flexiai.testing import FakeLLMServer
+from tests.providers.raw_server import RawReply, RawServer
 
 KEY = "sk-live-FROM-AWS-0123456789"
 
@@ -305,3 +307,92 @@ def test_importing_the_secrets_module_imports_neither_powertools_nor_boto3() -> 
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+# -- the deadline ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[RawServer]:
+    """Secrets Manager and SSM endpoints on loopback that accept the request and then say
+    nothing for a minute (stopping the server ends that at once). Powertools' provider is
+    rebuilt so that it, too, reads the endpoint variables."""
+    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
+
+    silence = RawServer(RawReply(b"HTTP/1.1 200 OK\r\n\r\n", head_interval=60))
+    with silence:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", silence.url)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", silence.url)
+        for name in ("secrets", "ssm"):
+            monkeypatch.delitem(DEFAULT_PROVIDERS, name, raising=False)
+        yield silence
+
+
+@pytest.mark.parametrize("path", ["powertools", "boto3"])
+@pytest.mark.parametrize("reference", ["secretsmanager:openai-key#api_key", "ssm:/flexiai/key"])
+def test_a_lookup_never_outlives_the_deadline(
+    silent_aws: RawServer, path: str, reference: str
+) -> None:
+    resolver = SecretResolver(use_powertools=path == "powertools")
+
+    with deadline(0.5), pytest.raises(SecretResolutionError) as info:
+        resolver.resolve(reference, provider="openai")
+
+    assert "did not finish" in info.value.reason  # the silent endpoint never answers
+
+
+def test_no_time_left_means_no_lookup_at_all(silent_aws: RawServer) -> None:
+    with deadline(0), pytest.raises(SecretResolutionError) as info:
+        SecretResolver(use_powertools=False).resolve("ssm:/flexiai/key", provider="openai")
+
+    assert "no time left" in info.value.reason
+    assert silent_aws.count == 0
+
+
+def test_without_a_deadline_the_lookup_runs_in_the_callers_thread(secrets: Any) -> None:
+    """The control: no deadline, no thread, the same answer."""
+    import threading
+
+    seen: list[str] = []
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    client.meta.events.register(
+        "before-call.secrets-manager.GetSecretValue",
+        lambda **kw: seen.append(threading.current_thread().name),
+    )
+    resolver = SecretResolver(use_powertools=False, client_factory=lambda s: client)
+
+    assert resolver.resolve("secretsmanager:openai-key#api_key", provider="openai") == KEY
+    assert seen == [threading.current_thread().name]
+
+
+def test_a_lookup_slower_than_the_attempt_fails_over_to_the_next_provider(
+    silent_aws: RawServer, fake_llm: FakeLLMServer
+) -> None:
+    """The attempt's timeout bounds the key lookup too: the client moves on, no deadline
+    of Lambda's needed."""
+    config = FlexiAIConfig(
+        providers=[
+            ProviderConfig(
+                name="openai",
+                model="m",
+                base_url=fake_llm.base_url("openai"),
+                api_key="secretsmanager:openai-key#api_key",
+                timeout=1.0,
+                priority=1,
+            ),
+            ProviderConfig(
+                name="anthropic",
+                model="m",
+                base_url=fake_llm.base_url("anthropic"),
+                api_key="sk-plain",
+                priority=2,
+            ),
+        ],
+        retry=RetryConfig(max_retries=0),
+    )
+    with FlexiAI(config) as client:
+        response = client.generate("hi")
+
+    assert response.provider == "anthropic"
+    assert response.metadata["failovers"] == ["openai"]
+    assert fake_llm.count("openai") == 0

@@ -22,6 +22,23 @@ from tests.cli.conftest import command, processes_with_tmpdir, run_command
 pytestmark = pytest.mark.slow
 
 VERDICT = re.compile(r"wasted fewer calls on the dead provider: (\d+) vs (\d+) per-process")
+NOISY = re.compile(
+    r"While openai was noisy \((\d+)% of its calls failed\), the shared breaker stayed "
+    r"closed: openai answered ([\d.]+)% of requests"
+)
+
+
+def assert_the_shared_breaker_stayed_closed_while_noisy(out: str, noise: int, workers: int) -> None:
+    """The noisy phase: announced, narrated, in the table, and summed up."""
+    text = " ".join(out.split())
+    assert f"openai turns NOISY: {noise}% of its calls fail" in text
+    assert f"its breaker stayed CLOSED on all {workers} workers" in text  # the shared run
+    assert f"noisy ({noise}% errors): openai's share" in text
+    assert re.search(rf"noisy \({noise}% errors\): its breaker [│| ]*stayed CLOSED", text)
+    verdict = NOISY.search(text)
+    assert verdict, out
+    assert int(verdict.group(1)) == noise
+    assert 0 < float(verdict.group(2)) <= 100
 
 
 def private_tmp(tmp_path: Path) -> Path:
@@ -51,6 +68,7 @@ def test_the_demo_needs_nothing_shows_the_story_and_leaves_nothing_behind(
     assert "started valkey-server" in out
     for line in ("openai goes DOWN", "openai's breaker open", "openai goes UP", "failback"):
         assert line in out
+    assert_the_shared_breaker_stayed_closed_while_noisy(out, 5, 8)
     verdict = VERDICT.search(" ".join(out.split()))
     assert verdict, out
     shared, per_process = map(int, verdict.groups())
@@ -74,6 +92,8 @@ def test_the_demo_uses_an_existing_redis_in_snapshot_mode(
         "4",
         "--mode",
         "snapshot",
+        "--noise",
+        "10",
         "--redis-url",
         redis_server.url,
         env={"TMPDIR": str(tmp)},
@@ -81,6 +101,7 @@ def test_the_demo_uses_an_existing_redis_in_snapshot_mode(
 
     assert result.returncode == 0, result.stderr
     assert "started valkey-server" not in result.stdout
+    assert_the_shared_breaker_stayed_closed_while_noisy(result.stdout, 10, 4)
     verdict = VERDICT.search(" ".join(result.stdout.split()))
     assert verdict, result.stdout
     shared, per_process = map(int, verdict.groups())
@@ -129,6 +150,7 @@ def test_stopping_the_demo_midway_leaves_nothing_behind(tmp_path: Path, signum: 
         (["--redis-url", "refused"], "--redis-url: cannot reach the server"),
         (["--duration", "0.5"], "--duration must be between"),
         (["--workers", "0"], "--workers must be between"),
+        (["--noise", "150"], "--noise must be a percentage between 0 and 100"),
         (["--chart", "/nonexistent-flexiai-dir/timeline.png"], "--chart: no such directory"),
     ],
 )

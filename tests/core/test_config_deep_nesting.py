@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flexiai.config import load_config
 from flexiai.exceptions import ConfigError
@@ -53,3 +55,21 @@ def test_a_deeply_nested_config_file_names_the_variable(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="FLEXIAI_CONFIG_FILE"):
         load_config({"FLEXIAI_CONFIG_FILE": str(path)})
+
+
+@settings(max_examples=200, deadline=None)  # no timing: a slow machine is not a failure
+@given(
+    raw=st.one_of(
+        st.text(max_size=60),
+        st.integers(min_value=1, max_value=200_000).map(lambda n: "[" * n + "]" * n),
+        st.integers(min_value=1, max_value=200_000).map(lambda n: '{"a":' * n + "1" + "}" * n),
+    )
+)
+def test_fuzzed_options_load_or_raise_a_config_error_naming_the_variable(raw: str) -> None:
+    env = {**PROVIDER, "FLEXIAI_PROVIDER_1_OPTIONS": raw}
+    message = ""
+    try:
+        load_config(env)
+    except ConfigError as exc:  # anything else escapes and fails the test
+        message = str(exc)
+    assert not message or "FLEXIAI_PROVIDER_1_OPTIONS" in message

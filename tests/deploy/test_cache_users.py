@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, RetryConfig, SyncConfig
 from flexiai.testing import FakeLLMServer
@@ -222,7 +223,7 @@ def sync_config(store: Store, user: CacheUser, password: str, mode: str) -> Sync
         redis_host=store.server.host,
         redis_port=store.server.port,
         redis_username=user.user_id,
-        redis_password=password,
+        redis_password=SecretStr(password),
         redis_cluster=store.cluster,
         redis_socket_timeout=2.0,
         redis_socket_connect_timeout=2.0,
@@ -358,14 +359,15 @@ def _assert_read_only(
         socket_timeout=5,
     ) as as_status:
         assert as_status.get(key) is not None  # it reads the record ...
-        for attempt in (  # ... and can write nothing
+        writes: list[Callable[[], Any]] = [  # ... and can write nothing
             lambda: as_status.set(key, "{}"),
             lambda: as_status.delete(key),
             lambda: as_status.publish(status.channel, "{}"),
             lambda: as_status.eval("return 1", 0),
             lambda: as_status.evalsha("0" * 40, 0),
             lambda: as_status.script_load("return 1"),
-        ):
+        ]
+        for attempt in writes:
             with pytest.raises((NoPermissionError, ResponseError), match=r"(?i)permission"):
                 attempt()
     # Through the library too: the status route cannot reset a breaker for the fleet.

@@ -314,7 +314,7 @@ def test_http_api_routes_require_iam(synthesized: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------ lint
 
 
-@pytest.mark.parametrize("variant", ["iam", "no_iam"])
+@pytest.mark.parametrize("variant", ["iam", "no_iam", "options"])
 def test_cfn_lint_passes_on_the_synthesized_template(
     synthesized: dict[str, Any], variant: str
 ) -> None:
@@ -548,14 +548,14 @@ def test_by_default_the_alarm_notifies_a_topic_of_its_own(synthesized: dict[str,
     resources = sam["Resources"]
     assert resources["AlarmTopic"]["Condition"] == "CreateAlarmTopic"
     assert sam["Conditions"]["CreateAlarmTopic"] == {"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}
-    topic = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
-    assert resources["CircuitOpenedAlarm"]["Properties"]["AlarmActions"] == [topic]
+    sam_topic = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
+    assert resources["CircuitOpenedAlarm"]["Properties"]["AlarmActions"] == [sam_topic]
     subscription = resources["AlarmEmailSubscription"]
     assert subscription["Condition"] == "HasAlarmEmail"
     assert subscription["Properties"] == {
         "Protocol": "email",
         "Endpoint": {"Ref": "AlarmEmail"},
-        "TopicArn": topic,
+        "TopicArn": sam_topic,
     }
 
 
@@ -601,3 +601,44 @@ def test_sam_parameters_reach_the_resources_they_name() -> None:
         if r["Type"] == "AWS::Logs::LogGroup"
     ]
     assert log_groups == [{"Ref": "LogRetentionDays"}] * 3
+
+
+def test_functions_refuse_a_layer_built_for_the_other_architecture(
+    synthesized: dict[str, Any], tmp_path: Path
+) -> None:
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_ec2 as ec2
+    from aws_cdk import aws_lambda as lambda_
+    from flexiai_infra import BreakerStore, FlexiAIFunctions, ProviderSpec
+
+    from tests.deploy.conftest import _fake_layer
+
+    stack = Stack(App(), "Arch")
+    vpc = ec2.Vpc.from_vpc_attributes(
+        stack,
+        "Vpc",
+        vpc_id=NETWORK["vpcId"],
+        availability_zones=NETWORK["availabilityZones"].split(","),
+        private_subnet_ids=NETWORK["privateSubnetIds"].split(","),
+    )
+    store = BreakerStore(stack, "Store", vpc=vpc)
+    x86_layer = _fake_layer(tmp_path / "x86", "x86_64")
+    with pytest.raises(ValueError, match="make -C layer build-FlexiAILayerArm64"):
+        FlexiAIFunctions(
+            stack,
+            "Functions",
+            vpc=vpc,
+            store=store,
+            providers=[ProviderSpec(name="bedrock", model=BEDROCK_MODEL)],
+            handlers_path=tmp_path,
+            flexiai_layer_path=x86_layer,
+            architecture=lambda_.Architecture.ARM_64,
+        )
+
+
+def test_the_cdk_app_has_the_outputs_of_the_sam_template(synthesized: dict[str, Any]) -> None:
+    sam = load_template(REPO_ROOT / "template.yaml")
+    assert set(_json(synthesized, "iam")["Outputs"]) == set(sam["Outputs"])
+    plain = set(_json(synthesized, "no_iam")["Outputs"])
+    conditional = {k for k, v in sam["Outputs"].items() if v.get("Condition") == "UseIamAuth"}
+    assert plain == set(sam["Outputs"]) - conditional

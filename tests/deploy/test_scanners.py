@@ -19,7 +19,8 @@ the tool, when it is missing:
   ``@cdklabs/cdk-validator-cfnguard`` in ``~/.cache/flexiai-cfnguard``, the repository or npm's
   global root (``npm install --prefix ~/.cache/flexiai-cfnguard
   @cdklabs/cdk-validator-cfnguard``);
-- samtranslator: ``$SAM_VENV`` (default ``.venv-sam``, made by scripts/sam-validate.sh).
+- samtranslator: the SAM CLI's virtualenv, ``$SAM_VENV`` (default ``.venv-sam``, made by
+  scripts/bootstrap or scripts/sam-validate.sh).
 """
 
 from __future__ import annotations
@@ -111,10 +112,20 @@ def cfn_guard() -> tuple[Path, Path]:
     pytest.skip(GUARD_HINT)
 
 
+def _sam_python() -> Path:
+    """The interpreter of the SAM CLI's virtualenv (which holds samtranslator): SAM_VENV's
+    own, or the one beside the ``sam`` that SAM_VENV/bin/sam links to (scripts/_tools.sh)."""
+    for python in (
+        SAM_VENV / "bin" / "python",
+        (SAM_VENV / "bin" / "sam").resolve().parent / "python",
+    ):
+        if python.is_file():
+            return python
+    pytest.skip(f"no SAM CLI (samtranslator) under {SAM_VENV}: run scripts/sam-validate.sh")
+
+
 def sam_transformed(tmp_path: Path) -> Path:
-    python = SAM_VENV / "bin" / "python"
-    if not python.is_file():
-        pytest.skip(f"{python} is missing (samtranslator): run scripts/sam-validate.sh --prepare")
+    python = _sam_python()
     out = tmp_path / "template.sam.json"
     script = tmp_path / "translate.py"
     script.write_text(_TRANSLATE)

@@ -115,11 +115,11 @@ def test_a_reply_slower_than_the_timeout_is_a_provider_timeout(
     provider = build(kind, pool)
     fake_llm.script(kind, [Slow(5)])
 
-    started = time.monotonic()
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(ProviderTimeout) as info:
         provider.complete(ask(), timeout=0.3)
 
-    assert time.monotonic() - started < 3
+    assert info.value.retryable  # the client retries or fails over; no clock is read here
+    assert fake_llm.count(kind) == 1
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -41,6 +41,7 @@ __all__ = [
     "HttpProvider",
     "HttpRequestSpec",
     "Provider",
+    "error_class_for_status",
     "parse_retry_after",
 ]
 
@@ -139,6 +140,20 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not math.isfinite(seconds):  # NaN, or "inf"/"1e309": not a wait anyone can honour
         return None
     return max(0.0, seconds)
+
+
+def error_class_for_status(status: int | None) -> type[ProviderError]:
+    """Which failure an HTTP status is: the one statement of it, for every adapter (Bedrock's
+    botocore errors carry the same statuses). Unknown statuses are the server's problem."""
+    if status == 429:
+        return RateLimited
+    if status in (401, 403):
+        return ProviderAuthError
+    if status in (400, 404, 409, 413, 422):
+        return InvalidRequestError
+    if status == 408:
+        return ProviderTimeout
+    return ProviderServerError
 
 
 class HttpProvider(Provider):
@@ -334,20 +349,13 @@ class HttpProvider(Provider):
     def classify_error(self, response: httpx.Response, body: Any) -> ProviderError:
         status = response.status_code
         message = self._redact(self.error_message(body))
-        if status == 429:
+        kind = error_class_for_status(status)
+        if kind is RateLimited:
             return RateLimited(
                 message,
                 provider=self.name,
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
-        if status in (401, 403):
-            return ProviderAuthError(message, provider=self.name, status_code=status)
-        if status in (400, 404, 409, 413, 422):
-            return InvalidRequestError(message, provider=self.name, status_code=status)
-        if status == 408:
-            return ProviderTimeout(message, provider=self.name, status_code=status)
-        if status >= 500:
-            return ProviderServerError(message, provider=self.name, status_code=status)
-        return ProviderServerError(
-            f"unexpected status: {message}", provider=self.name, status_code=status
-        )
+        if kind is ProviderServerError and status < 500:
+            message = f"unexpected status: {message}"
+        return kind(message, provider=self.name, status_code=status)

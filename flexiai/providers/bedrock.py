@@ -58,6 +58,7 @@ from flexiai.providers.base import (
     ApiKeySource,
     ChatRequest,
     Provider,
+    error_class_for_status,
     parse_retry_after,
 )
 
@@ -345,7 +346,7 @@ class BedrockProvider(Provider):
         status = meta.get("HTTPStatusCode")
         status = status if isinstance(status, int) else None
         message = f"{code or 'error'}: {error.get('Message') or 'no error message'}"[:300]
-        kind = _BY_CODE.get(code) or _kind_for_status(status)
+        kind = _BY_CODE.get(code) or error_class_for_status(status)
         if kind is RateLimited:
             headers = meta.get("HTTPHeaders") or {}
             return RateLimited(
@@ -388,16 +389,3 @@ def _bytes_ok(value: Any) -> Any:
     if isinstance(value, bytes | bytearray):  # Converse accepts bytes (images, documents)
         return None
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _kind_for_status(status: int | None) -> type[ProviderError]:
-    """The same status rules as ``HttpProvider.classify_error``."""
-    if status == 429:
-        return RateLimited
-    if status in (401, 403):
-        return ProviderAuthError
-    if status in (400, 404, 409, 413, 422):
-        return InvalidRequestError
-    if status == 408:
-        return ProviderTimeout
-    return ProviderServerError

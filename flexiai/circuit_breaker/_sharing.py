@@ -274,7 +274,7 @@ class StateSyncManager:
                 "shared breaker store %s unavailable (%s); falling back to local breakers, "
                 "retrying in %.1fs",
                 self.backend.describe(),
-                type(exc.__cause__ or exc).__name__,
+                _reason(exc),
                 self._reconnect_backoff,
             )
 
@@ -317,6 +317,21 @@ class StateSyncManager:
             f"StateSyncManager(worker_id={self.worker_id!r}, backend={self.backend.describe()!r}, "
             f"mode={self.mode!r}, degraded={self.degraded})"
         )
+
+
+def _reason(exc: BaseException) -> str:
+    """Why the store failed, in a few words: the error's class, or for a refused TLS
+    certificate, that (redis-py reports it as a plain ConnectionError)."""
+    import ssl
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"TLS certificate refused: {seen.verify_message or seen.reason}"
+        if "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return "TLS certificate refused: certificate verify failed"
+        seen = seen.__cause__ or seen.__context__
+    return type(exc.__cause__ or exc).__name__
 
 
 class _Flusher:

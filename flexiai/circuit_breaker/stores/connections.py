@@ -34,6 +34,7 @@ Settings chosen for a request path (redis-py's defaults block ~59 s on a frozen 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +46,8 @@ from pydantic import SecretStr
 
 from flexiai.exceptions import ConfigError
 from flexiai.models import SyncConfig
+
+logger = logging.getLogger("flexiai.sync.redis")
 
 __all__ = [
     "HEALTH_CHECK_INTERVAL",
@@ -245,14 +248,19 @@ def _build(config: SyncConfig) -> tuple[Any, Callable[[], None]]:
         "protocol": 2,
     }
     endpoint, url_options = _endpoint(config)
+    options.update(url_options)
     if endpoint.pop("ssl"):
+        # After the URL's options: nothing there may lower verification (the model rejects
+        # it too); only redis_ssl_insecure does, and says so.
+        insecure = config.redis_ssl_insecure
+        if insecure:
+            _warn_insecure(config)
         options.update(
             ssl=True,
-            ssl_cert_reqs="required",
+            ssl_cert_reqs="none" if insecure else "required",
             ssl_ca_certs=config.redis_ssl_ca_certs,
-            ssl_check_hostname=True,
+            ssl_check_hostname=not insecure,
         )
-    options.update(url_options)
     if config.redis_iam_auth:
         from flexiai.circuit_breaker.stores._iam import ElastiCacheIAMProvider
 
@@ -281,6 +289,20 @@ def _build(config: SyncConfig) -> tuple[Any, Callable[[], None]]:
         return cluster, cluster.close
     client = redis.Redis(retry=retry, **endpoint, **options)
     return client, client.close
+
+
+_WARNED_INSECURE: set[str] = set()
+
+
+def _warn_insecure(config: SyncConfig) -> None:
+    where = describe(config)
+    if where not in _WARNED_INSECURE:
+        _WARNED_INSECURE.add(where)
+        logger.warning(
+            "redis_ssl_insecure is set: the certificate of %s is not verified; anyone on the "
+            "path can read and forge the fleet's breaker state",
+            where,
+        )
 
 
 def _endpoint(config: SyncConfig) -> tuple[dict[str, Any], dict[str, Any]]:

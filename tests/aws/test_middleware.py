@@ -50,7 +50,7 @@ def json_lines(out: str) -> list[dict[str, Any]]:
 
 def emf_documents(docs: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     """EMF documents carrying ``metric``, whatever else they carry."""
-    found = []
+    found: list[dict[str, Any]] = []
     for doc in docs:
         directives = doc.get("_aws", {}).get("CloudWatchMetrics", [])
         found.extend(doc for d in directives if any(m["Name"] == metric for m in d["Metrics"]))

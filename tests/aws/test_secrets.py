@@ -96,7 +96,10 @@ def test_a_json_field_of_an_ssm_parameter_is_the_key(ssm: Any, resolver: SecretR
 
 def test_resolve_reference_uses_powertools_when_installed(secrets: Any) -> None:
     assert resolve_reference("secretsmanager:openai-key#api_key", provider="openai") == KEY
-    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
+    # Defined in parameters.constants; base imports it without re-exporting it.
+    from aws_lambda_powertools.utilities.parameters.base import (  # type: ignore[attr-defined]
+        DEFAULT_PROVIDERS,
+    )
 
     assert "secrets" in DEFAULT_PROVIDERS  # fetched (and cached) by Powertools
 
@@ -317,7 +320,10 @@ def silent_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[RawServer]:
     """Secrets Manager and SSM endpoints on loopback that accept the request and then say
     nothing for a minute (stopping the server ends that at once). Powertools' provider is
     rebuilt so that it, too, reads the endpoint variables."""
-    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
+    # Defined in parameters.constants; base imports it without re-exporting it.
+    from aws_lambda_powertools.utilities.parameters.base import (  # type: ignore[attr-defined]
+        DEFAULT_PROVIDERS,
+    )
 
     silence = RawServer(RawReply(b"HTTP/1.1 200 OK\r\n\r\n", head_interval=60))
     with silence:

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
 import pytest
 import redis
 from redis.backoff import NoBackoff
+from redis.sentinel import SentinelConnectionPool
 
 from flexiai.circuit_breaker.stores import connections
 from flexiai.models import SyncConfig
 
 
-def kwargs_of(lease: connections.ClientLease) -> dict:
-    return lease.client.connection_pool.connection_kwargs
+def pool_of(lease: connections.ClientLease) -> redis.ConnectionPool:
+    """The client's connection pool: redis-py's, which RedisClient does not describe."""
+    return cast(redis.Redis, lease.client).connection_pool
+
+
+def kwargs_of(lease: connections.ClientLease) -> dict[str, Any]:
+    return pool_of(lease).connection_kwargs
 
 
 @pytest.fixture
-def lease_of():
+def lease_of() -> Iterator[Callable[..., connections.ClientLease]]:
     leases: list[connections.ClientLease] = []
 
-    def acquire(**settings) -> connections.ClientLease:
+    def acquire(**settings: Any) -> connections.ClientLease:
         lease = connections.acquire(SyncConfig(**settings))
         leases.append(lease)
         return lease
@@ -28,7 +37,7 @@ def lease_of():
         lease.release()
 
 
-def test_request_path_settings(lease_of) -> None:
+def test_request_path_settings(lease_of: Callable[..., connections.ClientLease]) -> None:
     kwargs = kwargs_of(lease_of(redis_socket_timeout=0.3, redis_socket_connect_timeout=0.7))
     assert kwargs["socket_timeout"] == 0.3
     assert kwargs["socket_connect_timeout"] == 0.7
@@ -41,7 +50,7 @@ def test_request_path_settings(lease_of) -> None:
     assert redis.TimeoutError not in retry._supported_errors
 
 
-def test_fields_build_a_tls_client(lease_of) -> None:
+def test_fields_build_a_tls_client(lease_of: Callable[..., connections.ClientLease]) -> None:
     kwargs = kwargs_of(
         lease_of(
             redis_host="cache.example",
@@ -61,7 +70,9 @@ def test_fields_build_a_tls_client(lease_of) -> None:
 
 
 @pytest.mark.parametrize("scheme", ["rediss", "valkeys"])
-def test_a_url_wins_over_fields_and_its_query_over_defaults(lease_of, scheme: str) -> None:
+def test_a_url_wins_over_fields_and_its_query_over_defaults(
+    lease_of: Callable[..., connections.ClientLease], scheme: str
+) -> None:
     lease = lease_of(
         redis_url=f"{scheme}://user:s3cret@u.example:7000/4?socket_timeout=2",
         redis_host="ignored",
@@ -72,20 +83,22 @@ def test_a_url_wins_over_fields_and_its_query_over_defaults(lease_of, scheme: st
     assert (kwargs["username"], kwargs["password"]) == ("user", "s3cret")
     assert kwargs["socket_timeout"] == 2.0
     assert kwargs["ssl_cert_reqs"] == "required"
-    assert lease.client.connection_pool.connection_class is redis.SSLConnection
+    assert pool_of(lease).connection_class is redis.SSLConnection
 
 
-def test_a_url_without_credentials_keeps_the_password_field(lease_of) -> None:
+def test_a_url_without_credentials_keeps_the_password_field(
+    lease_of: Callable[..., connections.ClientLease],
+) -> None:
     kwargs = kwargs_of(lease_of(redis_url="valkey://u.example:7000", redis_password="pw"))
     assert kwargs["password"] == "pw" and "ssl_cert_reqs" not in kwargs
 
 
-def test_unix_socket_url(lease_of) -> None:
+def test_unix_socket_url(lease_of: Callable[..., connections.ClientLease]) -> None:
     kwargs = kwargs_of(lease_of(redis_url="unix:///run/redis.sock?db=3"))
     assert kwargs["path"] == "/run/redis.sock" and kwargs["db"] == 3
 
 
-def test_sentinel_settings(lease_of) -> None:
+def test_sentinel_settings(lease_of: Callable[..., connections.ClientLease]) -> None:
     lease = lease_of(
         redis_sentinels=["10.0.0.1:26379", "[::1]:26380"],
         redis_sentinel_service="primary",
@@ -93,7 +106,7 @@ def test_sentinel_settings(lease_of) -> None:
         redis_sentinel_password="sentinel-pw",
         redis_ssl=True,
     )
-    pool = lease.client.connection_pool
+    pool = cast(SentinelConnectionPool, pool_of(lease))  # a sentinel config makes one
     assert pool.service_name == "primary"
     assert pool.connection_kwargs["password"] == "data-pw"
     sentinels = pool.sentinel_manager.sentinels
@@ -108,7 +121,9 @@ def test_sentinel_settings(lease_of) -> None:
     assert sentinel_kwargs["ssl_cert_reqs"] == "required"
 
 
-def test_iam_uses_a_credential_provider_and_tls(lease_of) -> None:
+def test_iam_uses_a_credential_provider_and_tls(
+    lease_of: Callable[..., connections.ClientLease],
+) -> None:
     from flexiai.circuit_breaker.stores._iam import ElastiCacheIAMProvider
 
     kwargs = kwargs_of(

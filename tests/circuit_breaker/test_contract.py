@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -388,7 +390,7 @@ def test_the_first_schema_is_migrated_not_misread(store: Store) -> None:
 # -- garbage in the store (Redis only) -------------------------------------------------
 
 
-def _set(text: str):
+def _set(text: str) -> Callable[[Any, str], object]:
     return lambda raw, key: raw.set(key, text)
 
 
@@ -415,7 +417,7 @@ def _set(text: str):
     ],
 )
 def test_garbage_reads_as_fresh_and_a_transition_overwrites_it(
-    redis_store: Store, corrupt, seen_by_load: bool
+    redis_store: Store, corrupt: Callable[[Any, str], object], seen_by_load: bool
 ) -> None:
     backend = redis_store.backend()
     corrupt(redis_store.raw, redis_store.key("openai"))

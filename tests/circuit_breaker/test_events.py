@@ -6,11 +6,14 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from flexiai.circuit_breaker._machine import EventType, Op
 from flexiai.circuit_breaker._wire import SyncEvent
+from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
+from flexiai_dev.servers import RedisProcess
 from tests.circuit_breaker.conftest import policy, wait_until
 from tests.support.redis_fixtures import sync_config_for
 
@@ -36,7 +39,9 @@ class Listener:
 
 
 @pytest.fixture
-def pair(redis_server, make_backend):
+def pair(
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> tuple[RedisSyncBackend, Listener, RedisSyncBackend]:
     """(listener backend, subscribed Listener, worker backend) on one server."""
     config = sync_config_for(redis_server)
     listening, worker = make_backend(config), make_backend(config)
@@ -46,7 +51,9 @@ def pair(redis_server, make_backend):
     return listening, listener, worker
 
 
-def test_every_guide_event_arrives_decoded(pair) -> None:
+def test_every_guide_event_arrives_decoded(
+    pair: tuple[RedisSyncBackend, Listener, RedisSyncBackend],
+) -> None:
     _, listener, worker = pair
     p = policy(
         failure_threshold=2, success_threshold=2, half_open_max_calls=2, recovery_timeout=0.05
@@ -72,7 +79,7 @@ def test_every_guide_event_arrives_decoded(pair) -> None:
     assert [e.version for e in received] == sorted(e.version for e in received)
 
 
-def test_subscribe_is_idempotent(pair) -> None:
+def test_subscribe_is_idempotent(pair: tuple[RedisSyncBackend, Listener, RedisSyncBackend]) -> None:
     listening, listener, worker = pair
     listening.subscribe(listener.handler, listener.on_connect)
     worker.transition("openai", Op.FAILURE, policy(), "w")
@@ -82,7 +89,9 @@ def test_subscribe_is_idempotent(pair) -> None:
 
 
 def test_malformed_messages_are_dropped_counted_and_logged_once(
-    pair, redis_server, caplog: pytest.LogCaptureFixture
+    pair: tuple[RedisSyncBackend, Listener, RedisSyncBackend],
+    redis_server: RedisProcess,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     listening, listener, worker = pair
     caplog.set_level(logging.WARNING, logger="flexiai.sync.redis")
@@ -104,7 +113,9 @@ def test_malformed_messages_are_dropped_counted_and_logged_once(
     assert len(dropped) == 1
 
 
-def test_a_failing_handler_does_not_stop_the_subscriber(redis_server, make_backend) -> None:
+def test_a_failing_handler_does_not_stop_the_subscriber(
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     config = sync_config_for(redis_server)
     listening, worker = make_backend(config), make_backend(config)
     listener = Listener(fail_on={"broken"})
@@ -116,7 +127,9 @@ def test_a_failing_handler_does_not_stop_the_subscriber(redis_server, make_backe
     assert listening.stats()["handler_errors"] == 1
 
 
-def test_the_subscriber_reconnects_after_a_server_restart(pair, redis_server) -> None:
+def test_the_subscriber_reconnects_after_a_server_restart(
+    pair: tuple[RedisSyncBackend, Listener, RedisSyncBackend], redis_server: RedisProcess
+) -> None:
     listening, listener, worker = pair
     assert listening.health_check() is True
     redis_server.kill()
@@ -130,7 +143,9 @@ def test_the_subscriber_reconnects_after_a_server_restart(pair, redis_server) ->
     assert listener.next().record == result.record
 
 
-def test_health_check_is_false_while_the_subscriber_is_disconnected(pair, redis_server) -> None:
+def test_health_check_is_false_while_the_subscriber_is_disconnected(
+    pair: tuple[RedisSyncBackend, Listener, RedisSyncBackend], redis_server: RedisProcess
+) -> None:
     listening, listener, _ = pair
     with redis_server.client() as admin:
         admin.client_kill_filter(_type="pubsub")
@@ -139,7 +154,9 @@ def test_health_check_is_false_while_the_subscriber_is_disconnected(pair, redis_
     assert listening.health_check() is True
 
 
-def test_close_stops_the_subscriber_thread(redis_server, make_backend) -> None:
+def test_close_stops_the_subscriber_thread(
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     backend = make_backend(sync_config_for(redis_server))
     listener = Listener()
     backend.subscribe(listener.handler, listener.on_connect)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
 import pytest
-from botocore.credentials import Credentials
+from botocore.credentials import Credentials, ReadOnlyCredentials
 
 from flexiai.circuit_breaker._machine import Op
 from flexiai.circuit_breaker.stores._iam import ElastiCacheIAMProvider
 from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
 from flexiai.exceptions import ConfigError
 from flexiai.testing.clock import FakeClock
+from flexiai_dev.servers import RedisProcess
 from tests.circuit_breaker.conftest import policy
 from tests.support.redis_fixtures import sync_config_for
 
@@ -28,12 +31,12 @@ class CountingCredentials(Credentials):
         super().__init__("AKIDEXAMPLE", SECRET, token)
         self.signings = 0
 
-    def get_frozen_credentials(self):
+    def get_frozen_credentials(self) -> ReadOnlyCredentials:
         self.signings += 1
         return super().get_frozen_credentials()
 
 
-def provider(clock=None, **kwargs) -> ElastiCacheIAMProvider:
+def provider(clock: FakeClock | None = None, **kwargs: Any) -> ElastiCacheIAMProvider:
     kwargs.setdefault("credentials", CountingCredentials())
     return ElastiCacheIAMProvider("app-user", "my-cache", "eu-west-1", clock=clock, **kwargs)
 
@@ -140,7 +143,11 @@ class _Address:
     host, port, password, tls = "127.0.0.1", 1, None, None
 
 
-def test_iam_auth_against_a_real_tls_server(tls_redis, make_backend, monkeypatch) -> None:
+def test_iam_auth_against_a_real_tls_server(
+    tls_redis: RedisProcess,
+    make_backend: Callable[..., RedisSyncBackend],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A ``nopass`` user accepts any password, so the token's AUTH can be observed locally:
     the backend authenticates as the IAM user over TLS and works."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")

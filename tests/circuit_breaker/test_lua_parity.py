@@ -11,6 +11,7 @@ garbage in a stored record. The store's clock is a fake one passed to the script
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -99,13 +100,14 @@ def test_random_sequences_match_the_python_machine(redis_store: Store, seed: int
 
 def test_stored_record_is_exactly_to_json(redis_store: Store) -> None:
     backend, p = redis_store.backend(), policy(failure_threshold=2)
-    for op, kwargs in [
+    steps: list[tuple[Op, dict[str, Any]]] = [
         (Op.FAILURE, {}),
         (Op.FAILURE, {}),
         (Op.TRIP, {"open_for": 100}),
         (Op.TRIP, {"open_for": 12_345}),
         (Op.RESET, {}),
-    ]:
+    ]
+    for op, kwargs in steps:
         result = backend.transition("openai", op, p, "w-1", **kwargs)
         stored = redis_store.raw.get(redis_store.key("openai"))
         assert stored == result.record.to_json().encode()
@@ -145,6 +147,7 @@ def test_published_events_are_exactly_encode_event(redis_store: Store) -> None:
                 if message is not None:
                     break
             assert message is not None
+            assert result.event is not None
             expected = encode_event(
                 SyncEvent(
                     result.event, "openai", result.record.updated_by, result.now, result.record

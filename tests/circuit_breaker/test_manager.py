@@ -198,19 +198,20 @@ def test_a_redis_fault_while_counting_loses_at_most_the_batch_in_flight(
     with client_for(redis_server, fake, **settings) as client:
         for _ in range(20):
             assert client.generate("before").provider == "openai"
-        assert client._sync_manager is not None
-        wait_until(lambda: client._sync_manager.flush() and window_calls(redis_server) == 20)
+        manager = client._sync_manager
+        assert manager is not None
+        wait_until(lambda: manager.flush() and window_calls(redis_server) == 20)
         redis_server.freeze()
         try:
             for _ in range(10):  # counted locally while the store cannot answer
                 assert client.generate("during").provider == "openai"
-            client._sync_manager.flush()
+            manager.flush()
         finally:
             redis_server.thaw()
         time.sleep(0.35)  # the reconnect backoff
         for _ in range(15):
             assert client.generate("after").provider == "openai"
-        wait_until(lambda: client._sync_manager.flush() and window_calls(redis_server) >= 35)
+        wait_until(lambda: manager.flush() and window_calls(redis_server) >= 35)
         # Everything before and after the outage reached the store; of the outage's own
         # counts, only what was in flight may be missing (they counted locally instead).
         assert 35 <= window_calls(redis_server) <= 45

@@ -9,7 +9,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -45,7 +47,9 @@ def test_importing_and_constructing_imports_no_redis_module() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
 
 
-def test_constructing_opens_no_socket_until_first_use(redis_server, make_backend) -> None:
+def test_constructing_opens_no_socket_until_first_use(
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     assert connected_clients(redis_server) == 0
     backend = make_backend(sync_config_for(redis_server))
     cluster = make_backend(sync_config_for(redis_server, redis_cluster=True))
@@ -80,7 +84,9 @@ def test_state_key_pattern_escapes_glob_characters() -> None:
     assert state_key_pattern("a*b?[c]", True) == "{a\\*b\\?\\[c\\]}:state:*"
 
 
-def test_list_providers_scans_only_this_prefix(redis_server, make_backend) -> None:
+def test_list_providers_scans_only_this_prefix(
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     config = sync_config_for(redis_server, key_prefix="team*a")
     backend = make_backend(config)
     for provider in ("openai", "anthropic", "gemini-2"):
@@ -94,7 +100,7 @@ def test_list_providers_scans_only_this_prefix(redis_server, make_backend) -> No
 # -- one client per process ----------------------------------------------------------------
 
 
-def test_backends_with_the_same_settings_share_one_client(redis_server) -> None:
+def test_backends_with_the_same_settings_share_one_client(redis_server: RedisProcess) -> None:
     config = sync_config_for(redis_server)
     first, second = RedisSyncBackend(config), RedisSyncBackend(config)
     other_db = RedisSyncBackend(sync_config_for(redis_server, redis_db=1))
@@ -117,7 +123,7 @@ def test_backends_with_the_same_settings_share_one_client(redis_server) -> None:
     assert connected_clients(redis_server) == 0
 
 
-def test_a_closed_backend_raises_state_store_error(redis_server) -> None:
+def test_a_closed_backend_raises_state_store_error(redis_server: RedisProcess) -> None:
     backend = RedisSyncBackend(sync_config_for(redis_server))
     backend.close()
     with pytest.raises(StateStoreError, match="closed"):
@@ -127,7 +133,9 @@ def test_a_closed_backend_raises_state_store_error(redis_server) -> None:
     assert backend.health_check() is False
 
 
-def test_a_supplied_client_is_used_and_never_closed(redis_server, make_backend) -> None:
+def test_a_supplied_client_is_used_and_never_closed(
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     with redis_server.client(db=2) as client:
         backend = make_backend(sync_config_for(redis_server), client=client)
         backend.transition("openai", Op.FAILURE, policy(), "w")
@@ -140,7 +148,9 @@ def test_a_supplied_client_is_used_and_never_closed(redis_server, make_backend) 
 # -- describe, repr, errors never show a password -------------------------------------------
 
 
-def test_describe_and_errors_never_show_the_password(make_backend) -> None:
+def test_describe_and_errors_never_show_the_password(
+    make_backend: Callable[..., RedisSyncBackend],
+) -> None:
     port = free_port()  # nothing listens there
     by_fields = make_backend(
         sync_config_for(_Nowhere(port), redis_password="hunter2-field", redis_username="app")
@@ -189,7 +199,9 @@ class _Nowhere:
 # -- TTL -----------------------------------------------------------------------------------
 
 
-def test_records_expire_state_ttl_after_their_last_deadline(redis_server, make_backend) -> None:
+def test_records_expire_state_ttl_after_their_last_deadline(
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     backend = make_backend(sync_config_for(redis_server, state_ttl=60))
     with redis_server.client() as admin:
         backend.transition("openai", Op.FAILURE, policy(), "w")
@@ -202,7 +214,9 @@ def test_records_expire_state_ttl_after_their_last_deadline(redis_server, make_b
 # -- faults --------------------------------------------------------------------------------
 
 
-def test_a_frozen_server_raises_instead_of_hanging(redis_server, make_backend) -> None:
+def test_a_frozen_server_raises_instead_of_hanging(
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     backend = make_backend(sync_config_for(redis_server, redis_socket_timeout=0.1))
     backend.load(["openai"])  # a pooled connection exists
     redis_server.freeze()
@@ -219,7 +233,9 @@ def test_a_frozen_server_raises_instead_of_hanging(redis_server, make_backend) -
     assert backend.stats()["store_errors"] == 2
 
 
-def test_a_refused_port_raises_state_store_error(make_backend) -> None:
+def test_a_refused_port_raises_state_store_error(
+    make_backend: Callable[..., RedisSyncBackend],
+) -> None:
     backend = make_backend(sync_config_for(_Nowhere(free_port())))
     with pytest.raises(StateStoreError, match="ConnectionError"):
         backend.transition("openai", Op.FAILURE, policy(), "w")
@@ -230,7 +246,9 @@ def test_a_refused_port_raises_state_store_error(make_backend) -> None:
     assert backend.health_check() is False
 
 
-def test_a_restarted_server_is_used_again_without_a_new_backend(redis_server, make_backend) -> None:
+def test_a_restarted_server_is_used_again_without_a_new_backend(
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     backend = make_backend(sync_config_for(redis_server))
     backend.transition("openai", Op.FAILURE, policy(), "w")
     redis_server.restart()  # same port, empty (no persistence)
@@ -239,7 +257,9 @@ def test_a_restarted_server_is_used_again_without_a_new_backend(redis_server, ma
     assert backend.stats()["store_errors"] == 0
 
 
-def test_scripts_are_reloaded_after_script_flush(redis_server, make_backend) -> None:
+def test_scripts_are_reloaded_after_script_flush(
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     backend = make_backend(sync_config_for(redis_server))
     backend.load(["openai"])
     with redis_server.client() as admin:
@@ -250,8 +270,11 @@ def test_scripts_are_reloaded_after_script_flush(redis_server, make_backend) -> 
 # -- concurrency ---------------------------------------------------------------------------
 
 
-def run_threads(count: int, target) -> list:
-    results: list = []
+T = TypeVar("T")
+
+
+def run_threads(count: int, target: Callable[[int], Iterable[T]]) -> list[T]:
+    results: list[T] = []
     lock = threading.Lock()
     barrier = threading.Barrier(count)
 
@@ -269,7 +292,7 @@ def run_threads(count: int, target) -> list:
     return results
 
 
-def test_concurrent_failures_open_after_exactly_the_threshold(redis_server) -> None:
+def test_concurrent_failures_open_after_exactly_the_threshold(redis_server: RedisProcess) -> None:
     config = sync_config_for(redis_server)
     backends = [RedisSyncBackend(config) for _ in range(8)]
     p = policy(failure_threshold=20)
@@ -290,7 +313,9 @@ def test_concurrent_failures_open_after_exactly_the_threshold(redis_server) -> N
     assert final.state is CircuitState.OPEN and final.version == 20
 
 
-def test_concurrent_acquires_grant_exactly_half_open_max_calls(redis_server, make_backend) -> None:
+def test_concurrent_acquires_grant_exactly_half_open_max_calls(
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     backend = make_backend(sync_config_for(redis_server))
     p = policy(half_open_max_calls=3, recovery_timeout=0.05)
     backend.transition("openai", Op.TRIP, p, "w", open_for=50)
@@ -315,11 +340,12 @@ def _time_calls(server: RedisProcess) -> int:
 def _server_time(server: RedisProcess) -> float:
     with server.client() as admin:
         seconds, micros = admin.time()
-    return seconds + micros / 1_000_000
+    now: float = seconds + micros / 1_000_000
+    return now
 
 
 def test_load_reads_the_servers_clock_and_measures_it_every_30_seconds(
-    redis_server, make_backend
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
 ) -> None:
     """A snapshot is one MGET; the clock offset costs a TIME only on the first load and
     once it is _CLOCK_RESAMPLE old. The local wall clock plays no part: this worker's is
@@ -355,7 +381,7 @@ def test_load_reads_the_servers_clock_and_measures_it_every_30_seconds(
 
 
 def test_transitions_refresh_the_clock_offset_and_now_never_goes_back(
-    redis_server, make_backend
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
 ) -> None:
     backend = make_backend(sync_config_for(redis_server))
     backend.load(["openai"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import queue
 import time
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
@@ -13,9 +15,20 @@ from flexiai.circuit_breaker._record import BreakerRecord, CircuitState
 from flexiai.circuit_breaker._wire import SyncEvent
 from flexiai.circuit_breaker.stores.redis import RedisSyncBackend, state_key
 from flexiai.exceptions import StateStoreError
-from flexiai_dev.servers import ACL_CLUSTER_COMMANDS, ACL_COMMANDS, acl_setuser_line
+from flexiai.models import SyncConfig
+from flexiai_dev.servers import (
+    ACL_CLUSTER_COMMANDS,
+    ACL_COMMANDS,
+    ClusterGroup,
+    RedisProcess,
+    SentinelGroup,
+    acl_setuser_line,
+)
 from tests.circuit_breaker.conftest import policy, wait_until
 from tests.support.redis_fixtures import AclServer, sync_config_for
+
+if TYPE_CHECKING:
+    from redis.cluster import RedisCluster
 
 # How Redis words an ACL refusal: of a command, inside a script, and of a PING.
 DENIED = "(?i)no permissions|can't run|can't publish|PING refused"
@@ -39,27 +52,33 @@ def round_trip(backend: RedisSyncBackend, provider: str = "openai") -> None:
 # -- TLS -----------------------------------------------------------------------------------
 
 
-def test_tls_with_the_ca(tls_redis, make_backend) -> None:
+def test_tls_with_the_ca(
+    tls_redis: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     backend = make_backend(sync_config_for(tls_redis))
     assert backend.describe().startswith("rediss://127.0.0.1:")
     round_trip(backend)
 
 
-def test_tls_by_url(tls_redis, make_backend) -> None:
+def test_tls_by_url(tls_redis: RedisProcess, make_backend: Callable[..., RedisSyncBackend]) -> None:
     config = sync_config_for(
         tls_redis, redis_ssl=False, redis_url=f"rediss://127.0.0.1:{tls_redis.port}/0"
     )
     round_trip(make_backend(config))
 
 
-def test_tls_without_the_ca_fails_verification(tls_redis, make_backend) -> None:
+def test_tls_without_the_ca_fails_verification(
+    tls_redis: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     backend = make_backend(sync_config_for(tls_redis, redis_ssl_ca_certs=None))
     with pytest.raises(StateStoreError, match=r"(?i)certificate"):
         backend.load(["openai"])
     assert backend.health_check() is False
 
 
-def test_plain_connection_to_a_tls_port_fails_fast(tls_redis, make_backend) -> None:
+def test_plain_connection_to_a_tls_port_fails_fast(
+    tls_redis: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     backend = make_backend(sync_config_for(tls_redis, redis_ssl=False))
     with pytest.raises(StateStoreError):
         backend.load(["openai"])
@@ -88,14 +107,16 @@ def exercise(backend: RedisSyncBackend, acl: AclServer) -> None:
 
 
 def test_the_least_privilege_user_can_do_everything_the_backend_needs(
-    acl_redis, make_backend
+    acl_redis: AclServer, make_backend: Callable[..., RedisSyncBackend]
 ) -> None:
     backend = make_backend(sync_config_for(acl_redis))
     round_trip(backend)
     exercise(backend, acl_redis)
 
 
-def test_the_user_cannot_leave_its_key_pattern(acl_redis, make_backend) -> None:
+def test_the_user_cannot_leave_its_key_pattern(
+    acl_redis: AclServer, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     outside = make_backend(sync_config_for(acl_redis, key_prefix="elsewhere"))
     with pytest.raises(StateStoreError, match=DENIED):
         outside.transition("openai", Op.FAILURE, policy(), "w")
@@ -105,7 +126,9 @@ def test_the_user_cannot_leave_its_key_pattern(acl_redis, make_backend) -> None:
 
 
 @pytest.mark.parametrize("command", ACL_COMMANDS)
-def test_every_acl_rule_is_needed(acl_redis, make_backend, command: str) -> None:
+def test_every_acl_rule_is_needed(
+    acl_redis: AclServer, make_backend: Callable[..., RedisSyncBackend], command: str
+) -> None:
     with acl_redis.server.client() as admin:
         admin.execute_command("ACL", "SETUSER", acl_redis.username, f"-{command}")
     backend = make_backend(sync_config_for(acl_redis))
@@ -124,22 +147,25 @@ def test_acl_line_is_the_documented_one() -> None:
 
 
 @pytest.fixture
-def cluster_config(redis_cluster):
+def cluster_config(redis_cluster: ClusterGroup) -> SyncConfig:
     unique = uuid.uuid4().hex[:8]
     return sync_config_for(redis_cluster, key_prefix=f"t{unique}", channel=f"t{unique}:events")
 
 
-def test_cluster_keys_share_one_slot(cluster_config, make_backend) -> None:
+def test_cluster_keys_share_one_slot(
+    cluster_config: SyncConfig, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     backend = make_backend(cluster_config)
     prefix = cluster_config.key_prefix
     assert backend.key_for("openai") == f"{{{prefix}}}:state:openai"
-    client = backend._client()
+    # A cluster config makes a RedisCluster client, which can name a key's slot.
+    client = cast("RedisCluster", backend._client())
     slots = {client.keyslot(backend.key_for(p)) for p in ("openai", "anthropic", "gemini")}
     assert len(slots) == 1
     assert backend.describe().endswith("(cluster)")
 
 
-def _cluster_commands(cluster) -> dict[str, int]:
+def _cluster_commands(cluster: ClusterGroup) -> dict[str, int]:
     totals: dict[str, int] = {}
     for node in cluster.nodes:
         with node.client() as admin:
@@ -149,7 +175,11 @@ def _cluster_commands(cluster) -> dict[str, int]:
     return totals
 
 
-def test_cluster_round_trip(cluster_config, make_backend, redis_cluster) -> None:
+def test_cluster_round_trip(
+    cluster_config: SyncConfig,
+    make_backend: Callable[..., RedisSyncBackend],
+    redis_cluster: ClusterGroup,
+) -> None:
     backend = make_backend(cluster_config)
     round_trip(backend)
     backend.transition("anthropic", Op.TRIP, policy(), "w", open_for=3000)
@@ -163,7 +193,9 @@ def test_cluster_round_trip(cluster_config, make_backend, redis_cluster) -> None
     assert backend.list_providers() == ["anthropic", "openai"]
 
 
-def test_cluster_events_reach_a_subscriber_on_another_backend(cluster_config, make_backend) -> None:
+def test_cluster_events_reach_a_subscriber_on_another_backend(
+    cluster_config: SyncConfig, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     listening = make_backend(cluster_config)
     worker = RedisSyncBackend(cluster_config)
     try:
@@ -180,7 +212,7 @@ def test_cluster_events_reach_a_subscriber_on_another_backend(cluster_config, ma
 
 @pytest.mark.parametrize("missing", [None, *ACL_CLUSTER_COMMANDS])
 def test_the_least_privilege_user_in_a_cluster(
-    redis_cluster, make_backend, missing: str | None
+    redis_cluster: ClusterGroup, make_backend: Callable[..., RedisSyncBackend], missing: str | None
 ) -> None:
     unique = uuid.uuid4().hex[:8]
     user, password, prefix, channel = f"u{unique}", "cluster-pw", f"p{unique}", f"p{unique}:ev"
@@ -212,7 +244,9 @@ def test_the_least_privilege_user_in_a_cluster(
                 admin.execute_command("ACL", "DELUSER", user)
 
 
-def test_a_supplied_cluster_client_gets_hash_tagged_keys(redis_cluster, make_backend) -> None:
+def test_a_supplied_cluster_client_gets_hash_tagged_keys(
+    redis_cluster: ClusterGroup, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     from redis.cluster import RedisCluster
 
     client = RedisCluster(host=redis_cluster.host, port=redis_cluster.port, protocol=2)
@@ -231,18 +265,24 @@ def test_a_supplied_cluster_client_gets_hash_tagged_keys(redis_cluster, make_bac
 # -- Sentinel ------------------------------------------------------------------------------
 
 
-def test_sentinel_round_trip(sentinel_redis, make_backend) -> None:
+def test_sentinel_round_trip(
+    sentinel_redis: SentinelGroup, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     config = sync_config_for(sentinel_redis, key_prefix=f"s{uuid.uuid4().hex[:6]}")
     round_trip(make_backend(config))
 
 
-def test_sentinel_password_is_required_and_used(sentinel_redis, make_backend) -> None:
+def test_sentinel_password_is_required_and_used(
+    sentinel_redis: SentinelGroup, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     wrong = make_backend(sync_config_for(sentinel_redis, redis_sentinel_password="wrong"))
     with pytest.raises(StateStoreError):
         wrong.load(["openai"])
 
 
-def test_sentinel_failover_reaches_the_new_master(sentinel_redis, make_backend) -> None:
+def test_sentinel_failover_reaches_the_new_master(
+    sentinel_redis: SentinelGroup, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
     backend = make_backend(sync_config_for(sentinel_redis, key_prefix="failover"))
     before = backend.transition("openai", Op.FAILURE, policy(), "w").record
     old_port = sentinel_redis.master_port()

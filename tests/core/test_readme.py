@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,8 @@ def quick_start_code() -> str:
     section = readme[readme.index("## Quick start") : readme.index("## How failover works")]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 1
-    return blocks[0]
+    code: str = blocks[0]
+    return code
 
 
 def test_quick_start_runs_as_written(tmp_path: Path) -> None:
@@ -29,7 +31,13 @@ def test_quick_start_runs_as_written(tmp_path: Path) -> None:
     sample.write_text(quick_start_code())
     # The runner serves the fake LLM on 127.0.0.1:8900 inside a private network namespace,
     # as the README's first command does.
-    spec = {"samples": [str(sample)], "redis": None, "env": {}, "drive": "", "down": []}
+    spec: dict[str, Any] = {
+        "samples": [str(sample)],
+        "redis": None,
+        "env": {},
+        "drive": "",
+        "down": [],
+    }
     proc = subprocess.run(
         ["unshare", "--net", sys.executable, str(RUNNER), json.dumps(spec)],
         capture_output=True,

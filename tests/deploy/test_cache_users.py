@@ -219,7 +219,7 @@ def sync_config(store: Store, user: CacheUser, password: str, mode: str) -> Sync
     return SyncConfig(
         enabled=True,
         backend="redis",
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
         redis_host=store.server.host,
         redis_port=store.server.port,
         redis_username=user.user_id,

@@ -34,7 +34,8 @@ CDK_LINT_IGNORES = [
 
 
 def _json(synthesized: dict[str, Any], key: str) -> dict[str, Any]:
-    return synthesized[key][1].to_json()
+    template: dict[str, Any] = synthesized[key][1].to_json()
+    return template
 
 
 def _of_type(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
@@ -128,7 +129,7 @@ def test_only_generate_reads_secrets_and_only_the_given_arns(synthesized: dict[s
             if role != generate_role:
                 assert secret_reads == [], f"{variant}: {role} must not read provider secrets"
                 continue
-            resources = set()
+            resources: set[str] = set()
             for statement in secret_reads:
                 assert set(_actions(statement)) <= {
                     "secretsmanager:GetSecretValue",

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from flexiai.circuit_breaker import CircuitState, EventType, OpenReason, WindowCounts
-from flexiai.client import FlexiAI
+from flexiai.client import FlexiAI, ProviderStatus
 from flexiai_dev.fleet import FleetResult, FleetSpec, Step, run_fleets
 from tests.fleet.conftest import fleet_spec, stored_record
 
@@ -32,7 +32,7 @@ def specs(llm: Any, server: Any, **overrides: Any) -> list[FleetSpec]:
     return [fleet_spec(llm, server, sync=mode, **settings) for mode in MODES]
 
 
-def primary_status(spec: FleetSpec) -> dict[str, Any]:
+def primary_status(spec: FleetSpec) -> ProviderStatus:
     """The shared breaker as ``get_provider_status()`` shows it to a new client of the fleet."""
     with FlexiAI(spec.client_config(spec.workers)) as client:
         return client.get_provider_status()[PRIMARY]

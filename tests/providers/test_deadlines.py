@@ -56,7 +56,7 @@ def trickle(kind: str, where: str) -> RawReply:
 def trickling_provider(kind: str, url: str) -> ProviderConfig:
     return ProviderConfig(
         name="primary",
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         model="m-1" if kind != "bedrock" else "anthropic.claude-3-haiku-20240307-v1:0",
         base_url=url,
         api_key=SecretStr("sk-test-primary-SECRET"),

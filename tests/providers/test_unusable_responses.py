@@ -76,7 +76,7 @@ INFINITE_TOKENS = {
 def config_for(kind: str, url: str, name: str = "primary", **kw: Any) -> ProviderConfig:
     return ProviderConfig(
         name=name,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         model="anthropic.claude-3-haiku-20240307-v1:0" if kind == "bedrock" else "m-1",
         base_url=url,
         api_key=SecretStr(f"sk-test-{name}-SECRET"),

@@ -50,7 +50,7 @@ def provider_config(
     )
     return ProviderConfig(
         name=name,
-        kind=kind,  # type: ignore[arg-type]  # validated by ProviderConfig
+        kind=kind,
         model=kw.pop("model", None) or DEFAULT_MODELS.get(inferred or "", "test-model"),
         base_url=server.base_url(name, kind),
         api_key=kw.pop("api_key", fake_api_key(name)),

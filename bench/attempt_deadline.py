@@ -41,7 +41,7 @@ def one(kind: str, where: str, mode: str, timeout: float, interval: float) -> fl
     with RawServer(paced) as raw:
         config = ProviderConfig(
             name="trickle",
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             model="anthropic.claude-3-haiku-20240307-v1:0" if kind == "bedrock" else "m",
             base_url=raw.url,
             timeout=timeout,

@@ -28,9 +28,15 @@ import argparse
 import gc
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from _common import Row, median, percentile, print_rows, redis_server, row, server_version
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from flexiai import FlexiAI
+    from flexiai.circuit_breaker._sharing import SyncMode
 
 COMMAND = "python bench/overhead.py"
 PROVIDERS = ("openai", "anthropic", "gemini")
@@ -54,7 +60,7 @@ def _sync_config(url: str, mode: str, max_age: float, prefix: str) -> Any:
 class _Path:
     """One worker's breaker path over a backend, wired as ``FlexiAI`` wires it."""
 
-    def __init__(self, backend: Any, mode: str, max_age: float, flush: float = 1.0) -> None:
+    def __init__(self, backend: Any, mode: SyncMode, max_age: float, flush: float = 1.0) -> None:
         from flexiai._clock import SystemClock
         from flexiai.circuit_breaker import CircuitBreaker, StateSyncManager
         from flexiai.models import CircuitBreakerConfig
@@ -65,7 +71,7 @@ class _Path:
             mode=mode,
             snapshot_max_age=max_age,
             flush_interval=flush,
-            clock=clock,  # type: ignore[arg-type]
+            clock=clock,
         )
         self.breakers = [
             CircuitBreaker(name, CircuitBreakerConfig(), self.manager, clock) for name in PROVIDERS
@@ -128,7 +134,7 @@ def _cpu_us(fn: Callable[[], object], n: int) -> float:
         gc.enable()
 
 
-def _client(url: str, mode: str | None, prefix: str) -> Any:
+def _client(url: str, mode: str | None, prefix: str) -> FlexiAI:
     import httpx
 
     from flexiai import FlexiAI
@@ -167,13 +173,14 @@ def run(
     rows: list[Row] = []
     with redis_server(url, pin_apart=pin) as server_url:
         version = server_version(server_url)
+        layouts: tuple[tuple[str, SyncMode, float], ...] = (
+            ("due", "snapshot", 0.0),
+            ("fresh", "snapshot", 1.0),
+            ("pubsub", "pubsub", 1.0),
+        )
         paths = {
             name: _Path(RedisSyncBackend(_sync_config(server_url, mode, age, prefix)), mode, age)
-            for name, mode, age in (
-                ("due", "snapshot", 0.0),
-                ("fresh", "snapshot", 1.0),
-                ("pubsub", "pubsub", 1.0),
-            )
+            for name, mode, age in layouts
         }
         paths["counted"] = _Path(
             RedisSyncBackend(_sync_config(server_url, "snapshot", 0.0, prefix)),
@@ -183,14 +190,16 @@ def run(
         )
         # The same process-level client the backend uses: only the command differs.
         lease = connections.acquire(_sync_config(server_url, "snapshot", 0.0, prefix))
-        get_client = lease.client
+        # lease.client is typed as the store's RedisClient; it is a whole redis.Redis.
+        get_client = cast("Redis", lease.client)
         get_client.set(f"{prefix}:plain", "x" * 64)
 
         def get() -> None:
             get_client.get(f"{prefix}:plain")
 
         # The round trip of a refresh alone, without turning the reply into records.
-        load_keys = [paths["due"].manager.backend.key_for(name) for name in PROVIDERS]
+        due_backend = cast(RedisSyncBackend, paths["due"].manager.backend)
+        load_keys = [due_backend.key_for(name) for name in PROVIDERS]
 
         def raw_load() -> None:
             get_client.mget(load_keys)
@@ -206,7 +215,8 @@ def run(
             for fn in (get, raw_load, *(p.request for p in paths.values())):
                 _timed(fn, 200, [])  # warm up: connections, scripts, subscriber
             for c in clients.values():
-                _timed(lambda c=c: c.generate("hi"), 200, [])
+                # mypy cannot infer a lambda whose parameter has a default (c=c binds the loop value).
+                _timed(lambda c=c: c.generate("hi"), 200, [])  # type: ignore[misc]
             for _ in range(rounds):
                 _timed(get, iterations, samples["get"])
                 _timed(raw_load, iterations, samples["raw"])

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flexiai.exceptions import ProviderTimeout
 from flexiai.models import ChatMessage, ProviderConfig
 from flexiai.providers import provider_class
-from flexiai.providers._http import HttpPool
+from flexiai.providers.transport import HttpPool
 from flexiai.providers.base import ChatRequest
 from tests.providers.raw_server import RawReply, RawServer, json_reply
 from tests.providers.test_deadlines import ANSWERS

@@ -53,7 +53,7 @@ from flexiai.models import ChatMessage, FlexiAIConfig, ProviderConfig, UnifiedRe
 if TYPE_CHECKING:
     import httpx
 
-    from flexiai.providers._http import HttpPool
+    from flexiai.providers.transport import HttpPool
     from flexiai.providers.base import ChatRequest, Provider
 
 __all__ = ["FlexiAI", "ProviderStatus"]
@@ -389,7 +389,7 @@ class FlexiAI:
         provider = self._providers.get(name)
         if provider is None:
             from flexiai.providers import provider_class
-            from flexiai.providers._http import HttpPool
+            from flexiai.providers.transport import HttpPool
 
             with self._providers_lock:
                 provider = self._providers.get(name)

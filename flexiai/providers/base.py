@@ -32,7 +32,7 @@ from flexiai.exceptions import (
     RateLimited,
 )
 from flexiai.models import ChatMessage, ProviderConfig, UnifiedResponse
-from flexiai.providers._http import HttpPool
+from flexiai.providers.transport import HttpPool
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -182,7 +182,7 @@ class HttpProvider(Provider):
     def complete(self, request: ChatRequest, *, timeout: float) -> UnifiedResponse:
         started = time.perf_counter()
         # The attempt's deadline covers everything below, including resolving the API key;
-        # the sync pool's sockets read it before every operation (see ``_http``).
+        # the sync pool's sockets read it before every operation (see ``transport``).
         with attempt_deadline(timeout) as ends_at:
             spec = self.build_request(request)
             http = self._http.sync()

@@ -52,7 +52,7 @@ from flexiai.exceptions import (
     RateLimited,
 )
 from flexiai.models import ProviderConfig, UnifiedResponse, Usage
-from flexiai.providers._http import HttpPool
+from flexiai.providers.transport import HttpPool
 from flexiai.providers.base import (
     MAX_RESPONSE_BYTES,
     ApiKeySource,

@@ -6,7 +6,7 @@ import pytest
 
 from flexiai.exceptions import ProviderServerError
 from flexiai.models import ChatMessage
-from flexiai.providers._http import HttpPool
+from flexiai.providers.transport import HttpPool
 from flexiai.providers.anthropic import AnthropicProvider
 from flexiai.providers.base import ChatRequest
 from flexiai.testing import Error, FakeLLMServer, Malformed, Reply

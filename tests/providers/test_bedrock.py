@@ -18,7 +18,7 @@ from flexiai.exceptions import (
     RateLimited,
 )
 from flexiai.models import ChatMessage
-from flexiai.providers._http import HttpPool
+from flexiai.providers.transport import HttpPool
 from flexiai.providers.base import ChatRequest
 from flexiai.providers.bedrock import BedrockProvider
 from flexiai.testing import Error, FakeLLMServer, Malformed, Reply, Slow
@@ -196,7 +196,7 @@ def test_importing_the_adapter_does_not_import_boto3_until_the_first_call(
         assert "boto3" not in sys.modules and "botocore" not in sys.modules, "import"
 
         from flexiai.models import ChatMessage, ProviderConfig
-        from flexiai.providers._http import HttpPool
+        from flexiai.providers.transport import HttpPool
         from flexiai.providers.base import ChatRequest
         config = ProviderConfig(name="bedrock", model="m", base_url="{fake_llm.base_url("bedrock")}")
         provider = bedrock.BedrockProvider(config, http=HttpPool(), api_key=lambda: None)

@@ -12,7 +12,7 @@ import pytest
 
 from flexiai import FlexiAI
 from flexiai.models import FlexiAIConfig
-from flexiai.providers._http import HttpPool, shared_ssl_context
+from flexiai.providers.transport import HttpPool, shared_ssl_context
 from flexiai.testing import FakeLLMServer
 from tests.support.llm_fixtures import provider_config
 

@@ -19,7 +19,7 @@ from flexiai import FlexiAI
 from flexiai.events import ClientEvent, ProviderCallFailed
 from flexiai.exceptions import ProviderTimeout
 from flexiai.models import FlexiAIConfig, ProviderConfig, RetryConfig
-from flexiai.providers._http import HttpPool
+from flexiai.providers.transport import HttpPool
 from flexiai.testing import FakeLLMServer
 from tests.providers.conftest import ask
 from tests.providers.raw_server import RawReply, RawServer, json_reply

@@ -19,7 +19,7 @@ from flexiai.exceptions import (
     ProviderTimeout,
     RateLimited,
 )
-from flexiai.providers._http import HttpPool
+from flexiai.providers.transport import HttpPool
 from flexiai.testing import Drop, Error, FakeLLMServer, Malformed, Reply, Slow
 from tests.providers.conftest import HTTP_KINDS, KINDS, BuildProvider, ask
 from tests.support.llm_fixtures import fake_api_key, provider_config

@@ -13,7 +13,7 @@ from flexiai.exceptions import (
     RateLimited,
 )
 from flexiai.models import ChatMessage
-from flexiai.providers._http import HttpPool
+from flexiai.providers.transport import HttpPool
 from flexiai.providers.base import ChatRequest
 from flexiai.providers.gemini import GeminiProvider
 from flexiai.testing import Error, FakeLLMServer, Malformed, Reply

@@ -6,7 +6,7 @@ import pytest
 
 from flexiai.exceptions import MalformedResponseError
 from flexiai.models import ChatMessage
-from flexiai.providers._http import HttpPool
+from flexiai.providers.transport import HttpPool
 from flexiai.providers.base import ChatRequest
 from flexiai.providers.openai import OpenAIProvider
 from flexiai.testing import FakeLLMServer, Malformed, Reply

@@ -27,7 +27,7 @@ from flexiai.exceptions import (
 )
 from flexiai.models import FlexiAIConfig, ProviderConfig, RetryConfig
 from flexiai.providers import provider_class
-from flexiai.providers._http import HttpPool
+from flexiai.providers.transport import HttpPool
 from flexiai.providers.base import MAX_RESPONSE_BYTES, Provider
 from flexiai.testing import FakeLLMServer
 from tests.providers.conftest import KINDS, ask

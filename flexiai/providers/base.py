@@ -171,7 +171,7 @@ class HttpProvider(Provider):
         with attempt_deadline(timeout) as ends_at:
             spec = self.build_request(request)
             http = self._http.sync()
-            outgoing = self._outgoing(http, spec, timeout)
+            outgoing = self._outgoing(http, spec, max(0.001, ends_at - time.monotonic()))
             try:
                 response = http.send(outgoing, stream=True)
                 try:
@@ -189,7 +189,7 @@ class HttpProvider(Provider):
         with attempt_deadline(timeout) as ends_at:
             spec = self.build_request(request)
             http = self._http.async_()
-            outgoing = self._outgoing(http, spec, timeout)
+            outgoing = self._outgoing(http, spec, max(0.001, ends_at - time.monotonic()))
             try:
                 # A cancel scope ends the exchange at its deadline however the peer paces
                 # its bytes: httpx's own timeouts are per read.

@@ -264,13 +264,18 @@ def measure(
 
 
 def real_run(result: FleetResult, at: float) -> int:
-    """The failures in a row, fleet-wide, of the primary's calls made before ``at`` (in the
-    order they started; a call takes milliseconds): what the run rule should have seen."""
+    """The failures in a row, fleet-wide, that end with the last failed call to the primary
+    started before ``at`` (calls in start order; a call takes milliseconds): what the run
+    rule should have seen when it opened the breaker at ``at``. Generous to the rule: the
+    calls started after that failure are left out."""
+    calls = [c for _, c in result.calls(result.spec.primary) if c.t < at]
+    while calls and calls[-1].ok:
+        calls.pop()
     run = 0
-    for _, call in result.calls(result.spec.primary):
-        if call.t >= at:
+    for call in reversed(calls):
+        if call.ok:
             break
-        run = 0 if call.ok else run + 1
+        run += 1
     return run
 
 

@@ -53,8 +53,8 @@ from flexiai.models import ChatMessage, FlexiAIConfig, ProviderConfig, UnifiedRe
 if TYPE_CHECKING:
     import httpx
 
-    from flexiai.providers.transport import HttpPool
     from flexiai.providers.base import ChatRequest, Provider
+    from flexiai.providers.transport import HttpPool
 
 __all__ = ["FlexiAI", "ProviderStatus"]
 

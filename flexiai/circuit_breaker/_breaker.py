@@ -52,6 +52,10 @@ class BreakerStore(Protocol):
     @property
     def shared(self) -> bool: ...
 
+    def hurry(self) -> None:
+        """Counts are waiting that should not wait for the next periodic report."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Permit:
@@ -126,6 +130,11 @@ class CircuitBreaker:
             self._successes += 1
             self._slow += slow
             self._last_success = self._clock.monotonic()
+        run = self._view.run
+        if run and run >= self.policy.failure_threshold - 1:
+            # The fleet is one failure away from opening on a run that this success broke:
+            # the store must hear of it now, not at the next periodic report.
+            self._store.hurry()
 
     def record_failure(self, permit: Permit, exc: BaseException, duration: float = 0.0) -> bool:
         """Report a failed call. Returns whether it counted toward the breaker. A counted

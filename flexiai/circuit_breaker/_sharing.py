@@ -90,6 +90,7 @@ class StateSyncManager:
         self._reconnect_backoff = reconnect_backoff
         self._flush_interval = flush_interval
         self._flushed_at = self._clock.monotonic()
+        self._hurried = False  # a breaker has counts that should not wait (see hurry)
         self._flusher: _Flusher | None = None
         self._fallback = MemorySyncBackend(clock=self._clock)
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -143,7 +144,11 @@ class StateSyncManager:
                     self._start_subscriber()
             elif self._flusher is None:
                 self._flush_if_due(now)  # a store in this process: no thread needed
-        elif self._snapshot_at is None or now - self._snapshot_at >= self._snapshot_max_age:
+        elif (
+            self._hurried
+            or self._snapshot_at is None
+            or now - self._snapshot_at >= self._snapshot_max_age
+        ):
             self.refresh()
 
     def refresh(self) -> bool:
@@ -151,14 +156,15 @@ class StateSyncManager:
         not yet sent when ``flush_interval`` has passed since they were last sent. False if
         the store failed (the counts then go to the local fallback)."""
         names = list(self._breakers)
-        # Counts ride along at most once per flush_interval: the other refreshes stay a
-        # plain read, the cheapest round trip there is.
-        due = self._clock.monotonic() - self._flushed_at >= self._flush_interval
+        # Counts ride along at most once per flush_interval (or at once when hurried): the
+        # other refreshes stay a plain read, the cheapest round trip there is.
+        due = self._hurried or self._clock.monotonic() - self._flushed_at >= self._flush_interval
         tallies = self._take_tallies() if due else {}
         try:
             if tallies:
                 snapshot = self.backend.report(tallies, self._policy, self.worker_id, read=names)
                 self._flushed_at = self._clock.monotonic()
+                self._hurried = False
             else:
                 snapshot = self.backend.load(names)
         except StateStoreError as exc:
@@ -208,6 +214,7 @@ class StateSyncManager:
         if not tallies:
             return True
         self._flushed_at = self._clock.monotonic()
+        self._hurried = False
         if self._degraded_until is None:
             try:
                 snapshot = self.backend.report(tallies, self._policy, self.worker_id)
@@ -220,8 +227,15 @@ class StateSyncManager:
         return False
 
     def _flush_if_due(self, now: float) -> None:
-        if now - self._flushed_at >= self._flush_interval:
+        if self._hurried or now - self._flushed_at >= self._flush_interval:
             self.flush()
+
+    def hurry(self) -> None:
+        """A breaker holds a success the store needs soon (it breaks a run one failure short
+        of opening the breaker): the next report goes now, or with the next refresh."""
+        self._hurried = True
+        if self._flusher is not None:
+            self._flusher.wake()
 
     def _take_tallies(self) -> dict[str, Tally]:
         return {
@@ -341,19 +355,28 @@ class _Flusher:
     def __init__(self, manager: StateSyncManager, interval: float) -> None:
         self._manager = manager
         self._interval = interval
-        self._stopping = threading.Event()
+        self._stopping = False
+        self._woken = threading.Event()
         self._thread = threading.Thread(target=self._run, name="flexiai-sync-flush", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def wake(self) -> None:
+        self._woken.set()
+
     def stop(self) -> None:
-        self._stopping.set()
+        self._stopping = True
+        self._woken.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
 
     def _run(self) -> None:
-        while not self._stopping.wait(self._interval):
+        while True:
+            self._woken.wait(self._interval)
+            self._woken.clear()
+            if self._stopping:
+                return
             try:
                 self._manager.flush()
             except Exception:  # a bug here must not kill counting for good

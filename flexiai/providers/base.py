@@ -5,6 +5,14 @@ HTTP adapters are sans-I/O: ``build_request`` and ``parse_response`` are pure, a
 sync API and once for the async one. Every transport and status error becomes a typed
 ``ProviderError`` in exactly one place, ``HttpProvider.classify_error``, which an adapter
 may extend (Gemini does).
+
+Every attempt ends by its timeout, whatever the peer does: the exchange runs under
+``flexiai._deadline.attempt_deadline`` (sync: every socket operation of the pool is cut to
+the time left, see ``_http``; async: a cancel scope), and the body is read in chunks, at most
+``MAX_RESPONSE_BYTES`` of it. A body that cannot be used (not JSON, not UTF-8, nested past
+the decoder's recursion, too large, the wrong shape, numbers Python cannot hold) is a
+``MalformedResponseError``; a request that cannot be encoded (a lone surrogate) is an
+``InvalidRequestError`` that is never sent.
 """
 
 from __future__ import annotations
@@ -186,7 +194,7 @@ class HttpProvider(Provider):
         with attempt_deadline(timeout) as ends_at:
             spec = self.build_request(request)
             http = self._http.sync()
-            outgoing = self._outgoing(http, spec, timeout)
+            outgoing = self._outgoing(http, spec, max(0.001, ends_at - time.monotonic()))
             try:
                 response = http.send(outgoing, stream=True)
                 try:
@@ -204,7 +212,7 @@ class HttpProvider(Provider):
         with attempt_deadline(timeout) as ends_at:
             spec = self.build_request(request)
             http = self._http.async_()
-            outgoing = self._outgoing(http, spec, timeout)
+            outgoing = self._outgoing(http, spec, max(0.001, ends_at - time.monotonic()))
             try:
                 # A cancel scope ends the exchange at its deadline however the peer paces
                 # its bytes: httpx's own timeouts are per read.

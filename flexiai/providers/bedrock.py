@@ -52,7 +52,6 @@ from flexiai.exceptions import (
     RateLimited,
 )
 from flexiai.models import ProviderConfig, UnifiedResponse, Usage
-from flexiai.providers.transport import HttpPool
 from flexiai.providers.base import (
     MAX_RESPONSE_BYTES,
     ApiKeySource,
@@ -61,6 +60,7 @@ from flexiai.providers.base import (
     error_class_for_status,
     parse_retry_after,
 )
+from flexiai.providers.transport import HttpPool
 
 if TYPE_CHECKING:
     import boto3

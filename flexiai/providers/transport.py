@@ -14,9 +14,10 @@ needs no such help: the provider runs the exchange under a cancel scope
 (``anyio.fail_after``), which interrupts any await.
 
 What is not bounded this way: DNS resolution in the sync client (``getaddrinfo`` blocks and
-takes no timeout), and requests sent through a proxy taken from ``HTTP(S)_PROXY``, which
-httpx routes through transports it builds itself; those keep httpx's per-operation timeouts,
-and the provider's between-chunk deadline check bounds their body.
+takes no timeout); requests sent through a proxy taken from ``HTTP(S)_PROXY``, which httpx
+routes through transports it builds itself; and a ``transport=`` passed to ``FlexiAI`` (tests).
+Those keep httpx's per-operation timeouts for the headers, and the provider's between-chunk
+deadline check bounds their body.
 """
 
 from __future__ import annotations

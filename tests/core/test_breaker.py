@@ -236,3 +236,55 @@ def test_a_failing_state_change_hook_never_breaks_a_call() -> None:
     )
     fail(breaker)
     assert breaker.state is CircuitState.OPEN
+
+
+def test_a_success_that_breaks_a_run_one_failure_short_is_reported_at_once() -> None:
+    """Counts normally wait for the next periodic report; a success that keeps the fleet's
+    breaker from opening on a run does not, or a healthy provider would be opened by
+    failures on other workers before the success arrived."""
+    clock = FakeClock()
+    config = CircuitBreakerConfig(failure_threshold=3, minimum_calls=1000)
+
+    def worker() -> tuple[StateSyncManager, CircuitBreaker]:
+        manager = StateSyncManager(
+            MemorySyncBackend("hurry", clock=clock),
+            mode="snapshot",
+            snapshot_max_age=60,
+            flush_interval=60,
+            clock=clock,
+        )
+        breaker = CircuitBreaker("p", config, manager, clock)
+        manager.attach([breaker])
+        return manager, breaker
+
+    (first, failing), (second, healthy) = worker(), worker()
+    first.before_request()
+    fail(failing, 2)
+    clock.advance(0.5)
+    second.before_request()  # reads the run: 2 failures in a row, one short
+    assert healthy.record.run == 2
+    permit = healthy.allow()
+    assert permit is not None
+    healthy.record_success(permit)
+    second.before_request()  # not due for 60 s, but hurried
+    fail(failing, 1)
+    assert failing.state is CircuitState.CLOSED
+    assert failing.record.run == 1
+
+
+def test_an_ordinary_success_waits_for_the_periodic_report() -> None:
+    clock = FakeClock()
+    backend = MemorySyncBackend("patient", clock=clock)
+    manager = StateSyncManager(
+        backend, mode="snapshot", snapshot_max_age=60, flush_interval=60, clock=clock
+    )
+    breaker = make_breaker(clock, manager, failure_threshold=3)
+    manager.before_request()
+    permit = breaker.allow()
+    assert permit is not None
+    breaker.record_success(permit)
+    manager.before_request()
+    assert backend.load(["p"]).records["p"].buckets == ()  # nothing written yet
+    clock.advance(61)
+    manager.before_request()
+    assert backend.load(["p"]).records["p"].window(int(clock.now() * 1000), 60_000).calls == 1

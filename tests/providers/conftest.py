@@ -11,8 +11,8 @@ import pytest
 
 from flexiai.models import ChatMessage
 from flexiai.providers import provider_class
-from flexiai.providers.transport import HttpPool
 from flexiai.providers.base import ChatRequest, Provider
+from flexiai.providers.transport import HttpPool
 from flexiai.testing import FakeLLMServer
 from tests.support.llm_fixtures import fake_api_key, provider_config
 

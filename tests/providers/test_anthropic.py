@@ -6,9 +6,9 @@ import pytest
 
 from flexiai.exceptions import ProviderServerError
 from flexiai.models import ChatMessage
-from flexiai.providers.transport import HttpPool
 from flexiai.providers.anthropic import AnthropicProvider
 from flexiai.providers.base import ChatRequest
+from flexiai.providers.transport import HttpPool
 from flexiai.testing import Error, FakeLLMServer, Malformed, Reply
 from tests.providers.conftest import ask
 from tests.support.llm_fixtures import provider_config

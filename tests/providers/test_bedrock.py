@@ -18,9 +18,9 @@ from flexiai.exceptions import (
     RateLimited,
 )
 from flexiai.models import ChatMessage
-from flexiai.providers.transport import HttpPool
 from flexiai.providers.base import ChatRequest
 from flexiai.providers.bedrock import BedrockProvider
+from flexiai.providers.transport import HttpPool
 from flexiai.testing import Error, FakeLLMServer, Malformed, Reply, Slow
 from tests.providers.conftest import ask
 from tests.support.llm_fixtures import provider_config

@@ -6,9 +6,9 @@ import pytest
 
 from flexiai.exceptions import MalformedResponseError
 from flexiai.models import ChatMessage
-from flexiai.providers.transport import HttpPool
 from flexiai.providers.base import ChatRequest
 from flexiai.providers.openai import OpenAIProvider
+from flexiai.providers.transport import HttpPool
 from flexiai.testing import FakeLLMServer, Malformed, Reply
 from tests.providers.conftest import ask
 from tests.support.llm_fixtures import provider_config

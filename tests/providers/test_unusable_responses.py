@@ -27,8 +27,8 @@ from flexiai.exceptions import (
 )
 from flexiai.models import FlexiAIConfig, ProviderConfig, RetryConfig
 from flexiai.providers import provider_class
-from flexiai.providers.transport import HttpPool
 from flexiai.providers.base import MAX_RESPONSE_BYTES, Provider
+from flexiai.providers.transport import HttpPool
 from flexiai.testing import FakeLLMServer
 from tests.providers.conftest import KINDS, ask
 from tests.providers.raw_server import RawReply, RawServer, json_reply

@@ -100,6 +100,9 @@ class CircuitBreaker:
         self._successes = 0
         self._slow = 0
         self._last_success: float | None = None  # local monotonic seconds
+        # A success is reported at once when the fleet's run of failures is this long.
+        self._hurry_from = max(1, self.policy.failure_threshold - 2)
+        self._hurried_for = -1  # the record version a success was last hurried for
 
     # -- decisions -------------------------------------------------------------------
     def store_now(self) -> int:
@@ -130,10 +133,12 @@ class CircuitBreaker:
             self._successes += 1
             self._slow += slow
             self._last_success = self._clock.monotonic()
-        run = self._view.run
-        if run and run >= self.policy.failure_threshold - 1:
-            # The fleet is one failure away from opening on a run that this success broke:
-            # the store must hear of it now, not at the next periodic report.
+        view = self._view
+        if view.run >= self._hurry_from and view.version != self._hurried_for:
+            # The fleet is close to opening on a run of failures that this success breaks:
+            # the store must hear of it now, not at the next periodic report. Once per
+            # change of the record this worker sees, so a run costs each worker one write.
+            self._hurried_for = view.version
             self._store.hurry()
 
     def record_failure(self, permit: Permit, exc: BaseException, duration: float = 0.0) -> bool:

@@ -153,6 +153,7 @@ class FlexiAI:
             snapshot_max_age=sync.snapshot_max_age,
             reconnect_backoff=sync.reconnect_backoff,
             flush_interval=sync.flush_interval,
+            resync_interval=sync.resync_interval,
             clock=self._clock,
         )
         self._breakers = {

@@ -245,6 +245,12 @@ class SyncConfig(_Model):
     channel: str = Field(default="flexiai:events", min_length=1, max_length=200)
     state_ttl: int = Field(default=3600, ge=60)
     snapshot_max_age: float = Field(default=1.0, ge=0, le=60, allow_inf_nan=False)
+    resync_interval: PositiveSeconds = Field(
+        default=30.0,
+        le=3600,
+        description="Pub/sub workers re-read every breaker at least this often, so no view "
+        "outlives the store's (a FLUSHALL, a failover that lost writes, a restore).",
+    )
     flush_interval: PositiveSeconds = Field(
         default=1.0,
         le=60,

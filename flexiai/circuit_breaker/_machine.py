@@ -191,7 +191,10 @@ def transition(
 ) -> Transition:
     new, granted, event = _apply(record, op, policy, now, open_for, tally)
     if new == record:
-        return Transition(record=record, changed=False, granted=granted, event=None, now=now)
+        # A reset is announced even when there is nothing to write: it tells every worker
+        # to read the key again, whatever it believed.
+        announced = event if op is Op.RESET else None
+        return Transition(record=record, changed=False, granted=granted, event=announced, now=now)
     new = new.replace(version=record.version + 1, updated_by=worker_id, updated_at=now)
     return Transition(record=new, changed=True, granted=granted, event=event, now=now)
 

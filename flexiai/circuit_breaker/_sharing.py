@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ class StateSyncManager:
         snapshot_max_age: float = 1.0,
         reconnect_backoff: float = 5.0,
         flush_interval: float = 1.0,
+        resync_interval: float = 30.0,
         clock: Clock | None = None,
     ) -> None:
         self.backend = backend
@@ -89,6 +91,7 @@ class StateSyncManager:
         self._snapshot_max_age = snapshot_max_age
         self._reconnect_backoff = reconnect_backoff
         self._flush_interval = flush_interval
+        self._resync_interval = resync_interval
         self._flushed_at = self._clock.monotonic()
         self._hurried = False  # a breaker has counts that should not wait (see hurry)
         self._flusher: _Flusher | None = None
@@ -263,7 +266,7 @@ class StateSyncManager:
             return
         self._subscribed = True
         if self.backend.shared:
-            self._flusher = _Flusher(self, self._flush_interval)
+            self._flusher = _Flusher(self, self._flush_interval, self._resync_interval)
             self._flusher.start()
             logger.info("Worker %s started", self.worker_id)
 
@@ -272,9 +275,12 @@ class StateSyncManager:
         self.refresh()
 
     def _on_event(self, event: SyncEvent) -> None:
-        breaker = self._breakers.get(event.provider)
-        if breaker is not None:
-            breaker.apply_remote(event.record)
+        """An event says when to look, never what to believe: every record is read again
+        (one MGET), so a forged, foreign or stale event cannot change this worker's view,
+        and a store that lost its keys (FLUSHALL, a failover that lost writes) is adopted.
+        This worker's own events are already in its view."""
+        if event.worker_id != self.worker_id and event.provider in self._breakers:
+            self.refresh()
 
     def _degrade(self, exc: BaseException) -> None:
         with self._lock:
@@ -349,12 +355,14 @@ def _reason(exc: BaseException) -> str:
 
 
 class _Flusher:
-    """The pub/sub worker's background thread that sends counts every ``interval`` seconds:
-    the healthy request path then never waits on the store."""
+    """The pub/sub worker's background thread: it sends counts every ``interval`` seconds,
+    so the healthy request path never waits on the store, and re-reads every record every
+    ``resync_interval``, so no view outlives the store's for long."""
 
-    def __init__(self, manager: StateSyncManager, interval: float) -> None:
+    def __init__(self, manager: StateSyncManager, interval: float, resync_interval: float) -> None:
         self._manager = manager
         self._interval = interval
+        self._resync_interval = resync_interval
         self._stopping = False
         self._woken = threading.Event()
         self._thread = threading.Thread(target=self._run, name="flexiai-sync-flush", daemon=True)
@@ -372,12 +380,16 @@ class _Flusher:
             self._thread.join()
 
     def _run(self) -> None:
+        resynced = time.monotonic()
         while True:
-            self._woken.wait(self._interval)
+            self._woken.wait(min(self._interval, self._resync_interval))
             self._woken.clear()
             if self._stopping:
                 return
             try:
                 self._manager.flush()
+                if time.monotonic() - resynced >= self._resync_interval:
+                    resynced = time.monotonic()
+                    self._manager.refresh()
             except Exception:  # a bug here must not kill counting for good
                 logger.exception("flushing breaker counts failed")

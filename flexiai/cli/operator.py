@@ -480,7 +480,11 @@ def _reset(args: argparse.Namespace) -> int:
             if old == "CLOSED":
                 print(
                     f"{name}: already CLOSED"
-                    + (f" (version {version})" if result.changed else ", nothing to change")
+                    + (
+                        f" (version {version})"
+                        if result.changed
+                        else ", nothing to change; every worker told to read it again"
+                    )
                 )
             else:
                 print(f"{name}: {old} -> CLOSED for the whole fleet (version {version})")

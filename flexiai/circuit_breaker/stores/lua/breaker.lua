@@ -389,6 +389,8 @@ for i, key in ipairs(KEYS) do
       new = copy(new)
       new.version, new.updated_by, new.updated_at = record.version + 1, worker_id, now
       event = ev or ''
+    elseif op == 'reset' then
+      event = ev or '' -- announced even when unchanged: every worker reads the key again
     end
     if changed or invalid then
       json = encode(new)
@@ -402,10 +404,13 @@ for i, key in ipairs(KEYS) do
   end
   flags = flags .. (granted and '1' or '0') .. (invalid and '1' or '0')
   if event ~= '' and channel ~= '' then
-    -- flexiai.circuit_breaker._wire wire format: the record inside is the stored JSON.
+    -- flexiai.circuit_breaker._wire wire format: the record inside is the stored JSON (or,
+    -- for a reset of an absent key, the fresh record it reads as).
+    local body = json
+    if body == '' then body = encode(record) end
     redis.call('PUBLISH', channel, '{"v":2,"type":"' .. event .. '","provider":'
       .. json_string(provider) .. ',"worker_id":' .. json_string(worker_id) .. ',"ts":'
-      .. n(now) .. ',"record":' .. json .. '}')
+      .. n(now) .. ',"record":' .. body .. '}')
   end
   reply[#reply + 1] = flags
   reply[#reply + 1] = event

@@ -242,7 +242,12 @@ class SyncConfig(_Model):
 
     worker_id: str | None = Field(default=None, min_length=1, max_length=200)
     key_prefix: str = Field(default="flexiai", min_length=1, max_length=100)
-    channel: str = Field(default="flexiai:events", min_length=1, max_length=200)
+    channel: str = Field(
+        default="",
+        max_length=200,
+        description="The pub/sub channel; empty: '<key_prefix>:events' (flexiai:events by "
+        "default), so apps with different prefixes on one Redis never hear each other.",
+    )
     state_ttl: int = Field(default=3600, ge=60)
     snapshot_max_age: float = Field(default=1.0, ge=0, le=60, allow_inf_nan=False)
     resync_interval: PositiveSeconds = Field(
@@ -291,6 +296,8 @@ class SyncConfig(_Model):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> SyncConfig:
+        if not self.channel:
+            object.__setattr__(self, "channel", f"{self.key_prefix}:events")
         if self.redis_sentinels and not self.redis_sentinel_service:
             raise ValueError("redis_sentinel_service is required when redis_sentinels is set")
         if self.redis_cluster and self.redis_sentinels:

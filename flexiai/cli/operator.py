@@ -143,7 +143,10 @@ def _settings(args: argparse.Namespace) -> tuple[SyncConfig, list[str]]:
     )
     overrides.update(redis_socket_timeout=timeout, redis_socket_connect_timeout=timeout)
     try:
-        sync = SyncConfig.model_validate({**config.sync.model_dump(), **overrides})
+        base = config.sync.model_dump()
+        if base["channel"] == f"{base['key_prefix']}:events":
+            base["channel"] = ""  # derived: follow a --key-prefix given here
+        sync = SyncConfig.model_validate({**base, **overrides})
     except ValidationError as exc:
         error = exc.errors(include_url=False, include_input=False)[0]
         field = str(error["loc"][0]) if error["loc"] else ""

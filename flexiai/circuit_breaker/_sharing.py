@@ -183,7 +183,20 @@ class StateSyncManager:
                 "shared breaker store %s reconnected; state resynced", self.backend.describe()
             )
         self._apply(snapshot)
+        if snapshot.invalid:
+            self._repair(snapshot.invalid)
         return True
+
+    def _repair(self, providers: Iterable[str]) -> None:
+        """The first reader that finds garbage in a key replaces it with a fresh record (one
+        operation per key that writes nothing on a valid record), so it is not read, logged
+        and counted by every worker forever. A failure here is one more store failure."""
+        for provider in providers:
+            try:
+                self.backend.transition(provider, Op.ACQUIRE, self._policy, self.worker_id)
+            except StateStoreError as exc:
+                self._degrade(exc)
+                return
 
     def transition(
         self,

@@ -127,3 +127,22 @@ def test_a_reset_reaches_every_worker_even_when_the_key_already_says_closed(
         operator.generate("warm up")
         operator.reset_circuit_breakers("openai")  # nothing to write: announced anyway
         wait_until(lambda: worker.generate("x").provider == "openai", what="the reset")
+
+
+@pytest.mark.parametrize("mode", ["pubsub", "snapshot"])
+def test_the_first_reader_of_garbage_replaces_it(
+    redis_server: RedisProcess, fake: FakeLLMServer, mode: str
+) -> None:
+    key = state_key("flexiai", "anthropic", False)
+    with redis_server.client() as r:
+        r.set(key, '{"schema": 2, "state": "OPEN", "version": "lots"}')
+    with client_for(redis_server, fake, mode=mode, snapshot_max_age=0) as client:
+        assert client.generate("x").provider == "openai"
+        assert client._sync_manager is not None
+        counted = client._sync_manager.backend.stats()["invalid_records"]
+        with redis_server.client() as r:
+            repaired = BreakerRecord.from_json(r.get(key))
+        assert repaired.state is CircuitState.CLOSED
+        client.generate("y")
+        # Read once as garbage (and replaced), then never again.
+        assert client._sync_manager.backend.stats()["invalid_records"] == counted

@@ -57,6 +57,9 @@ __all__ = [
 
 #: The failure window is kept as this many buckets: it slides in steps of a tenth.
 WINDOW_BUCKETS = 10
+#: How far a worker's estimate of the store's clock may be behind it (ms): a record dated
+#: later than that is not trusted.
+CLOCK_TOLERANCE = 5_000
 
 
 class Op(StrEnum):
@@ -173,10 +176,30 @@ def admission(record: BreakerRecord, policy: Policy, now: int) -> Admission:
     if record.state is CircuitState.CLOSED:
         return "call"
     if record.state is CircuitState.OPEN:
-        return "probe" if now >= record.open_until else "skip"
-    if record.probes_in_flight < policy.half_open_max_calls or now >= record.probe_lease_until:
+        return "probe" if now >= open_deadline(record, policy, now) else "skip"
+    lease_until = lease_deadline(record, policy, now)
+    if record.probes_in_flight < policy.half_open_max_calls or now >= lease_until:
         return "probe"
     return "skip"
+
+
+def open_deadline(record: BreakerRecord, policy: Policy, now: int) -> int:
+    """When an OPEN record lets a probe in: its ``open_until``, but never later than the
+    longest this policy opens for after it opened, whatever a record says (a hostile or
+    broken writer cannot keep a provider out for good). A record that claims to have opened
+    in the future cannot be right: a probe may decide."""
+    if record.opened_at > now + CLOCK_TOLERANCE:
+        return now
+    longest = max(policy.recovery_timeout, policy.max_open_for)
+    return min(record.open_until, record.opened_at + longest)
+
+
+def lease_deadline(record: BreakerRecord, policy: Policy, now: int) -> int:
+    """When the probe leases in a HALF_OPEN record lapse: never later than one lease after
+    the record was last written (a write dated in the future cannot be right)."""
+    if record.updated_at > now + CLOCK_TOLERANCE:
+        return now
+    return min(record.probe_lease_until, record.updated_at + policy.probe_lease_ttl)
 
 
 def transition(
@@ -269,7 +292,7 @@ def _acquire(
     if record.state is CircuitState.CLOSED:
         return record, True, None
     if record.state is CircuitState.OPEN:
-        if now < record.open_until:
+        if now < open_deadline(record, policy, now):
             return record, False, None
         return (
             record.replace(
@@ -281,7 +304,7 @@ def _acquire(
             True,
             EventType.HALF_OPEN,
         )
-    in_flight = record.probes_in_flight if now < record.probe_lease_until else 0
+    in_flight = record.probes_in_flight if now < lease_deadline(record, policy, now) else 0
     if in_flight >= policy.half_open_max_calls:
         return record, False, None
     return (

@@ -471,3 +471,47 @@ def test_a_supplied_client_that_decodes_responses_works_too() -> None:
         assert backend.load(["hash"]).invalid == ()
         assert backend.list_providers() == ["bad", "hash", "openai"]
         backend.close()
+
+
+# -- absurd values written by a careless or hostile neighbour (issue 11, finding 3) ---------
+
+
+def test_no_record_keeps_a_provider_out_longer_than_the_policy_opens_for(
+    redis_store: Store,
+) -> None:
+    backend, p = redis_store.backend(), policy(recovery_timeout=5.0, max_open_for=30.0)
+    now = redis_store.now()
+    forged = BreakerRecord(state=CircuitState.OPEN, version=7, opened_at=now, open_until=2**53 - 1)
+    redis_store.raw.set(redis_store.key("openai"), forged.to_json())
+    assert not backend.transition("openai", Op.ACQUIRE, p, W1).granted
+    redis_store.advance(30.0)  # the longest this policy ever opens for
+    probe = backend.transition("openai", Op.ACQUIRE, p, W1)
+    assert probe.granted and probe.record.state is CircuitState.HALF_OPEN
+
+
+def test_a_probe_lease_written_far_ahead_lapses_one_lease_after_the_write(
+    redis_store: Store,
+) -> None:
+    backend, p = redis_store.backend(), policy(probe_lease_ttl=2.0)
+    now = redis_store.now()
+    forged = BreakerRecord(
+        state=CircuitState.HALF_OPEN,
+        version=3,
+        probes_in_flight=1000,
+        probe_lease_until=2**53 - 1,
+        updated_at=now,
+    )
+    redis_store.raw.set(redis_store.key("openai"), forged.to_json())
+    assert not backend.transition("openai", Op.ACQUIRE, p, W1).granted
+    redis_store.advance(2.0)
+    assert backend.transition("openai", Op.ACQUIRE, p, W1).granted
+
+
+def test_an_opened_at_in_the_future_counts_as_now(redis_store: Store) -> None:
+    backend, p = redis_store.backend(), policy(recovery_timeout=5.0, max_open_for=10.0)
+    forged = BreakerRecord(
+        state=CircuitState.OPEN, version=1, opened_at=2**52, open_until=2**52 + 1
+    )
+    redis_store.raw.set(redis_store.key("openai"), forged.to_json())
+    redis_store.advance(10.0)
+    assert backend.transition("openai", Op.ACQUIRE, p, W1).granted

@@ -21,6 +21,7 @@
 -- newer schema is never written (see circuit_breaker/_record.py).
 
 local SCHEMA, MAX_BYTES, MAX_BUCKETS, MAX_TEXT, MAX_INT = 2, 4096, 64, 800, 2^53
+local CLOCK_TOLERANCE = 5000 -- _machine.CLOCK_TOLERANCE
 local STATES = {CLOSED = true, OPEN = true, HALF_OPEN = true}
 local REASONS = {[''] = true, failure_rate = true, consecutive_failures = true,
                  slow_calls = true, probe_failed = true, retry_after = true}
@@ -315,14 +316,21 @@ local function apply(record, op, policy, now, open_for, tally)
   if op == 'acquire' then
     if state == 'CLOSED' then return record, true, nil end
     if state == 'OPEN' then
-      if now < record.open_until then return record, false, nil end
+      -- _machine.open_deadline: never later than the longest the policy opens for.
+      local longest = math.max(policy.recovery_timeout, policy.max_open_for)
+      local deadline = math.min(record.open_until, record.opened_at + longest)
+      if record.opened_at > now + CLOCK_TOLERANCE then deadline = now end
+      if now < deadline then return record, false, nil end
       local out = copy(record)
       out.state, out.probes_in_flight = 'HALF_OPEN', 1
       out.probe_lease_until, out.successes = now + policy.probe_lease_ttl, 0
       return out, true, 'HALF_OPEN'
     end
     local in_flight = 0
-    if now < record.probe_lease_until then in_flight = record.probes_in_flight end
+    local lease_until = math.min(record.probe_lease_until,
+                                 record.updated_at + policy.probe_lease_ttl)
+    if record.updated_at > now + CLOCK_TOLERANCE then lease_until = now end
+    if now < lease_until then in_flight = record.probes_in_flight end
     if in_flight >= policy.half_open_max_calls then return record, false, nil end
     local out = copy(record)
     out.probes_in_flight, out.probe_lease_until = in_flight + 1, now + policy.probe_lease_ttl

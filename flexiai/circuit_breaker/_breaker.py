@@ -100,8 +100,6 @@ class CircuitBreaker:
         self._successes = 0
         self._slow = 0
         self._last_success: float | None = None  # local monotonic seconds
-        # A success is reported at once when the fleet's run of failures is this long.
-        self._hurry_from = max(1, self.policy.failure_threshold - 2)
         self._hurried_for = -1  # the record version a success was last hurried for
 
     # -- decisions -------------------------------------------------------------------
@@ -134,10 +132,11 @@ class CircuitBreaker:
             self._slow += slow
             self._last_success = self._clock.monotonic()
         view = self._view
-        if view.run >= self._hurry_from and view.version != self._hurried_for:
-            # The fleet is close to opening on a run of failures that this success breaks:
-            # the store must hear of it now, not at the next periodic report. Once per
-            # change of the record this worker sees, so a run costs each worker one write.
+        if view.run and view.version != self._hurried_for:
+            # The fleet has a run of failures in progress that this success breaks. Failures
+            # reach the store at once and successes in batches, so unless this one hurries
+            # the store would count failures on other workers as "in a row" and open a
+            # healthy provider. Once per record version this worker sees.
             self._hurried_for = view.version
             self._store.hurry()
 

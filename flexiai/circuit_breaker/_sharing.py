@@ -247,8 +247,9 @@ class StateSyncManager:
             self.flush()
 
     def hurry(self) -> None:
-        """A breaker holds a success the store needs soon (it breaks a run one failure short
-        of opening the breaker): the next report goes now, or with the next refresh."""
+        """A breaker holds a success the store needs soon (it breaks a run of failures in
+        progress): the next report goes now (at most ten a ``flush_interval``), or with the
+        next refresh in snapshot mode."""
         self._hurried = True
         if self._flusher is not None:
             self._flusher.wake()
@@ -369,14 +370,15 @@ def _reason(exc: BaseException) -> str:
 
 class _Flusher:
     """The pub/sub worker's background thread: it sends counts every ``interval`` seconds,
-    so the healthy request path never waits on the store, and re-reads every record every
-    ``resync_interval``, so no view outlives the store's for long."""
+    so the healthy request path never waits on the store, sooner when a breaker hurries (at
+    most ten reports an interval), and re-reads every record every ``resync_interval``, so
+    no view outlives the store's for long."""
 
     def __init__(self, manager: StateSyncManager, interval: float, resync_interval: float) -> None:
         self._manager = manager
         self._interval = interval
         self._resync_interval = resync_interval
-        self._stopping = False
+        self._stop = threading.Event()
         self._woken = threading.Event()
         self._thread = threading.Thread(target=self._run, name="flexiai-sync-flush", daemon=True)
 
@@ -387,22 +389,24 @@ class _Flusher:
         self._woken.set()
 
     def stop(self) -> None:
-        self._stopping = True
+        self._stop.set()
         self._woken.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
 
     def _run(self) -> None:
-        resynced = time.monotonic()
+        resynced = flushed = time.monotonic()
         while True:
             self._woken.wait(min(self._interval, self._resync_interval))
             self._woken.clear()
-            if self._stopping:
+            gap = self._interval / 10 - (time.monotonic() - flushed)
+            if self._stop.is_set() or (gap > 0 and self._stop.wait(gap)):
                 return
+            flushed = time.monotonic()
             try:
                 self._manager.flush()
-                if time.monotonic() - resynced >= self._resync_interval:
-                    resynced = time.monotonic()
+                if flushed - resynced >= self._resync_interval:
+                    resynced = flushed
                     self._manager.refresh()
             except Exception:  # a bug here must not kill counting for good
                 logger.exception("flushing breaker counts failed")

@@ -8,6 +8,7 @@ here asserts how fast anything was.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -27,7 +28,26 @@ def failed_primary_calls(result: FleetResult, worker: int | None = None) -> int:
     )
 
 
-def test_the_fleet_opens_after_a_run_of_exactly_failure_threshold_failures_in_total(
+def assert_a_run_of_failures_opened_it(events: list[Any], threshold: int) -> None:
+    """FAILURE events, then one OPENED. Each failure was counted exactly once (the window's
+    failures grow by one per event, versions only go up: no lost update); the run grows by
+    one per failure unless a success that happened after it began broke it (a call in flight
+    when the primary died), and the last failure completes a run of ``threshold``."""
+    *failures, opened = events
+    assert [e.type for e in failures] == [EventType.FAILURE] * len(failures)
+    assert opened.type is EventType.OPENED
+    assert opened.record.opened_because is OpenReason.CONSECUTIVE_FAILURES
+    runs = [e.record.run for e in failures]
+    assert runs[0] == 1
+    assert all(b in (a + 1, 1) for a, b in pairwise(runs)), runs
+    assert runs[-1] == threshold - 1
+    counted = [e.record.window(e.timestamp, 3_600_000).failures for e in failures]
+    assert counted == list(range(1, len(failures) + 1))
+    versions = [e.version for e in events]
+    assert versions == sorted(set(versions))  # batched successes bump it too: no event
+
+
+def test_the_fleet_opens_after_a_run_of_failure_threshold_failures_in_total(
     llm: Any, redis_server: Any, channel_recorder: Any
 ) -> None:
     spec = fleet_spec(llm, redis_server, duration=2.0, script=(Step(0.5, "down", PRIMARY),))
@@ -37,14 +57,10 @@ def test_the_fleet_opens_after_a_run_of_exactly_failure_threshold_failures_in_to
 
     events = channel.of(PRIMARY)
     threshold = spec.failure_threshold
-    assert [e.type for e in events] == [EventType.FAILURE] * (threshold - 1) + [EventType.OPENED]
-    assert [e.record.run for e in events[:-1]] == list(range(1, threshold))
-    assert events[-1].record.opened_because is OpenReason.CONSECUTIVE_FAILURES
-    versions = [e.version for e in events]
-    assert versions == sorted(set(versions))  # batched successes bump it too: no event
+    assert_a_run_of_failures_opened_it(events, threshold)
     record = stored_record(redis_server, spec, PRIMARY)
     assert record.state is CircuitState.OPEN
-    assert record.version == versions[-1]
+    assert record.version == events[-1].version
     # No single worker failed often enough to open a breaker of its own: the count is the
     # fleet's. Calls already in flight when it opened fail too but are not counted.
     assert all(failed_primary_calls(result, w) < threshold for w in range(spec.workers))
@@ -73,11 +89,8 @@ def test_concurrent_failures_from_every_worker_are_each_counted_exactly_once(
     result = run_fleet(spec, llm)
 
     events = channel.of(PRIMARY)
-    assert [e.type for e in events] == [EventType.FAILURE] * (threshold - 1) + [EventType.OPENED]
-    assert [e.record.run for e in events[:-1]] == list(range(1, threshold))  # no lost update
-    versions = [e.version for e in events]
-    assert versions == sorted(set(versions))
-    assert stored_record(redis_server, spec, PRIMARY).version == versions[-1]
+    assert_a_run_of_failures_opened_it(events, threshold)
+    assert stored_record(redis_server, spec, PRIMARY).version == events[-1].version
     assert failed_primary_calls(result) >= threshold
     assert result.summary().failed_requests == 0
 

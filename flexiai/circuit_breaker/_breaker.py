@@ -201,23 +201,19 @@ class CircuitBreaker:
         return max(0.0, (self._view.open_until - self.store_now()) / 1000)
 
     def _apply_own(self, result: Transition) -> Transition:
-        self._update(result.record, remote=False, force=False)
+        """This worker's own operation: applied unless a fresher read already overtook it."""
+        self._update(result.record, remote=False)
         return result
 
-    def apply_remote(self, record: BreakerRecord) -> None:
-        """Another worker's event: applied only if newer than what we have."""
-        self._update(record, remote=True, force=False)
-
     def apply_snapshot(self, record: BreakerRecord) -> None:
-        """A fresh read of the store is authoritative (it also sees expired and reset keys)."""
-        self._update(record, remote=True, force=True)
+        """A fresh read of the store is authoritative (it also sees expired and reset keys).
+        Other workers' events never reach a view directly: they only trigger such a read."""
+        self._update(record, remote=True)
 
-    def _update(self, record: BreakerRecord, *, remote: bool, force: bool) -> None:
+    def _update(self, record: BreakerRecord, *, remote: bool) -> None:
         with self._lock:
             old = self._view
-            if not force and record.version < old.version:
-                return
-            if remote and not force and record.version == old.version:
+            if not remote and record.version < old.version:
                 return
             self._view = record
             if record.state is not CircuitState.CLOSED:

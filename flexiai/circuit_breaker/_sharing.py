@@ -7,7 +7,8 @@ It owns the rules every backend shares:
   ``reconnect_backoff`` seconds instead of costing a timeout on every request;
 * **resync**: after a (re)connection, and whenever a snapshot is older than
   ``snapshot_max_age`` in snapshot mode, every breaker's view is replaced by the store's;
-* **events**: remote events are applied to the matching breaker if they are newer;
+* **events**: another worker's event is never believed, only a reason to read every
+  record again (see ``_on_event``);
 * **counts**: the breakers' tallies (successes counted locally) reach the store in batches:
   with the snapshot refresh in snapshot mode (the same single round trip), from a
   background thread at most every ``flush_interval`` in pub/sub mode (a healthy request
@@ -161,8 +162,7 @@ class StateSyncManager:
         names = list(self._breakers)
         # Counts ride along at most once per flush_interval (or at once when hurried): the
         # other refreshes stay a plain read, the cheapest round trip there is.
-        due = self._hurried or self._clock.monotonic() - self._flushed_at >= self._flush_interval
-        tallies = self._take_tallies() if due else {}
+        tallies = self._take_tallies() if self._flush_due(self._clock.monotonic()) else {}
         try:
             if tallies:
                 snapshot = self.backend.report(tallies, self._policy, self.worker_id, read=names)
@@ -242,8 +242,11 @@ class StateSyncManager:
         self._count_locally(tallies)
         return False
 
+    def _flush_due(self, now: float) -> bool:
+        return self._hurried or now - self._flushed_at >= self._flush_interval
+
     def _flush_if_due(self, now: float) -> None:
-        if self._hurried or now - self._flushed_at >= self._flush_interval:
+        if self._flush_due(now):
             self.flush()
 
     def hurry(self) -> None:

@@ -198,17 +198,6 @@ def test_success_while_closed_writes_nothing() -> None:
     assert result.event is None
 
 
-def test_stale_remote_events_are_ignored() -> None:
-    clock = FakeClock()
-    breaker = make_breaker(clock, failure_threshold=1)
-    fail(breaker)
-    newer = breaker.record
-    breaker.apply_remote(BreakerRecord(version=newer.version - 1))
-    assert breaker.record == newer
-    breaker.apply_remote(newer.replace(version=newer.version + 1, state=CircuitState.CLOSED))
-    assert breaker.state is CircuitState.CLOSED
-
-
 def test_admission_compares_times_on_the_store_clock() -> None:
     """A worker whose clock is an hour behind still sees recovery at the store's time."""
     local, store_clock = FakeClock(start=1_000.0), FakeClock(start=1_000.0 + 3600)

@@ -34,7 +34,6 @@ from enum import StrEnum
 from typing import Literal
 
 from flexiai.circuit_breaker._record import (
-    RECORD_SCHEMA,
     BreakerRecord,
     Bucket,
     CircuitState,
@@ -241,7 +240,7 @@ def _apply(
     tally: Tally,
 ) -> tuple[BreakerRecord, bool, EventType | None]:
     state = record.state
-    if record.schema != RECORD_SCHEMA:
+    if record.foreign:
         # A newer worker's record: read-only here (see _record). Only a CLOSED breaker's
         # plain admission needs no write.
         return record, op is Op.ACQUIRE and state is CircuitState.CLOSED, None

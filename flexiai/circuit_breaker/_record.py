@@ -87,10 +87,6 @@ class WindowCounts:
         """Percent of calls that failed, or None before any call was counted."""
         return 100.0 * self.failures / self.calls if self.calls else None
 
-    @property
-    def slow_rate(self) -> float | None:
-        return 100.0 * self.slow / self.calls if self.calls else None
-
 
 @dataclass(frozen=True, slots=True)
 class BreakerRecord:

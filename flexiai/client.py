@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from flexiai._clock import Clock, SystemClock
 from flexiai._deadline import remaining_time
+from flexiai._fork import forget_parent_state
 from flexiai._retry import full_jitter_backoff
 from flexiai._secrets import api_key_source
 from flexiai.circuit_breaker import (
@@ -143,6 +144,7 @@ class FlexiAI:
         self._listeners: list[Listener] = []
         self._closed = False
         self._provider_configs = {p.name: p for p in config.providers}
+        forget_parent_state(self)  # the pool, the store and the manager register their own
 
         sync = config.sync
         backend = sync_backend or self._build_backend()
@@ -326,8 +328,13 @@ class FlexiAI:
             if provider is None or name == provider:
                 breaker.reset()
 
+    def _reset_after_fork(self) -> None:
+        # A thread of the parent may have held it at the fork (see flexiai._fork).
+        self._providers_lock = threading.Lock()
+
     def close(self) -> None:
-        """Stop the sync manager and close connections. Idempotent."""
+        """Stop the sync manager and close connections, the async client's too (its close
+        is scheduled on the running loop, if any: this never blocks on one). Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -338,6 +345,7 @@ class FlexiAI:
         self._state.close()
 
     async def aclose(self) -> None:
+        """``close()`` that awaits the async HTTP client's close (``async with`` calls it)."""
         if self._http_pool is not None:
             await self._http_pool.aclose()
         self.close()

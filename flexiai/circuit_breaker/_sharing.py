@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from flexiai._clock import Clock, SystemClock, epoch_ms
+from flexiai._fork import forget_parent_state
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
 from flexiai.circuit_breaker._wire import SyncEvent
 from flexiai.circuit_breaker.stores.base import StoreSnapshot, SyncBackend
@@ -86,6 +87,7 @@ class StateSyncManager:
         clock: Clock | None = None,
     ) -> None:
         self.backend = backend
+        self._given_worker_id = worker_id
         self.worker_id = worker_id or generate_worker_id()
         self.mode: SyncMode = mode
         self._clock = clock or SystemClock()
@@ -106,6 +108,26 @@ class StateSyncManager:
         self._closed = False
         self.fallbacks = 0
         self.reconnects = 0
+        forget_parent_state(self)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child (see ``flexiai._fork``): a worker of its own. A new id, because
+        events carrying this worker's id are ignored as its own; the subscriber and flusher
+        threads exist only in the parent, so the next request reads the store and starts
+        the child's own; the counts not yet sent are the parent's to send; and locks that a
+        parent thread may have held at the fork are replaced. A configured ``worker_id``
+        gets the child's pid appended, so that forked workers stay distinct."""
+        given = self._given_worker_id
+        self.worker_id = generate_worker_id() if given is None else f"{given}-{os.getpid()}"
+        self._lock = threading.Lock()
+        self._flusher = None
+        self._subscribed = False
+        self._snapshot_at = None
+        self._hurried = False
+        self._fallback._hub.lock = threading.Lock()
+        for breaker in self._breakers.values():
+            breaker._lock = threading.Lock()
+            breaker.take_tally()
 
     # -- wiring ------------------------------------------------------------------------
     def attach(self, breakers: Iterable[CircuitBreaker]) -> None:

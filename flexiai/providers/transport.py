@@ -18,6 +18,10 @@ takes no timeout); requests sent through a proxy taken from ``HTTP(S)_PROXY``, w
 routes through transports it builds itself; and a ``transport=`` passed to ``FlexiAI`` (tests).
 Those keep httpx's per-operation timeouts for the headers, and the provider's between-chunk
 deadline check bounds their body.
+
+Forks. A pool copied into a forked child (a client built before ``gunicorn --preload``
+forked its workers) forgets the parent's clients there, unclosed: their keep-alive sockets
+are the parent's connections, and the child builds its own on first use.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from flexiai._deadline import remaining_time
+from flexiai._fork import forget_parent_state
 
 if TYPE_CHECKING:
+    import asyncio
     import ssl
     from collections.abc import Iterable
 
@@ -191,6 +197,7 @@ class HttpPool:
         self._sync: httpx.Client | None = None
         self._async: httpx.AsyncClient | None = None
         self._lock = threading.Lock()
+        forget_parent_state(self)
 
     def sync(self) -> httpx.Client:
         if self._sync is None:
@@ -222,15 +229,49 @@ class HttpPool:
         return self._async
 
     def close(self) -> None:
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
+        """Close both clients without blocking. The async client's connections belong to an
+        event loop: inside a running loop its close is scheduled on that loop; with no loop
+        running it is closed in a short-lived one of its own, which sends nothing (HTTP/1.1
+        closes by dropping the socket). A connection whose loop has already been closed
+        cannot be closed through it any more; its socket is freed with the client."""
+        with self._lock:
+            sync, self._sync = self._sync, None
+            client, self._async = self._async, None
+        if sync is not None:
+            sync.close()
+        if client is None:
+            return
+        import asyncio  # here: a process that never goes async never imports it
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            task = loop.create_task(client.aclose())
+            _closing.add(task)  # the loop keeps only a weak reference to its tasks
+            task.add_done_callback(_closing.discard)
+            return
+        try:
+            asyncio.run(client.aclose())
+        except Exception as exc:  # "Event loop is closed": that loop took its sockets along
+            _log.debug("closing the async HTTP client: %s: %s", type(exc).__name__, exc)
 
     async def aclose(self) -> None:
+        with self._lock:
+            client, self._async = self._async, None
+        if client is not None:
+            await client.aclose()
         self.close()
-        if self._async is not None:
-            await self._async.aclose()
-            self._async = None
+
+    def _reset_after_fork(self) -> None:
+        self._sync = None
+        self._async = None
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"HttpPool(sync={self._sync is not None}, async={self._async is not None})"
+
+
+#: Async closes scheduled by ``HttpPool.close`` inside a running loop, until they finish.
+_closing: set[asyncio.Task[None]] = set()

@@ -29,6 +29,11 @@ Settings chosen for a request path (redis-py's defaults block ~59 s on a frozen 
   shape in every topology, and RESP3's extras (client-side caching, push notifications)
   are unused here: the subscriber has a connection of its own, and Lua replies are
   converted as RESP2 either way.
+
+A forked child starts with no shared client: the parent's are its connections (redis-py
+would also notice the new pid, but only pool by pool), and a lease taken in the parent
+releases nothing in the child. Backends copied into the child drop their lease there and
+acquire a client of the child's own on first use (see ``flexiai._fork``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from flexiai._fork import forget_parent_module_state
 from flexiai.exceptions import ConfigError
 from flexiai.models import SyncConfig
 
@@ -59,6 +65,7 @@ __all__ = [
     "describe",
     "iam_region",
     "is_cluster_client",
+    "require_redis",
     "settings_key",
     "shared_client_count",
 ]
@@ -123,6 +130,25 @@ def describe(config: SyncConfig) -> str:
     if config.redis_iam_auth:
         text += " (iam)"
     return text
+
+
+def require_redis() -> None:
+    """Fail now, naming the setting and the fix, if redis-py cannot be imported: without it
+    every store call would fail and the fleet would silently run per-process breakers.
+    Looks the package up without importing it, so building a client stays cheap."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("redis") is not None
+    except (ImportError, ValueError):  # a blocked import, or sys.modules["redis"] = None
+        found = False
+    if not found:
+        raise ConfigError(
+            "sync.backend='redis' (FLEXIAI_SYNC_BACKEND) with sync.enabled "
+            "(FLEXIAI_SYNC_ENABLED) needs the redis package, which is not installed: "
+            "pip install redis (or pip install 'flexiai[redis]', which adds hiredis), or "
+            "set sync.enabled=False for per-process breakers"
+        )
 
 
 def iam_region(config: SyncConfig) -> str:
@@ -226,6 +252,18 @@ def acquire(config: SyncConfig) -> ClientLease:
             shared = _SHARED[key] = _Shared(client, close)
         shared.users += 1
         return ClientLease(key, shared.client)
+
+
+def _forget_parent_clients() -> None:
+    """In a forked child: the parent's clients stay the parent's (unclosed: closing could
+    end connections the parent still uses), and a lock a parent thread held at the fork
+    would never be released here."""
+    global _LOCK
+    _LOCK = threading.Lock()
+    _SHARED.clear()
+
+
+forget_parent_module_state(_forget_parent_clients)
 
 
 def shared_client_count() -> int:

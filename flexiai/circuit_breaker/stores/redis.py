@@ -43,6 +43,7 @@ from functools import cache
 from typing import Any, TypeVar, cast
 
 from flexiai._clock import Clock, SystemClock, epoch_ms
+from flexiai._fork import forget_parent_state
 from flexiai.circuit_breaker import decode_event
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
 from flexiai.circuit_breaker._record import BreakerRecord
@@ -143,6 +144,8 @@ class RedisSyncBackend(SyncBackend):
         self._cluster = config.redis_cluster or (
             client is not None and connections.is_cluster_client(client)
         )
+        if client is None:
+            connections.require_redis()  # a missing package is a config error: say so now
         if config.redis_iam_auth and client is None:
             connections.iam_region(config)  # a missing region is a config error: say so now
         self._lock = threading.Lock()
@@ -166,6 +169,15 @@ class RedisSyncBackend(SyncBackend):
             "reconnects": 0,
             "handler_errors": 0,
         }
+        forget_parent_state(self)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: the lease and the subscriber thread are the parent's; the
+        child acquires its own client and starts its own subscriber on first use."""
+        self._lock = threading.Lock()
+        self._lease = None
+        self._scripts = None
+        self._subscriber = None
 
     # -- keys -------------------------------------------------------------------------
 

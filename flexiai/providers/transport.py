@@ -196,6 +196,7 @@ class HttpPool:
         self._async_transport = async_transport
         self._sync: httpx.Client | None = None
         self._async: httpx.AsyncClient | None = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         forget_parent_state(self)
 
@@ -216,6 +217,8 @@ class HttpPool:
 
     def async_(self) -> httpx.AsyncClient:
         if self._async is None:
+            import asyncio
+
             import httpx
 
             with self._lock:
@@ -226,17 +229,25 @@ class HttpPool:
                         verify=shared_ssl_context(),
                         headers={"user-agent": "flexiai"},
                     )
+                    # Its connections will belong to this loop: close() closes them there.
+                    try:
+                        self._async_loop = asyncio.get_running_loop()
+                    except RuntimeError:
+                        self._async_loop = None
         return self._async
 
     def close(self) -> None:
-        """Close both clients without blocking. The async client's connections belong to an
-        event loop: inside a running loop its close is scheduled on that loop; with no loop
-        running it is closed in a short-lived one of its own, which sends nothing (HTTP/1.1
-        closes by dropping the socket). A connection whose loop has already been closed
-        cannot be closed through it any more; its socket is freed with the client."""
+        """Close both clients without blocking on a loop. The async client's connections
+        belong to the event loop it was first used in, and only that loop can close them:
+        from inside a running loop the close is scheduled there, a loop running in another
+        thread is handed the close, and a loop that is not running runs it (it sends
+        nothing: HTTP/1.1 closes by dropping the socket). A loop that has been closed
+        (``asyncio.run`` returned) cannot close anything any more: its sockets are freed
+        with the client, and ``aclose()`` inside the loop is the way to avoid that."""
         with self._lock:
             sync, self._sync = self._sync, None
             client, self._async = self._async, None
+            owner, self._async_loop = self._async_loop, None
         if sync is not None:
             sync.close()
         if client is None:
@@ -244,22 +255,26 @@ class HttpPool:
         import asyncio  # here: a process that never goes async never imports it
 
         try:
-            loop = asyncio.get_running_loop()
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        if loop is not None:
-            task = loop.create_task(client.aclose())
-            _closing.add(task)  # the loop keeps only a weak reference to its tasks
-            task.add_done_callback(_closing.discard)
-            return
+            running = None
         try:
-            asyncio.run(client.aclose())
+            if owner is not None and owner is not running and owner.is_running():
+                asyncio.run_coroutine_threadsafe(client.aclose(), owner)
+            elif running is not None:
+                task = running.create_task(client.aclose())
+                _closing.add(task)  # the loop keeps only a weak reference to its tasks
+                task.add_done_callback(_closing.discard)
+            elif owner is not None and not owner.is_closed():
+                owner.run_until_complete(client.aclose())
+            else:
+                asyncio.run(client.aclose())  # marks it closed; a closed loop's sockets stay
         except Exception as exc:  # "Event loop is closed": that loop took its sockets along
             _log.debug("closing the async HTTP client: %s: %s", type(exc).__name__, exc)
 
     async def aclose(self) -> None:
         with self._lock:
-            client, self._async = self._async, None
+            client, self._async, self._async_loop = self._async, None, None
         if client is not None:
             await client.aclose()
         self.close()
@@ -267,6 +282,7 @@ class HttpPool:
     def _reset_after_fork(self) -> None:
         self._sync = None
         self._async = None
+        self._async_loop = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:

@@ -82,8 +82,7 @@ def test_forked_children_are_workers_of_their_own(
     results = context.Queue()
     done = context.Event()
     children = [
-        context.Process(target=_child, args=(used_client, results, done))
-        for _ in range(CHILDREN)
+        context.Process(target=_child, args=(used_client, results, done)) for _ in range(CHILDREN)
     ]
     for child in children:
         child.start()

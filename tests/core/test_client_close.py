@@ -1,0 +1,76 @@
+"""Closing a client closes its async HTTP client too: awaited by ``aclose()`` and
+``async with``, scheduled on the running loop by ``close()``, and without a loop never
+blocking on one."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from flexiai import FlexiAI
+from flexiai.models import FlexiAIConfig
+from flexiai.testing import FakeLLMServer
+from tests.support.llm_fixtures import provider_config
+
+
+def _client(fake_llm: FakeLLMServer) -> FlexiAI:
+    return FlexiAI(FlexiAIConfig(providers=[provider_config(fake_llm, "openai", priority=1)]))
+
+
+def _async_http(client: FlexiAI) -> httpx.AsyncClient:
+    """The async client the providers used (read, not replaced)."""
+    assert client._http_pool is not None
+    return client._http_pool.async_()
+
+
+@pytest.mark.anyio
+async def test_async_with_closes_the_async_http_client(fake_llm: FakeLLMServer) -> None:
+    async with _client(fake_llm) as client:
+        assert (await client.agenerate("hi")).content
+        http = _async_http(client)
+    assert http.is_closed
+
+
+@pytest.mark.anyio
+async def test_aclose_closes_both_http_clients(fake_llm: FakeLLMServer) -> None:
+    client = _client(fake_llm)
+    await client.agenerate("hi")
+    client.generate("hi")
+    assert client._http_pool is not None
+    sync_http, async_http = client._http_pool.sync(), _async_http(client)
+    await client.aclose()
+    assert sync_http.is_closed and async_http.is_closed
+
+
+@pytest.mark.anyio
+async def test_close_inside_a_running_loop_schedules_the_async_close(
+    fake_llm: FakeLLMServer,
+) -> None:
+    client = _client(fake_llm)
+    await client.agenerate("hi")
+    http = _async_http(client)
+    client.close()  # a sync close from async code (a lifespan that calls close())
+    for _ in range(100):  # the scheduled close runs as soon as this coroutine yields
+        if http.is_closed:
+            break
+        await asyncio.sleep(0)
+    assert http.is_closed
+
+
+def test_close_outside_its_loop_closes_it_there(fake_llm: FakeLLMServer) -> None:
+    client = _client(fake_llm)
+
+    async def use() -> httpx.AsyncClient:
+        await client.agenerate("hi")
+        return _async_http(client)
+
+    loop = asyncio.new_event_loop()
+    try:
+        http = loop.run_until_complete(use())  # the loop stops; its keep-alive stays open
+        client.close()  # no loop runs here: the close runs on the client's own loop
+        assert http.is_closed
+        client.close()  # idempotent
+    finally:
+        loop.close()

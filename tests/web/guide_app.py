@@ -1,9 +1,12 @@
 """The deployment guide's "Example 1: FastAPI with Multiple Workers": a module-level client.
 
 As the guide writes it, except what the test adds (marked): the Redis port and the
-providers' base_url, the worker id in the reply, and a startup hook that records each
-worker's id in a file, so the test counts workers without depending on how gunicorn
-spreads connections. Run by tests/web/test_gunicorn_preload.py under ``gunicorn --preload``.
+providers' base_url; Redis timeouts and a recovery timeout generous enough that a busy
+test machine neither trips the store's 0.25 s socket timeout (a worker would fall back to
+local breakers) nor lets the breaker half-open during the test; the worker id in the
+reply; and a startup hook that records each worker's id in a file, so the test counts
+workers without depending on how gunicorn spreads connections. Run by
+tests/web/test_gunicorn_preload.py under ``gunicorn --preload``.
 """
 
 import os
@@ -13,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from flexiai import FlexiAI
-from flexiai.models import FlexiAIConfig, ProviderConfig, SyncConfig
+from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, ProviderConfig, SyncConfig
 
 FAKE = os.environ["GUIDE_FAKE_LLM"]  # added by the test
 
@@ -42,7 +45,10 @@ config = FlexiAIConfig(
         backend="redis",
         redis_host="localhost",
         redis_port=int(os.environ["GUIDE_REDIS_PORT"]),  # added by the test
+        redis_socket_timeout=10,  # added by the test
+        redis_socket_connect_timeout=10,  # added by the test
     ),
+    circuit_breaker=CircuitBreakerConfig(recovery_timeout=3600),  # added by the test
 )
 
 client = FlexiAI(config=config)

@@ -5,6 +5,7 @@ blocking on one."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import httpx
 import pytest
@@ -74,3 +75,35 @@ def test_close_outside_its_loop_closes_it_there(fake_llm: FakeLLMServer) -> None
         client.close()  # idempotent
     finally:
         loop.close()
+
+
+def test_close_from_another_thread_hands_the_close_to_the_running_loop(
+    fake_llm: FakeLLMServer,
+) -> None:
+    """A loop serving in one thread, ``close()`` called from another (a signal handler or
+    an atexit hook, say): the close runs on the client's loop, and the caller does not
+    wait for it."""
+    client = _client(fake_llm)
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_forever, name="test-loop")
+    serving.start()
+    try:
+        answer = asyncio.run_coroutine_threadsafe(client.agenerate("hi"), loop).result(30)
+        assert answer.content
+        http = asyncio.run_coroutine_threadsafe(_async_http_of(client), loop).result(30)
+        client.close()
+        # Wait for the handed-over close by queueing behind it on the same loop.
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(30)
+        for _ in range(100):
+            if http.is_closed:
+                break
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(30)
+        assert http.is_closed
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        serving.join()
+        loop.close()
+
+
+async def _async_http_of(client: FlexiAI) -> httpx.AsyncClient:
+    return _async_http(client)

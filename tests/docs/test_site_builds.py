@@ -1,0 +1,28 @@
+"""`mkdocs build --strict` succeeds and warns about nothing: every page is in the
+navigation, every link and anchor resolves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.docs.markdown import ROOT
+
+
+def test_the_site_builds_strictly_without_a_warning(tmp_path: Path) -> None:
+    pytest.importorskip("material", reason="needs mkdocs-material (the dev extra)")
+    site = tmp_path / "site"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "WARNING" not in log, log[-3000:]
+    assert (site / "index.html").is_file()
+    assert (site / "multi-worker-guide" / "index.html").is_file()

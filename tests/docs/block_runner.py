@@ -4,10 +4,13 @@ listens on 127.0.0.1:8900.
 
     unshare --net python block_runner.py SPEC_JSON
 
-SPEC: {"blocks": [code, ...], "names": [where, ...]}. The pages read provider settings the
-way a service does, from the environment: OPENAI_API_KEY and OPENAI_BASE_URL (and the same
-for ANTHROPIC_), which this runner points at the fake server. Prints one JSON line:
-{"outputs": [stdout of each block run], "failed": null | {"block": i, "error": traceback}}.
+SPEC: {"steps": [{"where": "docs/x.md:12", "python": code} or {"where": ..., "export":
+{name: value}}, ...]}: the page's Python blocks and, in page order, the `export NAME=value`
+lines of its shell blocks, which set the environment as they would in the reader's shell
+(with $VARIABLES expanded). The pages read provider settings the way a service does, from
+the environment: OPENAI_API_KEY and OPENAI_BASE_URL (and the same for ANTHROPIC_), which
+this runner points at the fake server. Prints one JSON line: {"outputs": [stdout of each
+Python step run], "failed": null | {"step": i, "error": traceback}}.
 """
 
 from __future__ import annotations
@@ -49,14 +52,18 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         with FakeLLMServer(port=FAKE_PORT):
             namespace: dict[str, Any] = {"__name__": "__docs__"}
-            for n, (code, name) in enumerate(zip(spec["blocks"], spec["names"], strict=True)):
+            for n, step in enumerate(spec["steps"]):
+                if "export" in step:
+                    for name, value in step["export"].items():
+                        os.environ[name] = os.path.expandvars(value)
+                    continue
                 out = io.StringIO()
                 try:
                     with contextlib.redirect_stdout(out):
                         # The pages' blocks run as written: that is this runner's purpose.
-                        exec(compile(code, name, "exec"), namespace)  # noqa: S102
+                        exec(compile(step["python"], step["where"], "exec"), namespace)  # noqa: S102
                 except BaseException:
-                    failed = {"block": n, "error": traceback.format_exc()}
+                    failed = {"step": n, "error": traceback.format_exc()}
                     break
                 finally:
                     outputs.append(out.getvalue())

@@ -2,8 +2,9 @@
 
 Python blocks run page by page, in order and in one namespace, as a reader would paste
 them, inside a private network namespace (block_runner.py) where 127.0.0.1:6379 is a
-redis-server of the test's own and providers are the fake LLM server. A Python block
-followed directly by a ```text block must print exactly that text.
+redis-server of the test's own and providers are the fake LLM server; the page's
+`export NAME=value` shell lines set the environment in between, as in the reader's shell.
+A Python block followed directly by a ```text block must print exactly that text.
 
 Shell blocks are only checked cheaply: each command is one a user has (an allow-list of
 common tools) or one this repository provides (a script that exists, a `flexiai`
@@ -40,6 +41,24 @@ EXTERNAL_COMMANDS = {
 MISSPELT_ON_PURPOSE = {"FLEXIAI_SYNC_ENABLD"}
 
 
+def _steps(page: Path) -> list[tuple[Block, dict[str, Any]]]:
+    """The page's Python blocks and export lines, in page order."""
+    steps: list[tuple[Block, dict[str, Any]]] = []
+    for block in blocks(page):
+        if block.lang == "python":
+            steps.append((block, {"where": block.where, "python": block.code}))
+        elif block.lang in ("bash", "sh", "shell"):
+            exported = dict(
+                word.split("=", 1)
+                for command in _commands(block)
+                if command.startswith("export ")
+                for word in shlex.split(command)[1:]
+            )
+            if exported:
+                steps.append((block, {"where": block.where, "export": exported}))
+    return steps
+
+
 def _python_pages() -> list[Path]:
     return [p for p in sorted(DOCS.rglob("*.md")) if any(b.lang == "python" for b in blocks(p))]
 
@@ -57,8 +76,9 @@ def test_python_blocks_run_as_written(page: Path) -> None:
     problem = _netns_problem()
     if problem:
         pytest.skip(problem)
-    code = [b for b in blocks(page) if b.lang == "python"]
-    spec = {"blocks": [b.code for b in code], "names": [b.where for b in code]}
+    steps = _steps(page)
+    code = [block for block, step in steps if "python" in step]
+    spec = {"steps": [step for _, step in steps]}
     proc = subprocess.run(
         ["unshare", "--net", sys.executable, str(RUNNER), json.dumps(spec)],
         capture_output=True,
@@ -68,7 +88,7 @@ def test_python_blocks_run_as_written(page: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     failed = result["failed"]
-    assert failed is None, f"{code[failed['block']].where}\n{failed['error']}"
+    assert failed is None, f"{steps[failed['step']][0].where}\n{failed['error']}"
     assert len(result["outputs"]) == len(code)
     for block, printed in zip(code, result["outputs"], strict=True):
         if block.output is not None:

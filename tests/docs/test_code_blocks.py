@@ -145,10 +145,10 @@ def _problems(command: str, subcommands: set[str]) -> list[str]:
     elif head not in EXTERNAL_COMMANDS:
         problems.append(f"unknown command {head!r} (add it to EXTERNAL_COMMANDS if it is real)")
     for arg in args:
-        # Files of this repository the command names (dist/ is what the build writes).
-        if re.fullmatch(r"(\./)?(bench|scripts|events|examples|docs|tests|handlers)/\S+", arg):
-            if not (ROOT / arg).exists():
-                problems.append(f"no file {arg}")
+        # Files of this repository that the command names.
+        named = re.fullmatch(r"(\./)?(bench|scripts|events|examples|docs|tests|handlers)/\S+", arg)
+        if named and not (ROOT / arg).exists():
+            problems.append(f"no file {arg}")
     return problems
 
 

@@ -8,6 +8,8 @@ the reference belongs in this list, and in the guide.
 
 from __future__ import annotations
 
+import itertools
+
 from tests.docs.markdown import DOCS, headings, prose
 
 GUIDE = DOCS / "multi-worker-guide.md"
@@ -36,7 +38,10 @@ REFERENCE_SECTIONS = [
         "Scenario 1: Single-Server with Multiple Workers (Gunicorn/Uvicorn)",
         "Scenario 1: one server, several worker processes (gunicorn, uvicorn)",
     ),
-    ("Scenario 2: Multi-Server Deployment (Kubernetes)", "Scenario 2: several servers (Kubernetes)"),
+    (
+        "Scenario 2: Multi-Server Deployment (Kubernetes)",
+        "Scenario 2: several servers (Kubernetes)",
+    ),
     (
         "Scenario 3: Serverless Functions (AWS Lambda/Cloud Functions)",
         "Scenario 3: serverless (AWS Lambda)",
@@ -75,6 +80,6 @@ def test_every_section_of_the_guide_has_content() -> None:
     own level or higher."""
     lines = prose(GUIDE).splitlines()
     at = [(n, len(line) - len(line.lstrip("#"))) for n, line in enumerate(lines) if line[:1] == "#"]
-    for (n, level), (m, next_level) in zip(at, at[1:], strict=False):
+    for (n, level), (m, next_level) in itertools.pairwise(at):
         body = [line for line in lines[n + 1 : m] if line.strip()]
         assert body or next_level > level, f"{lines[n]!r} is an empty section"

@@ -186,3 +186,11 @@ def test_every_flexiai_variable_named_is_real() -> None:
             if not known and name not in MISSPELT_ON_PURPOSE:
                 unknown.append(f"{page.relative_to(ROOT)}: {name}")
     assert sorted(unknown) == []
+
+
+def test_the_readme_quick_start_is_the_getting_started_one() -> None:
+    """README.md and docs/getting-started.md show the same quick start (the README's is
+    also run on its own by tests/core/test_readme.py)."""
+    readme = [b.code for b in blocks(ROOT / "README.md") if b.lang == "python"]
+    docs = [b.code for b in blocks(DOCS / "getting-started.md") if b.lang == "python"]
+    assert readme == docs[:1]

@@ -13,6 +13,7 @@ subcommand, a module that imports), and every file they name exists.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
@@ -121,6 +122,18 @@ def _commands(block: Block) -> list[str]:
     return commands
 
 
+@functools.cache
+def _help(*subcommand: str) -> str:
+    """`flexiai [SUBCOMMAND] --help`, or "" when it fails."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "flexiai.cli", *subcommand, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return proc.stdout if proc.returncode == 0 else ""
+
+
 def _problems(command: str, subcommands: set[str]) -> list[str]:
     words = shlex.split(command.split("|")[0].split("&&")[0].split(">")[0])
     while words and re.fullmatch(r"\w+=\S*", words[0]):  # VAR=value command
@@ -132,6 +145,10 @@ def _problems(command: str, subcommands: set[str]) -> list[str]:
     if head == "flexiai":
         if not args or args[0] not in subcommands:
             problems.append(f"`flexiai {args[0] if args else ''}` is not a subcommand")
+        else:
+            usage = _help(args[0])
+            options = [a.split("=")[0] for a in args[1:] if a.startswith("--")]
+            problems += [f"`flexiai {args[0]}` has no {o}" for o in options if o not in usage]
     elif head.endswith("python") or head.endswith("python3"):
         if args[:1] == ["-m"]:
             module = args[1]
@@ -149,16 +166,12 @@ def _problems(command: str, subcommands: set[str]) -> list[str]:
         named = re.fullmatch(r"(\./)?(bench|scripts|events|examples|docs|tests|handlers)/\S+", arg)
         if named and not (ROOT / arg).exists():
             problems.append(f"no file {arg}")
-    return problems
+    return list(dict.fromkeys(problems))
 
 
 def test_shell_commands_name_things_that_exist() -> None:
-    helped = subprocess.run(
-        [sys.executable, "-m", "flexiai.cli", "--help"], capture_output=True, text=True, cwd=ROOT
-    )
-    assert helped.returncode == 0, helped.stderr
-    subcommands = set(re.findall(r"^    (\w+)\s", helped.stdout, re.M))
-    assert {"status", "demo"} <= subcommands, helped.stdout
+    subcommands = set(re.findall(r"^    (\w+)\s", _help(), re.M))
+    assert {"status", "demo"} <= subcommands, _help()
     checked, problems = 0, []
     for page in pages():
         for block in blocks(page):

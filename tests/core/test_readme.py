@@ -17,7 +17,8 @@ RUNNER = ROOT / "tests" / "guide" / "netns_runner.py"
 
 def quick_start_code() -> str:
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Quick start") : readme.index("## How failover works")]
+    start = readme.index("## Quick start")
+    section = readme[start : readme.index("\n## ", start)]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 1
     code: str = blocks[0]

@@ -156,9 +156,11 @@ def load_config(
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"FLEXIAI_CONFIG_FILE: cannot read {str(path)!r} ({exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"FLEXIAI_CONFIG_FILE: {str(path)!r} is not UTF-8 text") from None
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml

@@ -77,11 +77,19 @@ class ConfigValidationError(ValidationError, ConfigError):
         short = cls.from_exception_data(exc.title, errors)  # type: ignore[arg-type]
         problems = []
         for error in errors:
-            where = ".".join(str(part) for part in error["loc"])
+            where = ".".join(map(_loc_part, error["loc"]))
             text = describe_error(model, error)
             problems.append(f"{where}: {text}" if where else text)
         short.message = f"invalid {exc.title}: " + "; ".join(problems)
         return short
+
+
+def _loc_part(part: int | str) -> str:
+    """A location part as a message shows it: quoted unless it is a plain name, so a key
+    holding a newline cannot break the one-line message, and cut short if long."""
+    if isinstance(part, int) or part.isidentifier():
+        return str(part)[:80]
+    return repr(part[:80])
 
 
 def describe_error(model: type[BaseModel], error: ErrorDetails) -> str:

@@ -474,7 +474,11 @@ class _RunView:
                     totals[i] += value
             table.add_row("all", "", *([""] * len(spec.providers)), *map(str, totals), style="bold")
             notes = Text("\n".join(self.notes[-6:]), style="dim")
-        return Group(header, table, notes)
+        key = Text("breakers: ")
+        for state, (label, style) in _STATE_CELL.items():
+            key.append(label, style=style)
+            key.append(f" = {state}   ")
+        return Group(header, table, key, notes)
 
 
 def _play(console: Console, spec: FleetSpec, llm: Any, title: str, *, live: bool) -> FleetResult:

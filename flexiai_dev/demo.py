@@ -811,10 +811,11 @@ def chart_end(result: FleetResult) -> float:
     return max(1.0, min(last, result.spec.duration))
 
 
-def chart_window(duration: float) -> float:
-    """The averaging window: wide enough that one request more or less in it is no visible
-    sawtooth, narrow enough that a failover in a tenth of a second still looks sudden."""
-    return min(1.0, max(0.2, duration / 40))
+def chart_window(spec: FleetSpec) -> float:
+    """The averaging window: long enough to hold about 30 of the fleet's requests, so one
+    more or less in it is no visible sawtooth; short enough (0.2 to 1 s) that a failover in
+    a tenth of a second still looks sudden."""
+    return min(1.0, max(0.2, 30 / (spec.workers * spec.rate)))
 
 
 def _chart(path: str, results: list[FleetResult]) -> None:
@@ -840,7 +841,7 @@ def _chart(path: str, results: list[FleetResult]) -> None:
         script = _timeline(spec)
         cost = outage_cost(result)
         primary = spec.primary
-        window = chart_window(spec.duration)
+        window = chart_window(spec)
         points = max(2, int((end - window) / 0.05))
         centres = [window / 2 + i * (end - window) / (points - 1) for i in range(points)]
         top, middle, bottom = (axes[row][column] for row in range(3))
@@ -862,7 +863,7 @@ def _chart(path: str, results: list[FleetResult]) -> None:
             linestyle="--",
             label=f"calls to {primary} that failed",
         )
-        top.set_ylabel(f"requests/s (averaged over {window:g}s)")
+        top.set_ylabel(f"requests/s (averaged over {window:.2g}s)")
         top.set_ylim(0, spec.workers * spec.rate * 1.35)  # room above the lines for labels
         top.legend(loc="center left", fontsize="small")
         kind = "shared breakers (Redis)" if spec.sync != "off" else "per-process breakers"

@@ -100,7 +100,7 @@ def test_the_headline_says_both_fail_over_and_what_per_process_cost() -> None:
 def test_the_smoothed_rate_is_flat_for_steady_traffic_up_to_the_charts_end() -> None:
     result = recorded("off", wasted=0)
     end = demo.chart_end(result)
-    window = demo.chart_window(result.spec.duration)
+    window = demo.chart_window(result.spec)
     starts = [r.t0 for r in result.records]
     centres = [window / 2 + i * (end - window) / 99 for i in range(100)]
 

@@ -22,8 +22,9 @@ from flexiai.models import (
     SyncConfig,
 )
 from flexiai.testing import FakeLLMServer
-from flexiai_dev.servers import free_port
+from flexiai_dev.servers import RedisProcess, free_port
 from tests.support.llm_fixtures import provider_config
+from tests.support.redis_fixtures import sync_config_for
 
 OPENAI = {"name": "openai", "api_key": "sk-test-SECRET", "model": "gpt-4o-mini"}
 #: What each public model needs besides the misspelt field.
@@ -215,3 +216,32 @@ def test_an_unreachable_redis_logs_the_guides_line_once_beside_the_specific_one(
     assert line.startswith(f"WARNING:flexiai.sync.manager:{GUIDE_FALLBACK}: ")
     assert f"127.0.0.1:{unreachable.rsplit(':', 1)[1].split('/')[0]}" in line
     assert "retrying in 3600.0s" in line
+
+
+@pytest.mark.redis_server
+def test_the_guides_other_log_lines_appear_as_it_prints_them(
+    redis_server: RedisProcess, fake_llm: FakeLLMServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The guide's "Example log output", line by line, with logging.basicConfig's format."""
+    config = FlexiAIConfig(
+        providers=[provider_config(fake_llm, "openai"), provider_config(fake_llm, "anthropic")],
+        sync=sync_config_for(redis_server, mode="pubsub", worker_id="worker-1"),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2),
+        retry=RetryConfig(max_retries=0),
+    )
+    fake_llm.down("openai")
+
+    with caplog.at_level(logging.INFO, logger="flexiai"):
+        with FlexiAI(config) as client:
+            for _ in range(3):
+                assert client.generate("hello").provider == "anthropic"
+
+    lines = [f"{r.levelname}:{r.name}:{r.getMessage()}" for r in caplog.records]
+    for guide_line in (
+        "INFO:flexiai.client:Sync manager initialized (backend: redis)",
+        "INFO:flexiai.sync.manager:Worker worker-1 started",
+        "INFO:flexiai.circuit_breaker:Circuit opened for provider openai",
+        "INFO:flexiai.sync.manager:Broadcasting state change: openai OPENED",
+    ):
+        assert guide_line in lines, lines
+    assert not any(GUIDE_FALLBACK in line for line in lines)  # Redis was there all along

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -98,7 +98,7 @@ def describe_error(model: type[BaseModel], error: ErrorDetails) -> str:
     hint. Shared by the models and ``load_config`` (which names variables instead)."""
     loc = tuple(error["loc"])
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden" and loc:
+    if error["type"] in ("extra_forbidden", "no_such_attribute") and loc:
         owner = _model_at(model, loc[:-1])
         fields = [] if owner is None else list(owner.model_fields)
         return "unknown field" + did_you_mean(str(loc[-1]), fields)
@@ -140,6 +140,15 @@ class _Model(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             raise ConfigValidationError.from_error(type(self), exc) from None
+
+    if not TYPE_CHECKING:  # declared, it would let mypy accept any attribute assignment
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            # ``config.enabeld = True`` is the same typo as ``SyncConfig(enabeld=True)``.
+            try:
+                super().__setattr__(name, value)
+            except ValidationError as exc:
+                raise ConfigValidationError.from_error(type(self), exc) from None
 
 
 def infer_kind(name: str) -> ProviderKind | None:

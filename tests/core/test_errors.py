@@ -77,6 +77,22 @@ def test_the_issue_example_is_one_short_line_and_both_catches_work() -> None:
     assert as_pydantic.value.errors()[0]["type"] == "extra_forbidden"
 
 
+def test_a_misspelt_assignment_gets_the_same_suggestion() -> None:
+    config = SyncConfig()
+
+    with pytest.raises(ConfigValidationError) as typo:
+        config.enabeld = True  # type: ignore[attr-defined]
+    with pytest.raises(ConfigValidationError) as bad:
+        config.redis_port = 0
+
+    assert str(typo.value) == "invalid SyncConfig: enabeld: unknown field (did you mean enabled?)"
+    assert str(bad.value) == (
+        "invalid SyncConfig: redis_port: Input should be greater than or equal to 1"
+    )
+    config.enabled = True
+    assert config.enabled is True
+
+
 def test_nested_typos_name_their_path_and_every_problem_is_listed() -> None:
     with pytest.raises(ConfigError) as info:
         FlexiAIConfig(

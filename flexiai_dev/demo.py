@@ -9,8 +9,15 @@ and the shared breaker stays closed, because it opens on the fleet's failure *ra
 the primary goes down, the fleet fails over, the primary recovers, one probe, failback. The
 same scenario then runs with per-process breakers (sync off), and a table compares the two.
 
+It assumes no knowledge of circuit breakers: a legend says what CLOSED, OPEN, HALF_OPEN,
+probe and failback mean, the live table shows each breaker by what it does to calls, and a
+headline ends the run with its figures: both fleets fail over, and what differs is the calls
+wasted on the dead provider, the time to fail over, the probes at recovery, and the waiting
+those wasted calls cost users. ``--chart`` draws the same story (smoothed rates, labelled
+phases, the figures in the titles).
+
 Everything it starts is stopped, and every temporary directory removed, when it ends, on
-Ctrl-C and on SIGTERM.
+Ctrl-C (which then prints "interrupted" and exits 130) and on SIGTERM.
 """
 
 from __future__ import annotations

@@ -34,8 +34,15 @@ from flexiai._constants import (
     SAFETY_MARGIN_VARIABLE,
     SECRETS_MAX_AGE_VARIABLE,
 )
+from flexiai._suggest import did_you_mean
 from flexiai.exceptions import ConfigError
-from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, RetryConfig, SyncConfig
+from flexiai.models import (
+    CircuitBreakerConfig,
+    FlexiAIConfig,
+    RetryConfig,
+    SyncConfig,
+    describe_error,
+)
 
 __all__ = ["ENVIRONMENT_VARIABLES", "PROVIDER_VARIABLE", "load_config"]
 
@@ -149,9 +156,11 @@ def load_config(
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"FLEXIAI_CONFIG_FILE: cannot read {str(path)!r} ({exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"FLEXIAI_CONFIG_FILE: {str(path)!r} is not UTF-8 text") from None
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
@@ -177,7 +186,7 @@ def _describe(
     exc: ValidationError, origin: dict[tuple[Any, ...], str], provider_numbers: list[int]
 ) -> str:
     lines = []
-    for error in exc.errors(include_url=False, include_input=False):
+    for error in exc.errors(include_url=False):  # the input is read, never printed
         loc = tuple(error["loc"])
         name = None
         for length in range(len(loc), 0, -1):
@@ -190,12 +199,18 @@ def _describe(
             field = f"_{str(loc[2]).upper()}" if len(loc) >= 3 else "_*"
             name = f"{PREFIX}PROVIDER_{number}{field}"
         where = name or ".".join(str(part) for part in loc) or "config"
-        lines.append(f"{where}: {error['msg']}")
+        lines.append(f"{where}: {describe_error(FlexiAIConfig, error)}")
     return "invalid flexiai configuration: " + "; ".join(lines)
 
 
-def _suggest(name: str) -> str:
-    import difflib
+_NUMBERED = re.compile(r"^FLEXIAI_PROVIDER_(\d+)_")
 
-    close = difflib.get_close_matches(name, ENVIRONMENT_VARIABLES, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+
+def _suggest(name: str) -> str:
+    """The known variable ``name`` was probably meant to be; a provider variable is matched
+    against the fields of its own N (``FLEXIAI_PROVIDER_1_APIKEY`` -> ``..._1_API_KEY``)."""
+    numbered = _NUMBERED.match(name)
+    if numbered:
+        stem = numbered.group(0)
+        return did_you_mean(name, (stem + field for field in _PROVIDER_FIELDS))
+    return did_you_mean(name, ENVIRONMENT_VARIABLES)

@@ -6,22 +6,29 @@ instead of being ignored. Secrets are ``SecretStr`` and print as ``'**********'`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
+
+from flexiai._suggest import did_you_mean
+from flexiai.exceptions import ConfigError
 
 __all__ = [
     "PROVIDER_KINDS",
     "ChatMessage",
     "CircuitBreakerConfig",
+    "ConfigValidationError",
     "FailurePolicy",
     "FlexiAIConfig",
     "ProviderConfig",
@@ -46,8 +53,102 @@ PositiveSeconds = Annotated[float, Field(gt=0, le=365 * 86400, allow_inf_nan=Fal
 Percent = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]
 
 
+#: Added to an unknown or unnamed provider kind: the adapter most servers speak.
+OPENAI_COMPATIBLE_HINT = (
+    "for an OpenAI-compatible server (vLLM, Ollama, LM Studio, Groq, Mistral, OpenRouter, ...) "
+    'use kind="openai" with base_url set to its API root (e.g. http://localhost:8000/v1)'
+)
+
+
+class ConfigValidationError(ValidationError, ConfigError):
+    """A configuration model rejected its input, in one line per problem: the field's path,
+    what is wrong, and for a misspelt name what it probably meant. It is still a pydantic
+    ``ValidationError`` (``errors()`` works) and a flexiai ``ConfigError``, so either catch
+    works. The message never shows the input, which may be a secret."""
+
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+    @classmethod
+    def from_error(cls, model: type[BaseModel], exc: ValidationError) -> ConfigValidationError:
+        errors = exc.errors(include_url=False)
+        short = cls.from_exception_data(exc.title, errors)  # type: ignore[arg-type]
+        problems = []
+        for error in errors:
+            where = ".".join(map(_loc_part, error["loc"]))
+            text = describe_error(model, error)
+            problems.append(f"{where}: {text}" if where else text)
+        short.message = f"invalid {exc.title}: " + "; ".join(problems)
+        return short
+
+
+def _loc_part(part: int | str) -> str:
+    """A location part as a message shows it: quoted unless it is a plain name, so a key
+    holding a newline cannot break the one-line message, and cut short if long."""
+    if isinstance(part, int) or part.isidentifier():
+        return str(part)[:80]
+    return repr(part[:80])
+
+
+def describe_error(model: type[BaseModel], error: ErrorDetails) -> str:
+    """One pydantic error as flexiai words it, without its location: "unknown field" with a
+    suggestion, a literal with the closest allowed value, a kind with the OpenAI-compatible
+    hint. Shared by the models and ``load_config`` (which names variables instead)."""
+    loc = tuple(error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] in ("extra_forbidden", "no_such_attribute") and loc:
+        owner = _model_at(model, loc[:-1])
+        fields = [] if owner is None else list(owner.model_fields)
+        return "unknown field" + did_you_mean(str(loc[-1]), fields)
+    if error["type"] == "literal_error":
+        allowed = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+        given = error.get("input")
+        hint = did_you_mean(given, allowed) if isinstance(given, str) else ""
+        if not hint and loc and loc[-1] == "kind":
+            hint = f"; {OPENAI_COMPATIBLE_HINT}"
+        return message + hint
+    return message
+
+
+def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model that holds the field at ``loc`` (list positions skipped), if any."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = None if current is None else current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _model_in(field.annotation)
+    return current
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next(filter(None, map(_model_in, get_args(annotation))), None)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    def __init__(self, /, **data: Any) -> None:
+        # A typo in code gets the same short, suggesting error as one in the environment.
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigValidationError.from_error(type(self), exc) from None
+
+    if not TYPE_CHECKING:  # declared, it would let mypy accept any attribute assignment
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            # ``config.enabeld = True`` is the same typo as ``SyncConfig(enabeld=True)``.
+            try:
+                super().__setattr__(name, value)
+            except ValidationError as exc:
+                raise ConfigValidationError.from_error(type(self), exc) from None
 
 
 def infer_kind(name: str) -> ProviderKind | None:
@@ -88,7 +189,8 @@ class ProviderConfig(_Model):
                 raise ValueError(
                     f"kind is required for provider {self.name!r}: "
                     f"one of {', '.join(PROVIDER_KINDS)}"
-                    " (it is inferred only from names such as 'openai' or 'openai-backup')"
+                    " (it is inferred only from names such as 'openai' or 'openai-backup'); "
+                    + OPENAI_COMPATIBLE_HINT
                 )
             object.__setattr__(self, "kind", inferred)
         if (
@@ -350,7 +452,11 @@ class FlexiAIConfig(_Model):
         return self
 
 
-class ChatMessage(_Model):
+class ChatMessage(BaseModel):
+    """A message of a request: its errors are the caller's input, not configuration."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
     role: Literal["system", "user", "assistant"]
     content: str
 

@@ -9,8 +9,15 @@ and the shared breaker stays closed, because it opens on the fleet's failure *ra
 the primary goes down, the fleet fails over, the primary recovers, one probe, failback. The
 same scenario then runs with per-process breakers (sync off), and a table compares the two.
 
+It assumes no knowledge of circuit breakers: a legend says what CLOSED, OPEN, HALF_OPEN,
+probe and failback mean, the live table shows each breaker by what it does to calls, and a
+headline ends the run with its figures: both fleets fail over, and what differs is the calls
+wasted on the dead provider, the time to fail over, the probes at recovery, and the waiting
+those wasted calls cost users. ``--chart`` draws the same story (smoothed rates, labelled
+phases, the figures in the titles).
+
 Everything it starts is stopped, and every temporary directory removed, when it ends, on
-Ctrl-C and on SIGTERM.
+Ctrl-C (which then prints "interrupted" and exits 130) and on SIGTERM.
 """
 
 from __future__ import annotations
@@ -35,7 +42,25 @@ if TYPE_CHECKING:
 __all__ = ["add_arguments", "run"]
 
 PROVIDERS = ("openai", "anthropic", "gemini")
-_STATE_STYLE = {"CLOSED": "green", "OPEN": "red", "HALF_OPEN": "yellow"}
+#: A breaker state as the live table shows it: what it means for calls, in a colour that
+#: says the same (a green "CLOSED" reads backwards to anyone who thinks of doors, not circuits).
+_STATE_CELL = {
+    "CLOSED": ("calls flow", "green"),
+    "OPEN": ("SKIPPED", "bold red"),
+    "HALF_OPEN": ("probing", "yellow"),
+}
+
+#: Printed before the runs: the words the rest of the output uses.
+LEGEND = (
+    ("breaker", "each worker's switch in front of a provider, deciding whether to call it"),
+    ("CLOSED", "healthy: calls flow to the provider (a closed circuit conducts)"),
+    ("OPEN", "the provider is skipped: requests go straight to the next one, no call made"),
+    ("HALF_OPEN", "after recovery_timeout, one probe is allowed through to test it"),
+    ("probe", "that one trial call: an answer closes the breaker, a failure opens it again"),
+    ("failback", "requests return to the preferred provider once its breaker closes"),
+    ("wasted call", "a call to a dead provider: it fails, and the request fails over"),
+    ("noisy", "healthy but imperfect: a few calls fail, each fails over, the breaker stays CLOSED"),
+)
 _PROVIDER_STYLE = {"openai": "cyan", "anthropic": "magenta", "gemini": "blue"}
 
 
@@ -71,6 +96,16 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The demo; on Ctrl-C, everything it started is stopped (the ``finally`` blocks run
+    first), then one line says so and the exit status is 130, as a shell expects."""
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     if not 1 <= args.workers <= 64:
         raise CommandError("--workers must be between 1 and 64")
     if not 2.0 <= args.duration <= 600:
@@ -124,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
                 args.noise / 100,
             )
             _explain(console, shared)
+            _legend(console)
             results: list[FleetResult] = []
             for spec, title in (
                 (shared, f"shared breakers (Redis, {args.mode})"),
@@ -132,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
                 llm.reset()
                 results.append(_play(console, spec, llm, title, live=live))
         _compare(console, results[0], results[1])
+        _headline(console, results[0], results[1])
         if args.chart:
             _chart(args.chart, results)
             console.print(f"timeline written to {args.chart}")
@@ -241,6 +278,31 @@ def _explain(console: Console, spec: FleetSpec) -> None:
         f"prefix {spec.key_prefix!r} (try: flexiai status --key-prefix {spec.key_prefix} "
         f"--redis-url {spec.redis_url})."
     )
+
+
+def legend_text() -> str:
+    width = max(len(term) for term, _ in LEGEND)
+    return "How to read it:\n" + "\n".join(
+        f"  {term:<{width}}  {meaning}" for term, meaning in LEGEND
+    )
+
+
+def _legend(console: Console) -> None:
+    from rich.text import Text
+
+    text = Text("How to read it:\n", style="bold")
+    width = max(len(term) for term, _ in LEGEND)
+    styles = {state: style for state, (_, style) in _STATE_CELL.items()}
+    for term, meaning in LEGEND:
+        text.append(f"  {term:<{width}}  ", style=styles.get(term, "bold"))
+        text.append(meaning + "\n")
+    text.append(
+        "  In the live table each breaker shows as "
+        + ", ".join(f"{label!r} ({state})" for state, (label, _) in _STATE_CELL.items())
+        + ".",
+        style="dim",
+    )
+    console.print(text)
 
 
 # -- one run, shown live --------------------------------------------------------------------------
@@ -380,7 +442,8 @@ class _RunView:
         down, up = self.times.down, self.times.up
         if self._while_noisy(now):
             phase = Text(
-                f"{spec.primary} noisy ({self.times.noise:.0%} errors)", style="bold yellow"
+                f"{spec.primary} noisy but healthy ({self.times.noise:.0%} errors)",
+                style="bold yellow",
             )
         elif now < down:
             phase = Text("healthy", style="green")
@@ -409,8 +472,8 @@ class _RunView:
                     Text(w.provider, style=_PROVIDER_STYLE.get(w.provider, "bold red")),
                 ]
                 for name, _ in spec.providers:
-                    state = w.views[name]
-                    row.append(Text(state, style=_STATE_STYLE[state]))
+                    label, style = _STATE_CELL[w.views[name]]
+                    row.append(Text(label, style=style))
                 counts = (w.ok, w.failed, w.noisy, w.wasted, w.probes)
                 row += [str(value) for value in counts]
                 table.add_row(*row)
@@ -418,7 +481,11 @@ class _RunView:
                     totals[i] += value
             table.add_row("all", "", *([""] * len(spec.providers)), *map(str, totals), style="bold")
             notes = Text("\n".join(self.notes[-6:]), style="dim")
-        return Group(header, table, notes)
+        key = Text("breakers: ")
+        for state, (label, style) in _STATE_CELL.items():
+            key.append(label, style=style)
+            key.append(f" = {state}   ")
+        return Group(header, table, key, notes)
 
 
 def _play(console: Console, spec: FleetSpec, llm: Any, title: str, *, live: bool) -> FleetResult:
@@ -513,6 +580,7 @@ def _compare(console: Console, shared: FleetResult, local: FleetResult) -> None:
     from rich.table import Table
 
     a, b = shared.summary(), local.summary()
+    cost_a, cost_b = outage_cost(shared), outage_cost(local)
     spec = shared.spec
     times = _timeline(spec)
     dead_a, dead_b = shared.phase(times.down, times.up), local.phase(times.down, times.up)
@@ -552,7 +620,17 @@ def _compare(console: Console, shared: FleetResult, local: FleetResult) -> None:
             _seconds(a.failback_time),
             _seconds(b.failback_time),
         ),
-        ("failed user requests", str(a.failed_requests), str(b.failed_requests)),
+        ("user requests slowed by a wasted call", str(cost_a.slowed), str(cost_b.slowed)),
+        (
+            "their median extra wait",
+            _ms(cost_a.median_extra),
+            _ms(cost_b.median_extra),
+        ),
+        (
+            "failed user requests (both fail over)",
+            str(a.failed_requests),
+            str(b.failed_requests),
+        ),
         (
             "user requests served",
             str(a.requests - a.failed_requests),
@@ -611,55 +689,278 @@ def _verdict(shared: int, local: int, probes: int, spec: FleetSpec) -> str:
     )
 
 
+# -- the headline ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutageCost:
+    """What the primary's outage cost one run: calls wasted on it while it was down (each
+    failed, and its request failed over), the user requests those calls slowed and the
+    latency they added (each slowed request's latency above a normal request's median)."""
+
+    wasted: int
+    slowed: int
+    added_latency: float
+    #: the median of what one slowed request waited beyond a normal one (0 if none)
+    median_extra: float
+    normal_latency: float
+    failover_time: float | None
+    probes_at_recovery: int
+    failed_requests: int
+    requests: int
+
+
+def outage_cost(result: FleetResult) -> OutageCost:
+    from statistics import median
+
+    spec = result.spec
+    times = _timeline(spec)
+    primary = spec.primary
+    normal = [r.t1 - r.t0 for r in result.records if r.ok and len(r.calls) == 1]
+    typical = median(normal) if normal else 0.0
+    slowed = [
+        r
+        for r in result.records
+        if any(c.provider == primary and not c.ok and times.down <= c.t < times.up for c in r.calls)
+    ]
+    extra = [max(0.0, (r.t1 - r.t0) - typical) for r in slowed]
+    summary = result.summary()
+    return OutageCost(
+        wasted=result.phase(times.down, times.up).wasted_calls,
+        slowed=len(slowed),
+        added_latency=sum(extra),
+        median_extra=median(extra) if extra else 0.0,
+        normal_latency=typical,
+        failover_time=summary.failover_time,
+        probes_at_recovery=summary.probes_at_recovery,
+        failed_requests=summary.failed_requests,
+        requests=summary.requests,
+    )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f}s"
+
+
+def headline_text(shared: FleetResult, local: FleetResult) -> str:
+    """The run at a glance: both fleets fail over; sharing changes what that costs."""
+    spec = shared.spec
+    times = _timeline(spec)
+    a, b = outage_cost(shared), outage_cost(local)
+    primary = spec.primary
+    if a.failed_requests == b.failed_requests == 0:
+        served = "both fleets failed over, 0 failed user requests in either run"
+    else:
+        served = (
+            f"failed user requests: {a.failed_requests} shared, {b.failed_requests} per-process"
+        )
+    rows = [
+        ("", "shared", "per-process", ""),
+        ("wasted calls", str(a.wasted), str(b.wasted), f"calls to the dead {primary}"),
+        (
+            "time to fail over",
+            _seconds(a.failover_time),
+            _seconds(b.failover_time),
+            "until every worker skipped it",
+        ),
+        ("probes at recovery", str(a.probes_at_recovery), str(b.probes_at_recovery), ""),
+        ("requests slowed", str(a.slowed), str(b.slowed), "each waited for a failed call first"),
+        (
+            "median wait added",
+            _ms(a.median_extra),
+            _ms(b.median_extra),
+            "per slowed request, here",
+        ),
+    ]
+    table = [f"  {r[0]:<18} {r[1]:>8} {r[2]:>12}   {r[3]}".rstrip() for r in rows]
+    ratio = f" ({b.wasted / a.wasted:.1f}x)" if a.wasted else ""
+    return "\n".join(
+        [
+            f"HEADLINE: {primary} down for {times.up - times.down:.1f}s; {served}.",
+            *table,
+            f"The difference is cost, not failures: the per-process fleet made "
+            f"{b.wasted - a.wasted} more calls to the dead {primary}{ratio}, so "
+            f"{b.slowed - a.slowed} more user requests waited for a failed call before "
+            f"failing over. Here a dead call fails in milliseconds; a provider that hangs "
+            f"instead makes each of them wait its timeout: {spec.call_timeout:g}s here, so up "
+            f"to {(b.slowed - a.slowed) * spec.call_timeout:.0f}s more of users' waiting "
+            "(30s each with the default timeout).",
+        ]
+    )
+
+
+def _headline(console: Console, shared: FleetResult, local: FleetResult) -> None:
+    first, *rest = headline_text(shared, local).split("\n")
+    console.print()
+    console.print(first, style="bold", markup=False, highlight=False)
+    console.print("\n".join(rest), markup=False)
+
+
+# -- the chart -----------------------------------------------------------------------------------
+
+
+def _rate(times: list[float], centres: list[float], window: float) -> list[float]:
+    """Events per second in a window centred on each point: a smoothed rate with no
+    sawtooth from bins that catch one request more or less."""
+    from bisect import bisect_left
+
+    ordered = sorted(times)
+    half = window / 2
+    return [
+        (bisect_left(ordered, t + half) - bisect_left(ordered, t - half)) / window for t in centres
+    ]
+
+
+def chart_end(result: FleetResult) -> float:
+    """Where the chart stops: when the last request started, so no line drops to 0
+    because the run ended part way through an averaging window."""
+    last = max((r.t0 for r in result.records), default=result.spec.duration)
+    return max(1.0, min(last, result.spec.duration))
+
+
+def chart_window(spec: FleetSpec) -> float:
+    """The averaging window: long enough to hold about 30 of the fleet's requests, so one
+    more or less in it is no visible sawtooth; short enough (0.2 to 1 s) that a failover in
+    a tenth of a second still looks sudden."""
+    return min(1.0, max(0.2, 30 / (spec.workers * spec.rate)))
+
+
 def _chart(path: str, results: list[FleetResult]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
 
     fig, axes = plt.subplots(
-        2, len(results), figsize=(6 * len(results), 6), sharex=True, squeeze=False
+        3,
+        len(results),
+        figsize=(7 * len(results), 9),
+        sharex=True,
+        sharey="row",
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 2, 2]},
     )
+    colours = {"openai": "tab:blue", "anthropic": "tab:purple", "gemini": "tab:green"}
+    end = min(chart_end(result) for result in results)  # the columns share their x axis
     for column, result in enumerate(results):
         spec = result.spec
-        width = max(0.1, spec.duration / 60)
-        bins = [i * width for i in range(int(spec.duration / width) + 2)]
-        top, bottom = axes[0][column], axes[1][column]
-        for name, _ in spec.providers:
-            times = [c.t for _, c in result.calls(name)]
-            counts = [0] * (len(bins) - 1)
-            for t in times:
-                index = int(t / width)
-                if 0 <= index < len(counts):
-                    counts[index] += 1
-            top.step(bins[:-1], [c / width for c in counts], where="post", label=name)
         script = _timeline(spec)
-        for ax in (top, bottom):
-            if script.noisy_at is not None:
-                ax.axvspan(script.noisy_at, script.down, color="orange", alpha=0.08)
-            ax.axvspan(script.down, script.up, color="red", alpha=0.08)
-        top.set_title("shared breakers" if spec.sync != "off" else "per-process breakers")
-        top.set_ylabel("calls/s")
-        top.legend(loc="upper right", fontsize="small")
-        # breaker state of the primary: how many workers see it OPEN / HALF_OPEN
+        cost = outage_cost(result)
+        primary = spec.primary
+        window = chart_window(spec)
+        points = max(2, int((end - window) / 0.05))
+        centres = [window / 2 + i * (end - window) / (points - 1) for i in range(points)]
+        top, middle, bottom = (axes[row][column] for row in range(3))
+
+        # answered requests per second, by the provider that answered
+        for name, _ in spec.providers:
+            answered = [r.t0 for r in result.records if r.ok and r.provider == name]
+            top.plot(
+                centres,
+                _rate(answered, centres, window),
+                color=colours.get(name),
+                label=f"answered by {name}",
+            )
+        failed = [c.t for _, c in result.calls(primary) if not c.ok]
+        top.plot(
+            centres,
+            _rate(failed, centres, window),
+            color="red",
+            linestyle="--",
+            label=f"calls to {primary} that failed",
+        )
+        top.set_ylabel(f"requests/s (averaged over {window:.2g}s)")
+        top.set_ylim(0, spec.workers * spec.rate * 1.35)  # room above the lines for labels
+        top.legend(loc="center left", fontsize="small")
+        kind = "shared breakers (Redis)" if spec.sync != "off" else "per-process breakers"
+        top.set_title(
+            f"{kind}\n{cost.wasted} calls wasted on the dead {primary} | fleet failed over in "
+            f"{_seconds(cost.failover_time)} | {cost.probes_at_recovery} probe(s) at recovery",
+            fontsize="medium",
+        )
+
+        # calls wasted on the dead primary, running total
+        xs, total = [0.0], [0]
+        for _, call in result.calls(primary):
+            if not call.ok and script.down <= call.t < script.up:
+                xs.append(call.t)
+                total.append(total[-1] + 1)
+        xs.append(end)
+        total.append(total[-1])
+        middle.step(xs, total, where="post", color="red")
+        middle.annotate(
+            f"{cost.wasted} wasted",
+            (end, cost.wasted),
+            xytext=(-4, 4),
+            textcoords="offset points",
+            ha="right",
+            va="bottom",
+            color="red",
+        )
+        middle.set_ylabel(f"calls wasted on\nthe dead {primary} (total)")
+
+        # workers skipping the primary (OPEN) or probing it (HALF_OPEN)
         views = ["CLOSED"] * spec.workers
         xs, opened, half = [0.0], [0], [0]
         for event in result.events:
-            if event.provider != spec.primary:
+            if event.provider != primary or event.t > end:
                 continue
             views[event.worker] = event.new
             xs.append(event.t)
             opened.append(views.count("OPEN"))
             half.append(views.count("HALF_OPEN"))
-        xs.append(spec.duration)
+        xs.append(end)
         opened.append(opened[-1])
         half.append(half[-1])
-        bottom.step(xs, opened, where="post", color="red", label=f"{spec.primary} OPEN")
-        bottom.step(xs, half, where="post", color="orange", label=f"{spec.primary} HALF_OPEN")
+        bottom.fill_between(
+            xs, opened, step="post", color="red", alpha=0.5, label=f"skipping {primary} (OPEN)"
+        )
+        bottom.fill_between(
+            xs, half, step="post", color="orange", alpha=0.9, label=f"probing {primary} (HALF_OPEN)"
+        )
         bottom.set_ylabel("workers")
         bottom.set_xlabel("seconds")
-        bottom.set_ylim(-0.2, spec.workers + 0.5)
+        bottom.set_ylim(0, spec.workers + 0.5)
         bottom.legend(loc="upper right", fontsize="small")
+
+        for ax in (top, middle, bottom):
+            ax.set_xlim(0, end)
+            if script.noisy_at is not None:
+                ax.axvspan(script.noisy_at, script.down, color="gold", alpha=0.15)
+            ax.axvspan(script.down, script.up, color="red", alpha=0.1)
+        above = blended_transform_factory(top.transData, top.transAxes)
+        if script.noisy_at is not None:
+            top.text(
+                (script.noisy_at + script.down) / 2,
+                0.98,
+                f"{primary} noisy but healthy\n({script.noise:.0%} of calls fail)",
+                transform=above,
+                ha="center",
+                va="top",
+                fontsize="small",
+                color="darkgoldenrod",
+            )
+        top.text(
+            (script.down + script.up) / 2,
+            0.98,
+            f"{primary} DOWN\n(every call fails)",
+            transform=above,
+            ha="center",
+            va="top",
+            fontsize="small",
+            color="darkred",
+            weight="bold",
+        )
+    if len(results) == 2:
+        a, b = outage_cost(results[0]), outage_cost(results[1])
+        script = _timeline(results[0].spec)
+        fig.suptitle(
+            f"{results[0].spec.primary} down for {script.up - script.down:.1f}s: both fleets "
+            f"fail over (failed requests {a.failed_requests} | {b.failed_requests}); "
+            f"per-process breakers cost {b.wasted - a.wasted:+d} calls to the dead provider",
+            fontsize="large",
+        )
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=110)

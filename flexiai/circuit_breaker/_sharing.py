@@ -329,9 +329,11 @@ class StateSyncManager:
                 self.fallbacks += 1
                 self._fallback.seed({n: b.record for n, b in self._breakers.items()})
         if first:
+            # One line per episode: the deployment guide's words, which operators grep
+            # for, then which store failed, why, and when it is tried again.
             logger.warning(
-                "shared breaker store %s unavailable (%s); falling back to local breakers, "
-                "retrying in %.1fs",
+                "Failed to initialize Redis backend, falling back to memory: shared breaker "
+                "store %s unavailable (%s); falling back to local breakers, retrying in %.1fs",
                 self.backend.describe(),
                 _reason(exc),
                 self._reconnect_backoff,

@@ -224,7 +224,20 @@ class BedrockProvider(Provider):
                 f"transport error ({type(exc).__name__})", provider=self.name
             ) from exc
         headers: Any = dict(response.headers)  # AWSResponse wraps any mapping in HeadersDict
-        return AWSResponse(request.url, response.status_code, headers, _Body(b"".join(parts)))
+        data = b"".join(parts)
+        status = response.status_code
+        if status >= 300 and "content-encoding" not in response.headers and not _is_object(data):
+            # botocore's error parser fails on an error body that is not a JSON object, which
+            # made a 400 or a 429 "malformed" (retried, failed over); the status and the
+            # error-type header still say what failed, as they do for every other adapter.
+            code = str(response.headers.get("x-amzn-errortype", "")).split(":", 1)[0]
+            raise self._from_client_error(
+                {
+                    "Error": {"Code": code, "Message": "unreadable error body"},
+                    "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers},
+                }
+            )
+        return AWSResponse(request.url, status, headers, _Body(data))
 
     def _too_large(self, status: int) -> MalformedResponseError:
         return MalformedResponseError(
@@ -370,6 +383,14 @@ class _Body:
     def read(self, *_: Any, **__: Any) -> bytes:
         data, self._data = self._data, b""
         return data
+
+
+def _is_object(data: bytes) -> bool:
+    """Whether ``data`` is a JSON object, the only error body botocore can parse."""
+    try:
+        return isinstance(json.loads(data), dict)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the limit
+        return False
 
 
 def _check_encodable(kwargs: dict[str, Any], provider: str) -> None:

@@ -10,26 +10,14 @@ from pathlib import Path
 
 import pytest
 
-_CLEARED = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_DEFAULT_REGION",
-    "AWS_BEARER_TOKEN_BEDROCK",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
-)
+from tests.support.aws_env import MACHINE_AWS_VARIABLES
 
 
 @pytest.fixture(scope="module", autouse=True)
 def fake_aws_credentials(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     empty: Path = tmp_path_factory.mktemp("aws")
     with pytest.MonkeyPatch.context() as patch:
-        for name in _CLEARED:
+        for name in MACHINE_AWS_VARIABLES:
             patch.delenv(name, raising=False)
         patch.setenv("AWS_ACCESS_KEY_ID", "testing")
         patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -14,6 +14,7 @@ from flexiai.providers import provider_class
 from flexiai.providers.base import ChatRequest, Provider
 from flexiai.providers.transport import HttpPool
 from flexiai.testing import FakeLLMServer
+from tests.support.aws_env import MACHINE_AWS_VARIABLES
 from tests.support.llm_fixtures import fake_api_key, provider_config
 
 KINDS = ("openai", "anthropic", "gemini", "bedrock")
@@ -30,19 +31,7 @@ def anyio_backend() -> str:
 @pytest.fixture(autouse=True)
 def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """botocore signs with throwaway keys and never reads the machine's AWS config."""
-    for var in (
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_SECURITY_TOKEN",
-        "AWS_DEFAULT_REGION",
-        "AWS_BEARER_TOKEN_BEDROCK",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
-    ):
+    for var in MACHINE_AWS_VARIABLES:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -206,6 +206,8 @@ def test_a_fresh_virtualenv_with_only_the_wheel_shares_breakers_through_redis(
     # the breaker is in the shared store, where every other worker reads it
     import redis
 
-    stored = redis.Redis.from_url(redis_server.url).get("flexiai:state:openai")
-    assert stored is not None and b'"state":"OPEN"' in stored.replace(b" ", b"")
+    stored = redis.Redis.from_url(redis_server.url, decode_responses=True).get(
+        "flexiai:state:openai"
+    )
+    assert isinstance(stored, str) and json.loads(stored)["state"] == "OPEN"
     assert "SECRET" not in proc.stderr

@@ -62,6 +62,7 @@ __all__ = [
     "RedisClient",
     "Script",
     "acquire",
+    "client_settings",
     "describe",
     "iam_region",
     "is_cluster_client",
@@ -272,12 +273,10 @@ def shared_client_count() -> int:
         return len(_SHARED)
 
 
-def _build(config: SyncConfig) -> tuple[Any, Callable[[], None]]:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+def client_settings(config: SyncConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Where and as whom to connect, and every connection option (timeouts, TLS, IAM
+    credentials, RESP2): the keyword arguments of redis-py's clients, blocking and asyncio
+    alike, so both are built from one reading of the config."""
     options: dict[str, Any] = {
         "socket_timeout": config.redis_socket_timeout,
         "socket_connect_timeout": config.redis_socket_connect_timeout,
@@ -309,6 +308,16 @@ def _build(config: SyncConfig) -> tuple[Any, Callable[[], None]]:
             iam_region(config),
             serverless=config.redis_iam_serverless,
         )
+    return endpoint, options
+
+
+def _build(config: SyncConfig) -> tuple[Any, Callable[[], None]]:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+    endpoint, options = client_settings(config)
 
     if config.redis_sentinels:
         return _build_sentinel(config, endpoint, options, retry)

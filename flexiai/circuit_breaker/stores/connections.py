@@ -64,9 +64,11 @@ __all__ = [
     "acquire",
     "client_settings",
     "describe",
+    "host_port",
     "iam_region",
     "is_cluster_client",
     "require_redis",
+    "sentinel_options",
     "settings_key",
     "shared_client_count",
 ]
@@ -388,15 +390,9 @@ def _build_sentinel(
     from redis.sentinel import Sentinel
 
     endpoint.pop("host", None), endpoint.pop("port", None)
-    sentinel_options = {
-        name: value
-        for name, value in options.items()
-        if name.startswith(("socket_", "ssl")) or name in ("protocol", "health_check_interval")
-    }
-    sentinel_options.update(retry=retry, password=_secret(config.redis_sentinel_password))
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        [_host_port(item) for item in config.redis_sentinels],
-        sentinel_kwargs=sentinel_options,
+        [host_port(item) for item in config.redis_sentinels],
+        sentinel_kwargs=sentinel_options(config, options, retry),
         retry=retry,
         **endpoint,
         **options,
@@ -412,7 +408,19 @@ def _build_sentinel(
     return client, close
 
 
-def _host_port(item: str) -> tuple[str, int]:
+def sentinel_options(config: SyncConfig, options: dict[str, Any], retry: Any) -> dict[str, Any]:
+    """How to talk to the sentinels themselves: the data connections' timeouts and TLS,
+    the sentinels' own password."""
+    chosen = {
+        name: value
+        for name, value in options.items()
+        if name.startswith(("socket_", "ssl")) or name in ("protocol", "health_check_interval")
+    }
+    chosen.update(retry=retry, password=_secret(config.redis_sentinel_password))
+    return chosen
+
+
+def host_port(item: str) -> tuple[str, int]:
     host, _, port = item.rpartition(":")
     return host.strip("[]"), int(port)
 

@@ -48,7 +48,13 @@ from flexiai.circuit_breaker import decode_event
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
 from flexiai.circuit_breaker._record import BreakerRecord
 from flexiai.circuit_breaker.stores import connections
-from flexiai.circuit_breaker.stores.base import EventHandler, StoreSnapshot, SyncBackend
+from flexiai.circuit_breaker.stores.base import (
+    AsyncBackend,
+    EventHandler,
+    StoreSnapshot,
+    SyncBackend,
+    ThreadedAsyncBackend,
+)
 from flexiai.circuit_breaker.stores.connections import ClusterClient, RedisClient, Script
 from flexiai.exceptions import StateStoreError
 from flexiai.models import SyncConfig
@@ -417,6 +423,15 @@ class RedisSyncBackend(SyncBackend):
     def stats(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+    def async_twin(self) -> AsyncBackend:
+        """redis-py's asyncio client with this backend's settings and state
+        (``redis_async``); a supplied blocking client is driven from worker threads."""
+        if self._own_client is not None:
+            return ThreadedAsyncBackend(self)
+        from flexiai.circuit_breaker.stores.redis_async import AsyncRedisBackend
+
+        return AsyncRedisBackend(self)
 
     def describe(self) -> str:
         if self._own_client is not None:

@@ -71,7 +71,7 @@ def test_tls_without_the_ca_fails_verification(
 
     async def scenario() -> None:
         try:
-            with pytest.raises(StateStoreError, match="(?i)certificate"):
+            with pytest.raises(StateStoreError, match=r"(?i)certificate"):
                 await twin.load(["openai"])
         finally:
             await twin.aclose()

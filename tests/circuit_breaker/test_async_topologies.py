@@ -17,7 +17,18 @@ from flexiai.exceptions import StateStoreError
 from flexiai.models import SyncConfig
 from flexiai_dev.servers import ClusterGroup, RedisProcess, SentinelGroup
 from tests.circuit_breaker.conftest import policy
-from tests.support.redis_fixtures import AclServer, sync_config_for
+from tests.support.redis_fixtures import AclServer
+from tests.support.redis_fixtures import sync_config_for as _sync_config_for
+
+
+def sync_config_for(server: object, **overrides: object) -> SyncConfig:
+    """Timeouts a busy test machine never trips (a TLS handshake can take a while)."""
+    settings: dict[str, object] = {
+        "redis_socket_timeout": 10.0,
+        "redis_socket_connect_timeout": 10.0,
+    }
+    settings.update(overrides)
+    return _sync_config_for(server, **settings)
 
 
 def twin_of(backend: RedisSyncBackend) -> AsyncRedisBackend:

@@ -4,6 +4,7 @@ script: what the twin writes, the blocking backend reads, and the other way roun
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Callable
 
@@ -156,3 +157,33 @@ def test_one_client_per_event_loop(
     asyncio.run(use())
     asyncio.run(use())  # a second loop: a client of its own, never the first loop's
     assert len(seen) == 2 and seen[0] is not seen[1]
+
+
+def test_a_supplied_blocking_client_is_driven_from_worker_threads() -> None:
+    import fakeredis
+
+    from flexiai.circuit_breaker.stores.base import ThreadedAsyncBackend
+
+    server = fakeredis.FakeServer()
+    with fakeredis.FakeRedis(server=server) as supplied:
+        backend = RedisSyncBackend(SyncConfig(enabled=True), client=supplied)
+        twin = backend.async_twin()
+        assert isinstance(twin, ThreadedAsyncBackend)  # no asyncio twin of a supplied client
+        seen: list[int] = []
+
+        def noting(reply: object, **_: object) -> object:
+            seen.append(threading.get_ident())
+            return reply
+
+        supplied.set_response_callback("MGET", noting)
+
+        async def scenario() -> int:
+            await twin.load(["openai"])
+            result = await twin.transition("openai", Op.FAILURE, policy(), "w")
+            assert result.record.run == 1
+            return threading.get_ident()
+
+        loop_thread = asyncio.run(scenario())
+        assert seen and loop_thread not in seen  # MGET ran on a worker thread
+        assert backend.load(["openai"]).records["openai"].run == 1
+        backend.close()

@@ -79,9 +79,10 @@ async def _round(call: Callable[[int], Awaitable[Any]], n: int) -> tuple[float, 
 
 
 def _start_fake_llm() -> tuple[subprocess.Popen[str], str]:
+    # -W: runpy warns that flexiai.testing already imported the module it runs.
+    command = [sys.executable, "-W", "ignore::RuntimeWarning", "-m", "flexiai.testing.fake_llm"]
     process = subprocess.Popen(
-        [sys.executable, "-W", "ignore::RuntimeWarning", "-m", "flexiai.testing.fake_llm"]
-        + ["--providers", "openai"],
+        [*command, "--providers", "openai"],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},

@@ -109,7 +109,11 @@ def _client(llm: FakeLLMServer, sync: SyncConfig) -> tuple[FlexiAI, _WatchedRedi
 
 async def _serve_while_watching(client: FlexiAI, watched: _WatchedRedis, n: int) -> dict[str, Any]:
     """``n`` concurrent agenerate calls, a ticker and a bystander; what each one saw."""
-    seen = {"ticks": 0, "ticks_while_pending": 0, "bystander_done_while_pending": False}
+    seen: dict[str, Any] = {
+        "ticks": 0,
+        "ticks_while_pending": 0,
+        "bystander_done_while_pending": False,
+    }
     stop = asyncio.Event()
 
     def pending() -> int:

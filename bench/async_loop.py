@@ -208,25 +208,31 @@ async def _measure(args: argparse.Namespace, base_url: str, redis: Any) -> list[
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--concurrency", type=int, default=100)
-    args = parser.parse_args()
+def run(rounds: int = 5, concurrency: int = 100) -> list[Row]:
+    """The rows, with a fake LLM server and a redis-server of this run's own."""
     import logging
 
     from flexiai_dev.servers import start_server
 
     # The frozen rounds fall back on purpose: their one warning each is not news here.
     logging.getLogger("flexiai").setLevel(logging.ERROR)
+    args = argparse.Namespace(rounds=rounds, concurrency=concurrency)
     fake, base_url = _start_fake_llm()
     try:
         with contextlib.ExitStack() as stack:
             redis = start_server(stack, name="bench-async")
-            rows = asyncio.run(_measure(args, base_url, redis))
+            return asyncio.run(_measure(args, base_url, redis))
     finally:
         fake.terminate()
         fake.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=100)
+    args = parser.parse_args()
+    rows = run(args.rounds, args.concurrency)
     print_rows(rows, f"{COMMAND} --rounds {args.rounds} --concurrency {args.concurrency}")
 
 

@@ -173,19 +173,28 @@ async def _measure(args: argparse.Namespace, base_url: str, redis: Any) -> list[
             stalls["bare2"].append(bare_stall)
             lats["bare2"] += bare_latency
 
-    def stall_row(figure: str, key: str, peer: str) -> Row:
-        worst = max(stalls[key])
-        return row(
-            "async_loop",
-            f"{figure}: worst loop stall (max of {args.rounds} rounds)",
-            worst,
-            "ms",
-            peer=f"bare httpx {max(stalls[peer]):.1f} ms; median round",
-            peer_value=median(stalls[key]),
-            ratio=worst / max(stalls[peer]),
-            target=f"<= {STALL_TARGET_MS:g} ms",
-            passed=worst <= STALL_TARGET_MS,
-        )
+    def stall_rows(figure: str, key: str, peer: str) -> list[Row]:
+        worst, peer_worst = max(stalls[key]), max(stalls[peer])
+        return [
+            row(
+                "async_loop",
+                f"{figure}: worst loop stall (max of {args.rounds} rounds)",
+                worst,
+                "ms",
+                peer="bare httpx",
+                peer_value=peer_worst,
+                target=f"<= {STALL_TARGET_MS:g} ms",
+                passed=worst <= STALL_TARGET_MS,
+            ),
+            row(
+                "async_loop",
+                f"{figure}: a round's worst stall, median of {args.rounds}",
+                median(stalls[key]),
+                "ms",
+                peer="bare httpx",
+                peer_value=median(stalls[peer]),
+            ),
+        ]
 
     def p99_row(figure: str, key: str, peer: str) -> Row:
         return row(
@@ -198,9 +207,9 @@ async def _measure(args: argparse.Namespace, base_url: str, redis: Any) -> list[
         )
 
     return [
-        stall_row("Redis healthy", "flexiai", "bare"),
+        *stall_rows("Redis healthy", "flexiai", "bare"),
         p99_row("Redis healthy", "flexiai", "bare"),
-        stall_row("Redis frozen", "frozen", "bare2"),
+        *stall_rows("Redis frozen", "frozen", "bare2"),
         p99_row("Redis frozen", "frozen", "bare2"),
         row("async_loop", "warm-up round (one-time costs): bare httpx", warm["bare"], "ms"),
         row("async_loop", "warm-up round (one-time costs): Redis healthy", warm["flexiai"], "ms"),

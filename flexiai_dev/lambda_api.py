@@ -131,8 +131,8 @@ class RuntimeAPI:
 
     @property
     def address(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        port = self._server.server_address[1]
+        return f"127.0.0.1:{port}"
 
     def invoke(self, event: PendingEvent) -> None:
         """Queue ``event`` for the runtime's next poll."""

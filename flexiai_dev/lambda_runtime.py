@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -441,7 +441,12 @@ class LambdaRuntime:
         return self._finish(request_id, outcome, duration, init_ms, process, timed_out=timed_out)
 
     def _wait(
-        self, poll: Any, process: subprocess.Popen[bytes], limit: float, *, init: bool
+        self,
+        poll: Callable[[], Outcome | None],
+        process: subprocess.Popen[bytes],
+        limit: float,
+        *,
+        init: bool,
     ) -> Outcome | None:
         """Call ``poll`` until it gives an outcome (or init is over), the process dies or
         ``limit`` seconds pass."""

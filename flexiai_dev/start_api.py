@@ -133,6 +133,7 @@ class ApiServer:
 
     def __init__(self, runtimes: dict[str, Any], host: str = "127.0.0.1", port: int = 0) -> None:
         self._runtimes = runtimes
+        self._host = host
         self._locks = {name: threading.Lock() for name in runtimes}
         self.endpoints = [
             _Endpoint(route.method, route.path, _compile(route.path), name)
@@ -160,8 +161,7 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        port = self._http.server_address[1]
-        return f"http://127.0.0.1:{port}"
+        return f"http://{self._host}:{self._http.server_address[1]}"
 
     def start(self) -> ApiServer:
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     for endpoint in server.endpoints:
         print(
-            f"flexiai start-api: {endpoint.method} http://{args.host}:{args.port}{endpoint.path}"
+            f"flexiai start-api: {endpoint.method} {server.url}{endpoint.path}"
             f" -> {endpoint.function}",
             file=sys.stderr,
             flush=True,

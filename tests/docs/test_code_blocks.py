@@ -170,7 +170,7 @@ def _problems(command: str, subcommands: set[str]) -> list[str]:
 
 
 def test_shell_commands_name_things_that_exist() -> None:
-    subcommands = set(re.findall(r"^    (\w+)\s", _help(), re.M))
+    subcommands = set(re.findall(r"^    ([\w-]+)\s", _help(), re.M))
     assert {"status", "demo"} <= subcommands, _help()
     checked, problems = 0, []
     for page in pages():

@@ -166,7 +166,7 @@ def _run_on_lambda_runtime(
             layers=layers,
             variables=variables,
             region=region,
-            shell=_shell(args),
+            host_environment=_shell(args),
         ) as runtime:
             invocation = runtime.invoke(json.dumps(event).encode())
     except RuntimeUnavailable as exc:

@@ -51,6 +51,7 @@ __all__ = [
     "find_python",
     "lambda_variables",
     "layer_directories",
+    "package_layer",
     "runtime_packages",
 ]
 
@@ -165,6 +166,14 @@ def runtime_packages(python: str) -> Path:
     directory = tools_dir() / f"lambda-runtime-{name}-py{PYTHON_VERSION}"
     return _install_once(
         directory, python, [AWSLAMBDARIC_PIN, *RUNTIME_EXTRAS], "the Lambda runtime"
+    )
+
+
+def package_layer(python: str, requirement: str) -> Path:
+    """A layer directory (``python/`` inside) holding ``requirement`` for ``python``."""
+    name = re.sub(r"[^A-Za-z0-9.=_-]", "_", requirement)
+    return _install_once(
+        tools_dir() / f"layer-{name}-py{PYTHON_VERSION}", python, [requirement], "a layer"
     )
 
 
@@ -297,7 +306,7 @@ class LambdaRuntime:
         region: str,
         log: IO[str] | None = None,
         python_options: Sequence[str] = (),
-        shell: Mapping[str, str] | None = None,
+        host_environment: Mapping[str, str] | None = None,
     ) -> None:
         self.spec = spec
         self._python = python
@@ -307,7 +316,7 @@ class LambdaRuntime:
         self._region = region
         self._log = log if log is not None else sys.stderr
         self._python_options = list(python_options)
-        self._shell = os.environ if shell is None else shell
+        self._shell = os.environ if host_environment is None else host_environment
         self._process: subprocess.Popen[bytes] | None = None
         self._api: RuntimeAPI | None = None
         self._started_at = 0.0

@@ -267,7 +267,7 @@ def build_server(args: argparse.Namespace) -> ApiServer:
                 layers=layers,
                 variables=variables,
                 region=_region(args, variables),
-                shell=_shell(args),
+                host_environment=_shell(args),
             )
     except RuntimeUnavailable as exc:
         raise CommandError(str(exc)) from None

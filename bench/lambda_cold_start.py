@@ -187,7 +187,7 @@ def run(runtimes: int, layer: str | None, importtime: bool) -> dict[str, Any]:
             Variant(
                 FLOOR,
                 ROOT / "bench" / "lambda_floor",
-                "handler.handler",
+                "floor_handler.handler",
                 [powertools, flexiai],
                 provider,
             ),
@@ -208,7 +208,7 @@ def run(runtimes: int, layer: str | None, importtime: bool) -> dict[str, Any]:
             Variant(
                 "openai SDK",
                 ROOT / "bench" / "lambda_openai",
-                "handler.handler",
+                "openai_handler.handler",
                 [powertools, openai_layer],
                 provider,
             ),

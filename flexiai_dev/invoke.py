@@ -125,7 +125,13 @@ def load_function(args: argparse.Namespace, template: Path, logical_id: str) -> 
     except TemplateError as exc:
         raise CommandError(str(exc)) from None
     if args.debug:
-        print(f"flexiai: template {template}, function {logical_id}: {spec}", file=sys.stderr)
+        # Names only: a template's or env file's values may be secrets.
+        print(
+            f"flexiai: {template} {logical_id}: handler {spec.handler}, code {spec.code_uri}, "
+            f"timeout {spec.timeout:g} s, memory {spec.memory_size} MB, "
+            f"variables {sorted(spec.declared)}",
+            file=sys.stderr,
+        )
     return spec, env_vars
 
 

@@ -67,6 +67,18 @@ Resources:
       ContentUri: {layer}
     Metadata:
       BuildMethod: makefile
+  SourceLayer:
+    Type: AWS::Serverless::LayerVersion
+    Properties:
+      ContentUri: probe/
+    Metadata:
+      BuildMethod: python3.12
+  UnbuiltLayerFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: probe/
+      Handler: probe.handler
+      Layers: [!Ref SourceLayer]
   GenerateFunction:
     Type: AWS::Serverless::Function
     Properties:
@@ -288,6 +300,33 @@ def test_a_function_past_its_timeout_is_stopped_with_lambdas_wording(project: Pa
     assert error["errorMessage"].endswith("Error: Task timed out after 1.00 seconds")
     assert "Task timed out after 1.00 seconds" in result.stderr
     assert "Duration: 1000.00 ms" in report_lines(result.stderr)[-1]
+
+
+@needs_python312
+def test_a_layer_that_sam_build_has_not_built_is_a_one_line_error(project: Path) -> None:
+    result = invoke("UnbuiltLayerFunction", cwd=project)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "layer SourceLayer of UnbuiltLayerFunction is not built: run `sam build`" in (
+        result.stderr
+    )
+
+
+@needs_python312
+def test_debug_says_what_runs_without_values(project: Path) -> None:
+    result = invoke(
+        "GenerateFunction",
+        "-e",
+        "events/generate.json",
+        "-n",
+        "env.json",
+        "--debug",
+        cwd=project,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "handler generate.handler" in result.stderr
+    assert "under awslambdaric" in result.stderr
+    assert fake_api_key("openai") not in result.stderr
 
 
 @needs_python312

@@ -146,6 +146,9 @@ class ApiServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: without TCP_NODELAY, Nagle holds the
+            # body back until the peer's delayed ACK, about 40 ms per request on Linux.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 print(f"flexiai start-api: {format % args}", file=sys.stderr)

@@ -14,11 +14,15 @@ Lambda's read-only file system):
 * ``generate, redis snapshot``: the same with snapshot sync on a real redis-server;
 * ``openai SDK``: bench/lambda_openai/openai_handler.py (the SDK in a layer of its own).
 
+``--compiled`` runs with a copy of the flexiai layer that carries python3.12 bytecode
+(``compileall``), to show what shipping ``.pyc`` files in the layer would save; the layer
+``layer/Makefile`` builds ships none.
+
 Targets (issue 13): init + first invocation at most 1.3x the floor with sync off and 1.5x
 with the snapshot; RSS after the first invocation at most 1.2x the floor's. ``--importtime``
 adds the biggest imports (``python -X importtime`` in the runtime) of each variant.
 
-    python bench/lambda_cold_start.py [--runtimes 10] [--layer DIR] [--importtime]
+    python bench/lambda_cold_start.py [--runtimes 10] [--layer DIR] [--importtime] [--compiled]
 """
 
 from __future__ import annotations
@@ -81,7 +85,34 @@ def _spec(variant: Variant) -> Any:
 
 
 @contextlib.contextmanager
-def _flexiai_layer(given: str | None) -> Iterator[Path]:
+def _flexiai_layer(given: str | None, python: str, compiled: bool) -> Iterator[Path]:
+    """The layer to measure; with ``compiled``, a copy with python3.12 bytecode."""
+    with _built_layer(given) as layer:
+        if not compiled:
+            yield layer
+            return
+        with tempfile.TemporaryDirectory(prefix="flexiai-layer-pyc-") as tmp:
+            shutil.copytree(layer / "python", Path(tmp) / "python")
+            subprocess.run(
+                [
+                    python,
+                    "-m",
+                    "compileall",
+                    "-q",
+                    "-j",
+                    "0",
+                    "--invalidation-mode",
+                    "unchecked-hash",
+                    str(Path(tmp) / "python"),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            yield Path(tmp)
+
+
+@contextlib.contextmanager
+def _built_layer(given: str | None) -> Iterator[Path]:
     """``given``, else the ``sam build`` output's, else one built now by layer/Makefile."""
     if given:
         yield Path(given)
@@ -151,7 +182,7 @@ def _import_costs(variant: Variant, python: str, top: int = 8) -> list[tuple[str
     return sorted(costs.items(), key=lambda kv: -kv[1])[:top]
 
 
-def run(runtimes: int, layer: str | None, importtime: bool) -> dict[str, Any]:
+def run(runtimes: int, layer: str | None, importtime: bool, compiled: bool) -> dict[str, Any]:
     from flexiai.testing import FakeLLMServer
     from flexiai_dev.lambda_runtime import find_python, package_layer, powertools_layer
     from flexiai_dev.servers import LocalRedis
@@ -164,7 +195,7 @@ def run(runtimes: int, layer: str | None, importtime: bool) -> dict[str, Any]:
     powertools = powertools_layer(python, "powertools")
     openai_layer = package_layer(python, f"openai=={importlib.metadata.version('openai')}")
     with (
-        _flexiai_layer(layer) as flexiai,
+        _flexiai_layer(layer, python, compiled) as flexiai,
         FakeLLMServer() as fake,
         LocalRedis(shutil.which("redis-server")) as redis_server,
     ):
@@ -222,7 +253,7 @@ def run(runtimes: int, layer: str | None, importtime: bool) -> dict[str, Any]:
                 for variant in variants:
                     _one_runtime(variant, python, log)
         imports = {v.name: _import_costs(v, python) for v in variants} if importtime else {}
-    return {"variants": variants, "imports": imports, "python": python}
+    return {"variants": variants, "imports": imports, "python": python, "compiled": compiled}
 
 
 def report(result: dict[str, Any], runtimes: int) -> list[str]:
@@ -231,7 +262,8 @@ def report(result: dict[str, Any], runtimes: int) -> list[str]:
     med = statistics.median
     lines = [
         f"Lambda cold start: awslambdaric in {result['python']}, {runtimes} fresh runtimes per "
-        "variant, medians (ratio vs the floor)",
+        "variant, medians (ratio vs the floor); flexiai layer "
+        + ("with python3.12 bytecode (--compiled)" if result["compiled"] else "as built (no .pyc)"),
         f"{'variant':<26}{'init':>16}{'first invoke':>16}{'init+first':>16}{'warm':>14}"
         f"{'RSS after 1st':>18}",
     ]
@@ -268,8 +300,9 @@ def main() -> None:
     parser.add_argument("--runtimes", type=int, default=10, help="fresh runtimes per variant")
     parser.add_argument("--layer", help="a built flexiai layer (default: .aws-sam/build's)")
     parser.add_argument("--importtime", action="store_true", help="list the biggest imports")
+    parser.add_argument("--compiled", action="store_true", help="the layer with .pyc files")
     args = parser.parse_args()
-    result = run(args.runtimes, args.layer, args.importtime)
+    result = run(args.runtimes, args.layer, args.importtime, args.compiled)
     print("\n".join(report(result, args.runtimes)))
 
 

@@ -87,23 +87,21 @@ def find_python(version: str = PYTHON_VERSION) -> str | None:
             (pyenv_root / "versions").glob(f"{version}.*/bin/python{version}"), reverse=True
         )
     ]
+    probe = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.executable)"
     for candidate in candidates:
         try:
             result = subprocess.run(
-                [candidate, "-c", "import sys; print(sys.executable); print(sys.version_info[:2])"],
+                [candidate, "-c", probe],
                 capture_output=True,
                 text=True,
                 timeout=30,
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired):
-            continue
-        lines = result.stdout.split()
-        if result.returncode == 0 and len(lines) >= 2:
-            executable = result.stdout.splitlines()[0]
-            major, minor = version.split(".")
-            if result.stdout.splitlines()[1] == f"({major}, {minor})":
-                return executable
+            continue  # e.g. a pyenv shim for a version that is not selected
+        found_version, _, executable = result.stdout.strip().partition("\n")
+        if result.returncode == 0 and found_version == version and executable:
+            return executable
     return None
 
 
@@ -115,7 +113,9 @@ def tools_dir() -> Path:
     return Path(cache) / "flexiai-tools"
 
 
-def _install_once(directory: Path, python: str, requirements: Sequence[str], why: str) -> Path:
+def _install_once(
+    directory: Path, python: str, requirements: Sequence[str], why: str, *, under: str = ""
+) -> Path:
     """``pip install --target`` ``requirements`` for ``python`` into ``directory``, once per
     machine (a stamp marks a finished install; a lock keeps two installs apart)."""
     stamp = directory / ".flexiai-complete"
@@ -132,7 +132,7 @@ def _install_once(directory: Path, python: str, requirements: Sequence[str], why
             file=sys.stderr,
         )
         tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".installing."))
-        target = tmp / "python" if directory.name.startswith("layer-") else tmp
+        target = tmp / under if under else tmp  # a layer's packages go in its python/
         result = subprocess.run(
             [
                 python,
@@ -173,7 +173,11 @@ def package_layer(python: str, requirement: str) -> Path:
     """A layer directory (``python/`` inside) holding ``requirement`` for ``python``."""
     name = re.sub(r"[^A-Za-z0-9.=_-]", "_", requirement)
     return _install_once(
-        tools_dir() / f"layer-{name}-py{PYTHON_VERSION}", python, [requirement], "a layer"
+        tools_dir() / f"layer-{name}-py{PYTHON_VERSION}",
+        python,
+        [requirement],
+        "a layer",
+        under="python",
     )
 
 
@@ -189,7 +193,11 @@ def powertools_layer(python: str, reference: str) -> Path:
         ) from None
     directory = tools_dir() / f"layer-powertools-{version}-py{PYTHON_VERSION}"
     return _install_once(
-        directory, python, [f"aws-lambda-powertools[all]=={version}"], "the Powertools layer"
+        directory,
+        python,
+        [f"aws-lambda-powertools[all]=={version}"],
+        "the Powertools layer",
+        under="python",
     )
 
 

@@ -197,11 +197,13 @@ def project(tmp_path: Path, built_layer: Path, fake_llm: FakeLLMServer) -> Path:
     return tmp_path
 
 
-def invoke(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def invoke(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flexiai.cli", "invoke", *args],
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
         capture_output=True,
         text=True,
         check=False,
@@ -420,6 +422,17 @@ def test_start_api_serves_the_generate_route(api: str, fake_llm: FakeLLMServer) 
     answer: Any = response.json()
     assert answer["provider"] == "openai"
     assert fake_llm.count("openai") == 1
+
+
+def test_without_python312_it_runs_in_process_and_says_so(project: Path) -> None:
+    no_python312 = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{project / 'no-bin'}",
+        "PYENV_ROOT": str(project / "no-pyenv"),
+    }
+    result = invoke("ProbeFunction", "-n", "env.json", cwd=project, env=no_python312)
+    assert result.returncode == 0, result.stderr
+    assert "no python3.12 found (PATH, pyenv): running in this process" in result.stderr
+    assert json.loads(result.stdout)["host_package"] is True  # this environment's packages
 
 
 def test_the_runtime_pin_is_the_dev_extras() -> None:

@@ -427,7 +427,8 @@ class LambdaRuntime:
             )
             init_ms = ((api.first_poll_at or time.perf_counter()) - self._started_at) * 1000
             if init_error is not None or api.first_poll_at is None:
-                return self._finish(request_id, init_error, 0.0, init_ms, process, timed_out=False)
+                hung = init_error is None and process.poll() is None  # init ran out of time
+                return self._finish(request_id, init_error, 0.0, init_ms, process, timed_out=hung)
         deadline = time.time() + self.spec.timeout
         api.invoke(
             PendingEvent(

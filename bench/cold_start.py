@@ -181,6 +181,12 @@ def _lambda_stack(stack: ExitStack) -> Iterator[tuple[dict[str, str] | None, str
     host, _, port = host_port.rpartition(":")
     env = {
         "AWS_LAMBDA_FUNCTION_NAME": "bench-generate",  # sync mode auto -> snapshot
+        # As on Lambda with active tracing: the X-Ray SDK (Powertools' Tracer) takes its
+        # Lambda mode from LAMBDA_TASK_ROOT; off Lambda it builds a botocore client for
+        # centralized sampling at import (150-400 ms here) that a function never pays.
+        # Subsegments go to the daemon address over UDP on loopback, as on Lambda.
+        "LAMBDA_TASK_ROOT": str(HANDLERS),
+        "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
         "POWERTOOLS_SERVICE_NAME": "bench",
         "POWERTOOLS_METRICS_NAMESPACE": "FlexiAIBench",
         "FLEXIAI_PROVIDER_1_NAME": "openai",

@@ -27,8 +27,8 @@ POWERTOOLS_VARIABLES = {
     "POWERTOOLS_LOG_LEVEL",
 }
 POWERTOOLS_LAYER = {
-    "Fn::Sub": "{{resolve:ssm:/aws/service/powertools/python/${Architecture}/python3.12/"
-    "${PowertoolsVersion}}}"
+    "Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:017000801446:layer:"
+    "AWSLambdaPowertoolsPythonV3-python312-${Architecture}:${PowertoolsLayerVersion}"
 }
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
@@ -334,3 +334,22 @@ def test_app_user_may_run_only_the_commands_the_acl_tests_prove_necessary(
     assert status_commands == set(STATUS_COMMANDS.split())
     writes = {"+set", "+publish", "+evalsha", "+eval", "+script|load", "+del", "+@all"}
     assert not status_commands & writes
+
+
+def test_every_variable_the_docs_env_json_sets_is_declared_for_sam_local_invoke(
+    template: dict[str, Any],
+) -> None:
+    """`sam local invoke --env-vars` passes on only the variables a template declares: an
+    example env.json naming another one would be silently ignored."""
+    import json
+    import re
+
+    declared = set(_environment(template))
+    examples = []
+    for page in sorted((REPO_ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"cat > env\.json <<'JSON'\n(.*?)\nJSON\n", page.read_text(), re.S):
+            examples.append((page.name, json.loads(block)))
+    assert examples, "no env.json example found in docs/"
+    for page, example in examples:
+        for function, variables in example.items():
+            assert set(variables) <= declared, (page, function, set(variables) - declared)

@@ -4,6 +4,9 @@ Powertools' event handler (``APIGatewayHttpResolver``) routes the event and buil
 response; this module holds what is flexiai's own: validating a ``/generate`` body (with a
 message saying what is wrong, for a 400) and mapping flexiai's errors onto status codes.
 ``generate_api()`` and ``breaker_status_api()`` are the resolvers the shipped handlers use.
+The body is decoded here, not with the event's ``decoded_body``: that decodes base64
+leniently (invalid characters are dropped) and raises on bytes that are not UTF-8, where
+the caller needs a 400 that says what is wrong.
 
 Events are API Gateway HTTP API payload 2.0 or Lambda Function URL events; anything else
 is a 400. The ``POST /generate`` body::
@@ -192,7 +195,9 @@ def _messages(value: Any) -> list[dict[str, str]]:
 # -- responses -------------------------------------------------------------------------------
 
 
-def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response[str]:
+def json_response(
+    status: int, body: Any, headers: Mapping[str, str] | None = None
+) -> Response[str]:
     """A response with a JSON body, for the resolver to turn into API Gateway's shape."""
     return Response(
         status_code=status,

@@ -281,9 +281,12 @@ def test_functions_run_python312_in_the_vpc_with_the_public_powertools_layer(
     )
     sam = load_template(REPO_ROOT / "template.yaml")
     sam_layer = sam["Globals"]["Function"]["Layers"][0]["Fn::Sub"]
-    assert sam_layer.replace("${Architecture}", "x86_64").replace(
-        "${PowertoolsLayerVersion}", str(sam["Parameters"]["PowertoolsLayerVersion"]["Default"])
-    ) == powertools
+    assert (
+        sam_layer.replace("${Architecture}", "x86_64").replace(
+            "${PowertoolsLayerVersion}", str(sam["Parameters"]["PowertoolsLayerVersion"]["Default"])
+        )
+        == powertools
+    )
     assert not [p for p in template.get("Parameters", {}).values() if "SSM" in p["Type"]]
     layer = _logical_id(template, "AWS::Lambda::LayerVersion", "FunctionsFlexiAILayer")
     functions = _of_type(template, "AWS::Lambda::Function")

@@ -345,10 +345,12 @@ def test_every_variable_the_docs_env_json_sets_is_declared_for_sam_local_invoke(
     import re
 
     declared = set(_environment(template))
-    examples = []
-    for page in sorted((REPO_ROOT / "docs").glob("*.md")):
-        for block in re.findall(r"cat > env\.json <<'JSON'\n(.*?)\nJSON\n", page.read_text(), re.S):
-            examples.append((page.name, json.loads(block)))
+    pattern = re.compile(r"cat > env\.json <<'JSON'\n(.*?)\nJSON\n", re.S)
+    examples = [
+        (page.name, json.loads(block))
+        for page in sorted((REPO_ROOT / "docs").glob("*.md"))
+        for block in pattern.findall(page.read_text())
+    ]
     assert examples, "no env.json example found in docs/"
     for page, example in examples:
         for function, variables in example.items():

@@ -14,7 +14,7 @@ check that the two stay in step), plus ``availabilityZones``, ``flexiaiLayerPath
 ``make -C ../layer build-FlexiAILayerArm64``.
 
 The stack is environment-agnostic and imports the VPC from attributes: nothing is looked up,
-so `cdk synth` needs no AWS credentials. See docs/deploy.md.
+so `cdk synth` needs no AWS credentials. See docs/aws.md.
 """
 
 from __future__ import annotations

@@ -515,6 +515,7 @@ def format_event(payload: Any, *, as_json: bool) -> str:
             {
                 "malformed": False,
                 "type": event.type.value,
+                "prefix": event.prefix,
                 "provider": event.provider,
                 "worker_id": event.worker_id,
                 "ts": event.timestamp,

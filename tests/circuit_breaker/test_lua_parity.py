@@ -150,7 +150,12 @@ def test_published_events_are_exactly_encode_event(redis_store: Store) -> None:
             assert result.event is not None
             expected = encode_event(
                 SyncEvent(
-                    result.event, "openai", result.record.updated_by, result.now, result.record
+                    result.event,
+                    "openai",
+                    result.record.updated_by,
+                    result.now,
+                    result.record,
+                    redis_store.config.key_prefix,
                 )
             )
             assert message["data"] == expected.encode()  # byte for byte

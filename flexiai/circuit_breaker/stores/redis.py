@@ -53,7 +53,7 @@ from flexiai.circuit_breaker.stores.connections import ClusterClient, RedisClien
 from flexiai.exceptions import StateStoreError
 from flexiai.models import SyncConfig
 
-__all__ = ["RedisSyncBackend", "state_key", "state_key_pattern"]
+__all__ = ["RedisSyncBackend", "op_spec", "script_args", "state_key", "state_key_pattern"]
 
 logger = logging.getLogger("flexiai.sync.redis")
 
@@ -97,6 +97,36 @@ def state_key_pattern(prefix: str, cluster: bool) -> str:
     return literal + "*"
 
 
+def op_spec(op: str, tally: Tally = NO_TALLY, open_for: int | None = None) -> str:
+    """One key's operation as breaker.lua reads it: ``op successes slow age open_for``."""
+    return f"{op} {tally.wire} {'-' if open_for is None else open_for}"
+
+
+def script_args(
+    config: SyncConfig,
+    policy: Policy,
+    worker_id: str,
+    operations: Sequence[tuple[str, str]],
+    *,
+    publish: bool = True,
+    now: int | None = None,
+) -> list[str]:
+    """breaker.lua's ARGV (see the script's header), the one place it is built (the sync
+    and asyncio stores both call it): ``operations`` are ``(provider, op_spec(...))`` in the
+    order of the keys; ``now`` replaces the server's TIME (tests)."""
+    args = [
+        worker_id,
+        policy.wire,
+        str(config.state_ttl * 1000),
+        config.channel if publish else "",
+        "" if now is None else str(now),
+        config.key_prefix,
+    ]
+    for provider, spec in operations:
+        args += [provider, spec]
+    return args
+
+
 @cache
 def _script_source(name: str) -> str:
     return (importlib.resources.files("flexiai.circuit_breaker.stores") / "lua" / name).read_text(
@@ -136,10 +166,10 @@ class RedisSyncBackend(SyncBackend):
         store_clock: Callable[[], int] | None = None,
     ) -> None:
         self._config = config
+        self.key_prefix = config.key_prefix
         self._clock = clock or SystemClock()
         # Tests replace the server's TIME (milliseconds) to make the script deterministic.
         self._store_clock = store_clock
-        self._ttl_ms = str(config.state_ttl * 1000)
         self._own_client = client
         self._cluster = config.redis_cluster or (
             client is not None and connections.is_cluster_client(client)
@@ -213,10 +243,8 @@ class RedisSyncBackend(SyncBackend):
         tally: Tally = NO_TALLY,
         publish: bool = True,
     ) -> Transition:
-        duration = "-" if open_for is None else str(open_for)
-        spec = f"{op.value} {tally.wire} {duration}"
-        args = self._script_args(policy, worker_id, publish=publish)
-        args += [provider, spec]
+        spec = op_spec(op.value, tally, open_for)
+        args = self._script_args(policy, worker_id, [(provider, spec)], publish=publish)
         keys = [self.key_for(provider)]
 
         def run() -> Transition:
@@ -237,10 +265,11 @@ class RedisSyncBackend(SyncBackend):
         read: Sequence[str] = (),
     ) -> StoreSnapshot:
         names = list(dict.fromkeys([*tallies, *read]))
-        args = self._script_args(policy, worker_id, publish=True)
-        for name in names:
-            tally = tallies.get(name)
-            args += [name, "read 0 0 - -" if tally is None else f"report {tally.wire} -"]
+        operations = [
+            (name, op_spec("read") if name not in tallies else op_spec("report", tallies[name]))
+            for name in names
+        ]
+        args = self._script_args(policy, worker_id, operations, publish=True)
         keys = [self.key_for(name) for name in names]
 
         def run() -> StoreSnapshot:
@@ -266,10 +295,16 @@ class RedisSyncBackend(SyncBackend):
 
         return self._run("report", run)
 
-    def _script_args(self, policy: Policy, worker_id: str, *, publish: bool) -> list[str]:
-        now = "" if self._store_clock is None else str(self._store_clock())
-        channel = self._config.channel if publish else ""
-        return [worker_id, policy.wire, self._ttl_ms, channel, now]
+    def _script_args(
+        self,
+        policy: Policy,
+        worker_id: str,
+        operations: Sequence[tuple[str, str]],
+        *,
+        publish: bool,
+    ) -> list[str]:
+        now = None if self._store_clock is None else self._store_clock()
+        return script_args(self._config, policy, worker_id, operations, publish=publish, now=now)
 
     def subscribe(self, handler: EventHandler, on_connect: Callable[[], None]) -> None:
         with self._lock:

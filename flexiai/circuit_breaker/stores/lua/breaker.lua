@@ -7,6 +7,7 @@
 -- ARGV[3]  state_ttl in ms
 -- ARGV[4]  the channel to publish events on ('' = publish nothing)
 -- ARGV[5]  now in ms ('' = the server's TIME; tests pass it to be deterministic)
+-- ARGV[6]  the key prefix, carried by every event so other apps on the channel drop it
 -- then for each key: the provider's name, and its operation
 --          'op successes slow age open_for' (age and open_for in ms, '-' for none);
 --          op 'read' only reads.
@@ -364,8 +365,8 @@ local function optional(token)
   return tonumber(token)
 end
 
-local worker_id, policy, state_ttl_ms, channel = ARGV[1], cjson.decode(ARGV[2]),
-  tonumber(ARGV[3]), ARGV[4]
+local worker_id, policy, state_ttl_ms, channel, prefix = ARGV[1], cjson.decode(ARGV[2]),
+  tonumber(ARGV[3]), ARGV[4], ARGV[6]
 local now = tonumber(ARGV[5])
 if not now then
   local clock = redis.call('TIME')
@@ -374,7 +375,7 @@ end
 
 local reply = {n(now)}
 for i, key in ipairs(KEYS) do
-  local provider, spec = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  local provider, spec = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
   local op, successes, slow, age, open_for = string.match(
     spec, '^(%a+) (%d+) (%d+) ([%d-]+) ([%d-]+)$')
   local raw, record, invalid
@@ -416,7 +417,8 @@ for i, key in ipairs(KEYS) do
     -- for a reset of an absent key, the fresh record it reads as).
     local body = json
     if body == '' then body = encode(record) end
-    redis.call('PUBLISH', channel, '{"v":2,"type":"' .. event .. '","provider":'
+    redis.call('PUBLISH', channel, '{"v":2,"prefix":' .. json_string(prefix) .. ',"type":"'
+      .. event .. '","provider":'
       .. json_string(provider) .. ',"worker_id":' .. json_string(worker_id) .. ',"ts":'
       .. n(now) .. ',"record":' .. body .. '}')
   end

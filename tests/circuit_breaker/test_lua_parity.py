@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Tally, transition
-from flexiai.circuit_breaker._record import BreakerRecord
+from flexiai.circuit_breaker._record import MAX_VERSION_STEP, BreakerRecord
 from flexiai.circuit_breaker._wire import SyncEvent, encode_event
 from tests.circuit_breaker.conftest import Store, policy
 
@@ -274,3 +274,52 @@ def assert_agree(redis_store: Store, raw: str, valid: bool) -> None:
         assert result == transition(stored, Op.ACQUIRE, policy(), result.now, "w-1")
     else:
         assert redis_store.raw.get(key) == BreakerRecord().to_json().encode()
+
+
+# A record's version against the last one this worker read (K): how far ahead it may be.
+K = 1_000
+VERSION_CASES = [
+    (K, True),
+    (K - 900, True),  # behind: the store went backwards, which is adopted
+    (0, True),
+    (K + MAX_VERSION_STEP, True),
+    (K + MAX_VERSION_STEP + 1, False),
+    (2**53 - 1, False),
+]
+
+
+@pytest.mark.parametrize(("version", "valid"), VERSION_CASES)
+def test_lua_and_python_agree_on_version_jumps(
+    redis_store: Store, version: int, valid: bool
+) -> None:
+    """Python checks a record it reads (MGET), breaker.lua one it is about to change; the
+    same record is garbage to both or to neither, and garbage is replaced by a fresh one."""
+    key = redis_store.key("openai")
+    reader, writer = redis_store.backend(), redis_store.backend()
+    redis_store.raw.set(key, BreakerRecord(version=K).to_json())
+    for backend in (reader, writer):
+        assert backend.load(["openai"]).records["openai"].version == K
+    record = BreakerRecord(version=version, run=1, updated_by="someone")
+    redis_store.raw.set(key, record.to_json())
+
+    assert (reader.load(["openai"]).invalid == ()) is valid  # Python's verdict
+    before = writer.stats()["invalid_records"]
+    result = writer.transition("openai", Op.ACQUIRE, policy(), "w-1")  # breaker.lua's
+    assert (writer.stats()["invalid_records"] == before) is valid
+    stored = BreakerRecord.from_json(redis_store.raw.get(key))
+    assert stored == (record if valid else BreakerRecord())
+    assert result.record == stored
+
+
+def test_the_version_wraps_to_one_instead_of_leaving_the_range(redis_store: Store) -> None:
+    key = redis_store.key("openai")
+    redis_store.raw.set(key, BreakerRecord(version=2**53 - 1).to_json())
+    backend = redis_store.backend()
+    result = backend.transition("openai", Op.FAILURE, policy(), "w-1")
+    expected = transition(BreakerRecord(version=2**53 - 1), Op.FAILURE, policy(), result.now, "w-1")
+    assert result == expected
+    assert result.record.version == 1
+    assert redis_store.raw.get(key) == expected.record.to_json().encode()
+    # Every reader takes the wrapped record: it went backwards, which is adopted.
+    assert backend.load(["openai"]).invalid == ()
+    assert redis_store.backend().load(["openai"]).records["openai"].version == 1

@@ -46,7 +46,7 @@ from flexiai._clock import Clock, SystemClock, epoch_ms
 from flexiai._fork import forget_parent_state
 from flexiai.circuit_breaker import decode_event
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
-from flexiai.circuit_breaker._record import BreakerRecord
+from flexiai.circuit_breaker._record import BreakerRecord, version_jumped
 from flexiai.circuit_breaker.stores import connections
 from flexiai.circuit_breaker.stores.base import EventHandler, StoreSnapshot, SyncBackend
 from flexiai.circuit_breaker.stores.connections import ClusterClient, RedisClient, Script
@@ -97,9 +97,14 @@ def state_key_pattern(prefix: str, cluster: bool) -> str:
     return literal + "*"
 
 
-def op_spec(op: str, tally: Tally = NO_TALLY, open_for: int | None = None) -> str:
-    """One key's operation as breaker.lua reads it: ``op successes slow age open_for``."""
-    return f"{op} {tally.wire} {'-' if open_for is None else open_for}"
+def op_spec(
+    op: str, tally: Tally = NO_TALLY, open_for: int | None = None, known: int | None = None
+) -> str:
+    """One key's operation as breaker.lua reads it: ``op successes slow age open_for
+    known``, where ``known`` is the version this worker last read for the key (a record
+    further ahead than ``MAX_VERSION_STEP`` is garbage)."""
+    duration = "-" if open_for is None else str(open_for)
+    return f"{op} {tally.wire} {duration} {'-' if known is None else known}"
 
 
 def script_args(
@@ -186,6 +191,8 @@ class RedisSyncBackend(SyncBackend):
         # The last raw string read for each provider and its parsed record: on the snapshot
         # path a healthy fleet's records rarely change, so most reads skip parsing.
         self._parsed: dict[str, tuple[Any, BreakerRecord]] = {}
+        # The version last read for each provider: a record far ahead of it is garbage.
+        self._versions: dict[str, int] = {}
         # (server TIME - local monotonic clock, local monotonic time it was measured at),
         # and the latest server time seen, below which ``now`` never goes.
         self._clock_sync: tuple[float, float] | None = None
@@ -243,7 +250,7 @@ class RedisSyncBackend(SyncBackend):
         tally: Tally = NO_TALLY,
         publish: bool = True,
     ) -> Transition:
-        spec = op_spec(op.value, tally, open_for)
+        spec = op_spec(op.value, tally, open_for, self._versions.get(provider))
         args = self._script_args(policy, worker_id, [(provider, spec)], publish=publish)
         keys = [self.key_for(provider)]
 
@@ -266,7 +273,9 @@ class RedisSyncBackend(SyncBackend):
     ) -> StoreSnapshot:
         names = list(dict.fromkeys([*tallies, *read]))
         operations = [
-            (name, op_spec("read") if name not in tallies else op_spec("report", tallies[name]))
+            (name, op_spec("read"))
+            if name not in tallies
+            else (name, op_spec("report", tallies[name], known=self._versions.get(name)))
             for name in names
         ]
         args = self._script_args(policy, worker_id, operations, publish=True)
@@ -282,8 +291,11 @@ class RedisSyncBackend(SyncBackend):
             for i, name in enumerate(names):
                 part = reply[1 + 3 * i : 4 + 3 * i]
                 try:
-                    records[name] = self._result(name, part, now).record
-                except ValueError:  # a key only read is parsed here, as after an MGET
+                    if name in tallies:
+                        records[name] = self._result(name, part, now).record
+                    else:  # only read: checked here, as after an MGET
+                        records[name] = self._accept(name, part[2] or None)
+                except ValueError:
                     records[name] = _FRESH
                     invalid.append(name)
                     continue
@@ -474,7 +486,7 @@ class RedisSyncBackend(SyncBackend):
         invalid: list[str] = []
         for provider, raw in zip(providers, raws, strict=True):
             try:
-                records[provider] = self._parse(provider, raw)
+                records[provider] = self._accept(provider, raw)
             except ValueError:
                 invalid.append(provider)
                 records[provider] = _FRESH
@@ -505,6 +517,7 @@ class RedisSyncBackend(SyncBackend):
                 "overwrote invalid breaker state for %s in %s", provider, self.describe()
             )
         record = self._parse(provider, raw or None)  # the script answers '' for no record
+        self._versions[provider] = record.version  # breaker.lua checked the step
         return Transition(
             record=record,
             changed=flags[0] == "1",
@@ -512,6 +525,16 @@ class RedisSyncBackend(SyncBackend):
             event=EventType(event) if event else None,
             now=now,
         )
+
+    def _accept(self, provider: str, raw: Any) -> BreakerRecord:
+        """A record read (not written) by this worker: parsed, and garbage if its version
+        jumped further ahead of the last one read than a fleet can go. Raises
+        ``ValueError`` on garbage; the last version read moves only on a valid record."""
+        record = self._parse(provider, raw)
+        if version_jumped(self._versions.get(provider), record.version):
+            raise ValueError("breaker record version jumped ahead")
+        self._versions[provider] = record.version
+        return record
 
     def _parse(self, provider: str, raw: Any) -> BreakerRecord:
         """A stored record (None: no key), parsed once per distinct string. Raises

@@ -399,7 +399,8 @@ class StateSyncManager:
 
 def _reason(exc: BaseException) -> str:
     """Why the store failed, in a few words: the error's class, or for a refused TLS
-    certificate, that (redis-py reports it as a plain ConnectionError)."""
+    certificate, that (redis-py reports it as a plain ConnectionError), or the store's own
+    message when it raised the error itself (a function library that is not loaded)."""
     import ssl
 
     seen: BaseException | None = exc
@@ -409,6 +410,8 @@ def _reason(exc: BaseException) -> str:
         if "CERTIFICATE_VERIFY_FAILED" in str(seen):
             return "TLS certificate refused: certificate verify failed"
         seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, StateStoreError) and exc.__cause__ is None and str(exc):
+        return str(exc)  # raised by the store itself, saying what is wrong
     return type(exc.__cause__ or exc).__name__
 
 

@@ -21,6 +21,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("flexiai.cli.operator", "show every provider's shared breaker state"),
     "reset": ("flexiai.cli.operator", "close breakers for the whole fleet"),
     "watch": ("flexiai.cli.operator", "stream live breaker events"),
+    "functions": ("flexiai.cli.functions", "load flexiai's Redis function library (FCALL)"),
     "invoke": ("flexiai_dev.invoke", "run a Lambda handler from template.yaml, no Docker"),
 }
 

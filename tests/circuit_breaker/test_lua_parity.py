@@ -11,6 +11,7 @@ garbage in a stored record. The store's clock is a fake one passed to the script
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,7 +19,10 @@ import pytest
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Tally, transition
 from flexiai.circuit_breaker._record import MAX_VERSION_STEP, BreakerRecord
 from flexiai.circuit_breaker._wire import SyncEvent, encode_event
+from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
+from flexiai_dev.servers import RedisProcess
 from tests.circuit_breaker.conftest import Store, policy
+from tests.support.redis_fixtures import sync_config_for
 
 # Durations of a few milliseconds to seconds, so the steps below cross every deadline.
 TINY = policy(
@@ -323,3 +327,38 @@ def test_the_version_wraps_to_one_instead_of_leaving_the_range(redis_store: Stor
     # Every reader takes the wrapped record: it went backwards, which is adopted.
     assert backend.load(["openai"]).invalid == ()
     assert redis_store.backend().load(["openai"]).records["openai"].version == 1
+
+
+def test_fcall_runs_the_same_code_as_evalsha(
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
+    """Redis Functions wrap breaker.lua itself (one source): the same random operations
+    give the same records, flags and events through FCALL as through EVALSHA."""
+    clock = [1_764_180_000_000]
+    backends = {
+        functions: make_backend(
+            sync_config_for(
+                redis_server, key_prefix=f"p{functions}", redis_use_functions=functions
+            ),
+            store_clock=lambda: clock[0],
+        )
+        for functions in (False, True)
+    }
+    rng = random.Random(7)
+    for step in range(300):
+        op = rng.choice(OPS)
+        open_for = rng.choice(OPEN_FOR) if op is Op.TRIP else None
+        tally = random_tally(rng) if op in (Op.FAILURE, Op.REPORT) else NO_TALLY
+        if op is Op.REPORT:
+            reports = [backends[f].report({"openai": tally}, TINY, "w") for f in (False, True)]
+            assert reports[0] == reports[1], f"step {step}"
+        else:
+            results = [
+                backends[f].transition("openai", op, TINY, "w", open_for=open_for, tally=tally)
+                for f in (False, True)
+            ]
+            assert results[0] == results[1], f"step {step}: {op}"
+        clock[0] += rng.choice(STEPS_MS)
+    with redis_server.client() as r:
+        assert r.get("pFalse:state:openai") == r.get("pTrue:state:openai")
+        assert r.function_list()  # it really ran as a function

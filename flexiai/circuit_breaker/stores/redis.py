@@ -33,6 +33,7 @@ the store raises ``StateStoreError``; deciding what to do about it is the manage
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.resources
 import logging
 import socket
@@ -53,7 +54,14 @@ from flexiai.circuit_breaker.stores.connections import ClusterClient, RedisClien
 from flexiai.exceptions import StateStoreError
 from flexiai.models import SyncConfig
 
-__all__ = ["RedisSyncBackend", "op_spec", "script_args", "state_key", "state_key_pattern"]
+__all__ = [
+    "RedisSyncBackend",
+    "function_library",
+    "op_spec",
+    "script_args",
+    "state_key",
+    "state_key_pattern",
+]
 
 logger = logging.getLogger("flexiai.sync.redis")
 
@@ -137,6 +145,48 @@ def _script_source(name: str) -> str:
     return (importlib.resources.files("flexiai.circuit_breaker.stores") / "lua" / name).read_text(
         "utf-8"
     )
+
+
+@cache
+def function_library() -> tuple[str, str]:
+    """breaker.lua as a Redis Functions library: ``(name, code)``. The same source, wrapped
+    in one registered function; the name carries a hash of the code, so a fleet in a rolling
+    upgrade calls the version it was built with while both are loaded. Loaded once by an
+    operator (``flexiai functions load``), called with FCALL by workers whose ACL allows
+    FCALL but no EVAL, EVALSHA or SCRIPT: they can run flexiai's code and no other."""
+    body = _script_source("breaker.lua")
+    name = "flexiai_breaker_" + hashlib.sha256(body.encode()).hexdigest()[:16]
+    code = (
+        f"#!lua name={name}\nredis.register_function('{name}', function(KEYS, ARGV)\n{body}\nend)\n"
+    )
+    return name, code
+
+
+class _Function:
+    """``FCALL`` of flexiai's function library, with the ``Script`` call shape. A server
+    that does not have the library yet gets it loaded once (FUNCTION LOAD), when this user
+    may; otherwise the error says how to load it."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self._client: Any = client
+        self._name, self._code = function_library()
+
+    def __call__(self, keys: Sequence[str], args: Sequence[str]) -> Any:
+        try:
+            return self._client.fcall(self._name, len(keys), *keys, *args)
+        except Exception as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+        try:
+            self._client.function_load(self._code)
+        except Exception as exc:
+            if "already exists" not in str(exc):
+                # No cause: the fallback warning shows this message, which says what to do.
+                raise StateStoreError(
+                    f"redis function {self._name} is not loaded and this user cannot load "
+                    f"it ({type(exc).__name__}); run `flexiai functions load` once"
+                ) from None
+        return self._client.fcall(self._name, len(keys), *keys, *args)
 
 
 def _text(value: Any) -> str:
@@ -383,6 +433,23 @@ class RedisSyncBackend(SyncBackend):
 
         return self._run("scan", scan)
 
+    def load_functions(self) -> tuple[str, bool]:
+        """Load flexiai's function library (``redis_use_functions``) on the server: its
+        name, and False if it was already there (for ``flexiai functions load``)."""
+        name, code = function_library()
+
+        def load() -> bool:
+            client: Any = self._client()
+            try:
+                client.function_load(code)
+            except Exception as exc:
+                if "already exists" in str(exc):
+                    return False
+                raise
+            return True
+
+        return name, self._run("function load", load)
+
     # -- internals --------------------------------------------------------------------
 
     def _client(self) -> RedisClient:
@@ -399,8 +466,13 @@ class RedisSyncBackend(SyncBackend):
         client = self._client()
         scripts = self._scripts
         if scripts is None or scripts.client is not client:
-            # register_script only hashes the source: EVALSHA, then SCRIPT LOAD on NOSCRIPT.
-            scripts = _Scripts(client, client.register_script(_script_source("breaker.lua")))
+            breaker: Script
+            if self._config.redis_use_functions:
+                breaker = _Function(client)
+            else:
+                # register_script only hashes the source: EVALSHA, then SCRIPT LOAD on NOSCRIPT.
+                breaker = client.register_script(_script_source("breaker.lua"))
+            scripts = _Scripts(client, breaker)
             self._scripts = scripts
         return scripts
 

@@ -284,9 +284,10 @@ def _migrate_first_schema(doc: dict[str, Any]) -> BreakerRecord:
         value = doc.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"breaker record field {name!r} has an invalid value")
-        if not math.isfinite(value):
+        scaled = value * 1000 + 0.5  # as Lua rounds; 1e308 seconds overflows to inf here
+        if not math.isfinite(scaled):
             raise ValueError(f"breaker record field {name!r} has an invalid value")
-        return _int(math.floor(value * 1000 + 0.5), name)  # as Lua rounds
+        return _int(math.floor(scaled), name)
 
     return BreakerRecord(
         state=_state(doc.get("state", "CLOSED")),

@@ -79,7 +79,7 @@ def decode_event(payload: str | bytes) -> SyncEvent:
     if not isinstance(doc, dict):
         raise MalformedEventError("event is not a JSON object")
     if doc.get("v") != WIRE_VERSION:
-        raise MalformedEventError(f"unsupported wire version {doc.get('v')!r:.20}")
+        raise MalformedEventError(f"unsupported wire version {_short(doc.get('v'))}")
     try:
         event_type = EventType(doc["type"])
         provider = doc["provider"]
@@ -100,3 +100,10 @@ def decode_event(payload: str | bytes) -> SyncEvent:
     except ValueError as exc:
         raise MalformedEventError(str(exc)) from None
     return SyncEvent(event_type, provider, worker_id, timestamp, record, prefix)
+
+
+def _short(value: Any) -> str:
+    """A few characters naming a value from the wire, without walking a nested one."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return f"{value!r:.20}"
+    return type(value).__name__

@@ -238,6 +238,8 @@ DOCUMENT_CASES = [
     ('{"schema": "2"}', False),
     ('{"failures": 2, "opened_at": 1764180000.5, "window_started_at": -1}', False),
     ('{"failures": 2, "opened_at": 1764180000.0005}', True),
+    ('{"failures": 2, "opened_at": 1e308}', False),  # 1e308 s is inf ms: no OverflowError
+    ('{"schema": 2, "open_until": 1e308}', False),
     ('{"failures": 1}', True),
     (' \t{"failures":1}\n ', True),
     ("{}", True),

@@ -233,3 +233,29 @@ def test_the_page_shows_every_roles_rules() -> None:
     for role in ROLES:
         for functions in (False, True):
             assert acl_rules(role, functions=functions) in page, (role, functions)
+
+
+def test_a_flushed_library_is_loaded_again_by_a_user_that_may(
+    acl_server: RedisProcess, users: Users
+) -> None:
+    """FUNCTION FLUSH (or a new server) while workers run: the operator's user reloads it on
+    its next call, as EVALSHA reloads a flushed script."""
+    operator = users("operator", True)
+    config = sync_config_for(
+        acl_server,
+        redis_username=operator[0],
+        redis_password=operator[1],
+        redis_use_functions=True,
+    )
+    backend = RedisSyncBackend(config)
+    try:
+        policy = Policy.from_config(CircuitBreakerConfig(failure_threshold=2))
+        assert backend.transition("openai", Op.FAILURE, policy, "w").changed
+        with acl_server.client() as admin:
+            admin.function_flush()
+        assert backend.transition("openai", Op.FAILURE, policy, "w").record.state is (
+            CircuitState.OPEN
+        )
+        assert backend.load_functions() == (function_library()[0], False)
+    finally:
+        backend.close()

@@ -6,6 +6,7 @@ write. Real redis-server, real HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -257,5 +258,34 @@ def test_a_flushed_library_is_loaded_again_by_a_user_that_may(
             CircuitState.OPEN
         )
         assert backend.load_functions() == (function_library()[0], False)
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("mode", ["pubsub", "snapshot"])
+def test_the_async_api_runs_the_library_with_fcall_too(
+    acl_server: RedisProcess, users: Users, fake: FakeLLMServer, mode: str
+) -> None:
+    """agenerate's asyncio store, under a user that may run no script, opens the breaker
+    for the fleet through FCALL."""
+    role: Role = "pubsub-worker" if mode == "pubsub" else "snapshot-worker"
+    client = worker(acl_server, fake, users(role, True), mode, True)
+
+    async def run() -> list[str]:
+        try:
+            fake.down("openai")
+            answers = [(await client.agenerate(q)).provider for q in ("a", "b", "c")]
+        finally:
+            await client.aclose()
+        return answers
+
+    with acl_server.client() as admin:
+        admin.function_load(function_library()[1])
+    assert asyncio.run(run()) == ["anthropic", "anthropic", "anthropic"]
+    assert client._sync_manager is not None
+    assert client._sync_manager.stats()["store_errors"] == 0
+    backend = RedisSyncBackend(sync_config_for(acl_server))
+    try:
+        assert backend.load(["openai"]).records["openai"].state is CircuitState.OPEN
     finally:
         backend.close()

@@ -39,7 +39,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypeVar, cast
 
@@ -49,18 +49,26 @@ from flexiai.circuit_breaker import decode_event
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
 from flexiai.circuit_breaker._record import BreakerRecord, version_jumped
 from flexiai.circuit_breaker.stores import connections
-from flexiai.circuit_breaker.stores.base import EventHandler, StoreSnapshot, SyncBackend
+from flexiai.circuit_breaker.stores.base import (
+    AsyncBackend,
+    EventHandler,
+    StoreSnapshot,
+    SyncBackend,
+    ThreadedAsyncBackend,
+)
 from flexiai.circuit_breaker.stores.connections import ClusterClient, RedisClient, Script
 from flexiai.exceptions import StateStoreError
 from flexiai.models import SyncConfig
 
 __all__ = [
     "RedisSyncBackend",
+    "ScriptInputs",
     "function_library",
     "op_spec",
-    "script_args",
+    "report_args",
     "state_key",
     "state_key_pattern",
+    "transition_args",
 ]
 
 logger = logging.getLogger("flexiai.sync.redis")
@@ -103,41 +111,6 @@ def state_key_pattern(prefix: str, cluster: bool) -> str:
     """A SCAN ``MATCH`` pattern for every provider's record under ``prefix``."""
     literal = "".join(f"\\{c}" if c in "*?[]\\" else c for c in state_key(prefix, "", cluster))
     return literal + "*"
-
-
-def op_spec(
-    op: str, tally: Tally = NO_TALLY, open_for: int | None = None, known: int | None = None
-) -> str:
-    """One key's operation as breaker.lua reads it: ``op successes slow age open_for
-    known``, where ``known`` is the version this worker last read for the key (a record
-    further ahead than ``MAX_VERSION_STEP`` is garbage)."""
-    duration = "-" if open_for is None else str(open_for)
-    return f"{op} {tally.wire} {duration} {'-' if known is None else known}"
-
-
-def script_args(
-    config: SyncConfig,
-    policy: Policy,
-    worker_id: str,
-    operations: Sequence[tuple[str, str]],
-    *,
-    publish: bool = True,
-    now: int | None = None,
-) -> list[str]:
-    """breaker.lua's ARGV (see the script's header), the one place it is built (the sync
-    and asyncio stores both call it): ``operations`` are ``(provider, op_spec(...))`` in the
-    order of the keys; ``now`` replaces the server's TIME (tests)."""
-    args = [
-        worker_id,
-        policy.wire,
-        str(config.state_ttl * 1000),
-        config.channel if publish else "",
-        "" if now is None else str(now),
-        config.key_prefix,
-    ]
-    for provider, spec in operations:
-        args += [provider, spec]
-    return args
 
 
 @cache
@@ -189,8 +162,74 @@ class _Function:
         return self._client.fcall(self._name, len(keys), *keys, *args)
 
 
+def op_spec(
+    op: str, tally: Tally = NO_TALLY, open_for: int | None = None, known: int | None = None
+) -> str:
+    """One key's operation as breaker.lua reads it: ``op successes slow age open_for
+    known``, where ``known`` is the version this worker last read for the key (a record
+    further ahead than ``MAX_VERSION_STEP`` is garbage)."""
+    duration = "-" if open_for is None else str(open_for)
+    return f"{op} {tally.wire} {duration} {'-' if known is None else known}"
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptInputs:
+    """What every run of breaker.lua takes besides its operations: the config (TTL,
+    channel, key prefix), in tests the time standing in for the server's ``TIME``, and the
+    version this worker last read for each provider (a record further ahead is garbage)."""
+
+    config: SyncConfig
+    now: int | None = None
+    versions: Mapping[str, int] = field(default_factory=dict)
+
+
+def _script_args(
+    inputs: ScriptInputs, policy: Policy, worker_id: str, *, publish: bool
+) -> list[str]:
+    now = "" if inputs.now is None else str(inputs.now)
+    config = inputs.config
+    channel = config.channel if publish else ""
+    return [worker_id, policy.wire, str(config.state_ttl * 1000), channel, now, config.key_prefix]
+
+
+def transition_args(
+    inputs: ScriptInputs,
+    provider: str,
+    op: Op,
+    policy: Policy,
+    worker_id: str,
+    *,
+    open_for: int | None = None,
+    tally: Tally = NO_TALLY,
+    publish: bool = True,
+) -> list[str]:
+    """breaker.lua's ARGV for one operation on ``provider``'s key (KEYS[1]). The blocking
+    and the asyncio backend both build their arguments here, and only here."""
+    spec = op_spec(op.value, tally, open_for, inputs.versions.get(provider))
+    return [*_script_args(inputs, policy, worker_id, publish=publish), provider, spec]
+
+
+def report_args(
+    inputs: ScriptInputs,
+    names: Sequence[str],
+    tallies: Mapping[str, Tally],
+    policy: Policy,
+    worker_id: str,
+) -> list[str]:
+    """breaker.lua's ARGV for a batch: a report for each provider in ``tallies``, a plain
+    read for the others in ``names`` (KEYS, in the same order)."""
+    args = _script_args(inputs, policy, worker_id, publish=True)
+    for name in names:
+        tally = tallies.get(name)
+        if tally is None:
+            args += [name, op_spec("read")]
+        else:
+            args += [name, op_spec("report", tally, known=inputs.versions.get(name))]
+    return args
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,18 +313,21 @@ class RedisSyncBackend(SyncBackend):
     # -- SyncBackend ------------------------------------------------------------------
 
     def load(self, providers: Sequence[str]) -> StoreSnapshot:
-        # The same providers every request: build their keys once.
-        names = tuple(providers)
-        keys = self._keys.get(names)
-        if keys is None:
-            keys = self._keys[names] = [self.key_for(p) for p in names]
+        keys = self.keys_for(providers)
 
         def read() -> StoreSnapshot:
             client = self._client()
             raws = client.mget(keys) if keys else []
-            if self._store_clock is not None:
-                return self._snapshot(providers, raws, self._store_clock())
-            return self._snapshot(providers, raws, self._server_now(client, keys))
+            if self._store_clock is None and self.clock_due():
+                options: dict[str, Any] = {}
+                if self._cluster and keys:
+                    # The node that holds the records runs the scripts: use its clock.
+                    node = cast(ClusterClient, client).get_node_from_key(keys[0])
+                    options["target_nodes"] = node
+                before = self._clock.monotonic()
+                reply = client.time(**options)
+                self.measured_time(reply, before, self._clock.monotonic())
+            return self.load_reply(providers, raws)
 
         return self._run("load", read)
 
@@ -300,16 +342,23 @@ class RedisSyncBackend(SyncBackend):
         tally: Tally = NO_TALLY,
         publish: bool = True,
     ) -> Transition:
-        spec = op_spec(op.value, tally, open_for, self._versions.get(provider))
-        args = self._script_args(policy, worker_id, [(provider, spec)], publish=publish)
         keys = [self.key_for(provider)]
+        args = transition_args(
+            self.script_inputs(),
+            provider,
+            op,
+            policy,
+            worker_id,
+            open_for=open_for,
+            tally=tally,
+            publish=publish,
+        )
 
         def run() -> Transition:
             script = self._registered().breaker
             before = self._clock.monotonic()
             reply = script(keys=keys, args=args)
-            now = self._script_now(reply, before, self._clock.monotonic())
-            return self._result(provider, reply[1:4], now)
+            return self.transition_reply(provider, reply, before, self._clock.monotonic())
 
         return self._run(f"transition({op.value})", run)
 
@@ -322,51 +371,84 @@ class RedisSyncBackend(SyncBackend):
         read: Sequence[str] = (),
     ) -> StoreSnapshot:
         names = list(dict.fromkeys([*tallies, *read]))
-        operations = [
-            (name, op_spec("read"))
-            if name not in tallies
-            else (name, op_spec("report", tallies[name], known=self._versions.get(name)))
-            for name in names
-        ]
-        args = self._script_args(policy, worker_id, operations, publish=True)
+        args = report_args(self.script_inputs(), names, tallies, policy, worker_id)
         keys = [self.key_for(name) for name in names]
 
         def run() -> StoreSnapshot:
             script = self._registered().breaker
             before = self._clock.monotonic()
             reply = script(keys=keys, args=args)
-            now = self._script_now(reply, before, self._clock.monotonic())
-            records: dict[str, BreakerRecord] = {}
-            invalid: list[str] = []
-            for i, name in enumerate(names):
-                part = reply[1 + 3 * i : 4 + 3 * i]
-                try:
-                    if name in tallies:
-                        records[name] = self._result(name, part, now).record
-                    else:  # only read: checked here, as after an MGET
-                        records[name] = self._accept(name, part[2] or None)
-                except ValueError:
-                    records[name] = _FRESH
-                    invalid.append(name)
-                    continue
-                if _text(part[0])[2] == "1" and not part[2]:  # another type, only read
-                    invalid.append(name)
-            if invalid or self._invalid_logged:
-                self._note_invalid(invalid, records)
-            return StoreSnapshot(records=records, now=now, invalid=tuple(invalid))
+            return self.report_reply(names, reply, before, self._clock.monotonic())
 
         return self._run("report", run)
 
-    def _script_args(
-        self,
-        policy: Policy,
-        worker_id: str,
-        operations: Sequence[tuple[str, str]],
-        *,
-        publish: bool,
-    ) -> list[str]:
+    # -- shared with the asyncio twin (redis_async): everything but the I/O ---------------
+
+    def keys_for(self, providers: Sequence[str]) -> list[str]:
+        """The keys of ``providers``: the same providers every request, so built once."""
+        names = tuple(providers)
+        keys = self._keys.get(names)
+        if keys is None:
+            keys = self._keys[names] = [self.key_for(p) for p in names]
+        return keys
+
+    def script_inputs(self) -> ScriptInputs:
+        """What every run of breaker.lua takes besides its operations."""
         now = None if self._store_clock is None else self._store_clock()
-        return script_args(self._config, policy, worker_id, operations, publish=publish, now=now)
+        return ScriptInputs(self._config, now, self._versions)
+
+    def clock_due(self) -> bool:
+        """The measured offset to the server's clock is missing or ``_CLOCK_RESAMPLE`` old:
+        the next load measures it again (one TIME round trip). Never with a test clock."""
+        if self._store_clock is not None:
+            return False
+        sync = self._clock_sync
+        return sync is None or self._clock.monotonic() - sync[1] >= _CLOCK_RESAMPLE
+
+    def measured_time(self, reply: Sequence[Any], before: float, after: float) -> None:
+        """A TIME reply (seconds, microseconds) read between two local monotonic times."""
+        seconds, micros = reply
+        self._measured(int(seconds) * 1000 + int(micros) // 1000, before, after)
+
+    def load_reply(self, providers: Sequence[str], raws: Sequence[Any]) -> StoreSnapshot:
+        """MGET's reply, at the server's clock as last measured."""
+        return self._snapshot(providers, raws, self.now())
+
+    def transition_reply(
+        self, provider: str, reply: Sequence[Any], before: float, after: float
+    ) -> Transition:
+        """breaker.lua's reply to one operation, run between two local monotonic times."""
+        now = self._script_now(reply, before, after)
+        return self._result(provider, reply[1:4], now)
+
+    def report_reply(
+        self, names: Sequence[str], reply: Sequence[Any], before: float, after: float
+    ) -> StoreSnapshot:
+        """breaker.lua's reply to a batch of tallies and reads (``report_args``' order)."""
+        now = self._script_now(reply, before, after)
+        records: dict[str, BreakerRecord] = {}
+        invalid: list[str] = []
+        for i, name in enumerate(names):
+            part = reply[1 + 3 * i : 4 + 3 * i]
+            try:
+                records[name] = self._result(name, part, now, verify=True).record
+            except ValueError:  # a key only read is parsed here, as after an MGET
+                records[name] = _FRESH
+                invalid.append(name)
+                continue
+            if _text(part[0])[2] == "1" and not part[2]:  # another type, only read
+                invalid.append(name)
+        if invalid or self._invalid_logged:
+            self._note_invalid(invalid, records)
+        return StoreSnapshot(records=records, now=now, invalid=tuple(invalid))
+
+    def store_error(self, what: str, exc: BaseException) -> StateStoreError:
+        """``exc`` as ``StateStoreError``, the one error the manager falls back on: counted,
+        passwords redacted."""
+        self._count("store_errors")
+        if isinstance(exc, StateStoreError):
+            return exc
+        return self._error(what, exc)
 
     def subscribe(self, handler: EventHandler, on_connect: Callable[[], None]) -> None:
         with self._lock:
@@ -404,6 +486,15 @@ class RedisSyncBackend(SyncBackend):
     def stats(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+    def async_twin(self) -> AsyncBackend:
+        """redis-py's asyncio client with this backend's settings and state
+        (``redis_async``); a supplied blocking client is driven from worker threads."""
+        if self._own_client is not None:
+            return ThreadedAsyncBackend(self)
+        from flexiai.circuit_breaker.stores.redis_async import AsyncRedisBackend
+
+        return AsyncRedisBackend(self)
 
     def describe(self) -> str:
         if self._own_client is not None:
@@ -522,23 +613,6 @@ class RedisSyncBackend(SyncBackend):
             return epoch_ms(self._clock)
         return max(int((self._clock.monotonic() + sync[0]) * 1000), self._latest_now)
 
-    def _server_now(self, client: RedisClient, keys: Sequence[str]) -> int:
-        """The server's clock now: the local monotonic clock plus the measured offset,
-        measured again (one TIME round trip) when missing or older than ``_CLOCK_RESAMPLE``."""
-        sync = self._clock_sync
-        if sync is None or self._clock.monotonic() - sync[1] >= _CLOCK_RESAMPLE:
-            options: dict[str, Any] = {}
-            if self._cluster and keys:
-                # The node that holds the records runs the scripts: use its clock.
-                options["target_nodes"] = cast(ClusterClient, client).get_node_from_key(keys[0])
-            before = self._clock.monotonic()
-            seconds, micros = client.time(**options)
-            after = self._clock.monotonic()
-            self._measured(int(seconds) * 1000 + int(micros) // 1000, before, after)
-            sync = self._clock_sync
-            assert sync is not None
-        return self.now()
-
     def _measured(self, server_now: int, before: float, after: float) -> None:
         """One reading of the server's clock (ms), taken between two local monotonic times:
         the server read it, on average, halfway through the round trip."""
@@ -579,8 +653,12 @@ class RedisSyncBackend(SyncBackend):
                 )
         self._invalid_logged = set(invalid) | (self._invalid_logged - set(records))
 
-    def _result(self, provider: str, part: Sequence[Any], now: int) -> Transition:
-        """One key's part of breaker.lua's reply: flags, event, the stored JSON."""
+    def _result(
+        self, provider: str, part: Sequence[Any], now: int, *, verify: bool = False
+    ) -> Transition:
+        """One key's part of breaker.lua's reply: flags, event, the stored JSON. breaker.lua
+        checked the version step of every record it changed; with ``verify``, one it did
+        not change (a key only read) is checked here, as after an MGET."""
         flags, event = _text(part[0]), _text(part[1])
         raw = part[2]
         if flags[2] == "1" and raw:  # garbage that this operation overwrote
@@ -589,7 +667,13 @@ class RedisSyncBackend(SyncBackend):
                 "overwrote invalid breaker state for %s in %s", provider, self.describe()
             )
         record = self._parse(provider, raw or None)  # the script answers '' for no record
-        self._versions[provider] = record.version  # breaker.lua checked the step
+        if (
+            verify
+            and flags[0] == "0"
+            and version_jumped(self._versions.get(provider), record.version)
+        ):
+            raise ValueError("breaker record version jumped ahead")
+        self._versions[provider] = record.version
         return Transition(
             record=record,
             changed=flags[0] == "1",

@@ -34,7 +34,7 @@ _KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 #: The commands flexiai sends, cluster variant (ElastiCache Serverless is cluster mode).
 APP_COMMANDS = (
-    "-@all +evalsha +script|load +time +get +set +mget +publish +subscribe +ping +scan "
+    "-@all +evalsha +script|load +time +get +set +mget +publish +subscribe +ping "
     "+cluster|slots +command"
 )
 #: The read-only user's commands (GET /breakers and ``flexiai status``): MGET and TIME for the
@@ -51,11 +51,13 @@ def events_channel(key_prefix: str) -> str:
 
 
 def access_string(key_prefix: str, commands: str) -> str:
-    """An ElastiCache access string: the keys under ``key_prefix`` (with and without the
-    cluster hash tag the library adds), its event channel, and ``commands``. The channel
+    """An ElastiCache access string: the breaker state keys under ``key_prefix`` (with and
+    without the cluster hash tag the library adds) and nothing else of the prefix, its
+    event channel, and ``commands`` (docs/redis-least-privilege.md). The channel
     matters: Redis 7 and Valkey give a new user no channel (``acl-pubsub-default
     resetchannels``), and PUBLISH outside its channels fails, even inside a script."""
-    return f"on ~{{{key_prefix}}}* ~{key_prefix}:* &{events_channel(key_prefix)} {commands}"
+    keys = f"~{{{key_prefix}}}:state:* ~{key_prefix}:state:*"
+    return f"on {keys} &{events_channel(key_prefix)} {commands}"
 
 
 class BreakerStore(Construct):

@@ -485,7 +485,7 @@ def _option_checks() -> dict[str, Any]:
             env(t, "FLEXIAI_SYNC_KEY_PREFIX") == v
             and env(t, "FLEXIAI_SYNC_CHANNEL") == f"{v}:events"
             and all(
-                f"~{{{v}}}* ~{v}:* &{v}:events " in u["AccessString"]
+                f"~{{{v}}}:state:* ~{v}:state:* &{v}:events " in u["AccessString"]
                 for u in users(t)
                 if u["UserName"] != "default"
             )

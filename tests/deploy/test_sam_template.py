@@ -308,20 +308,27 @@ def test_every_route_requires_iam_auth(template: dict[str, Any]) -> None:
 def test_app_user_may_run_only_the_commands_the_acl_tests_prove_necessary(
     template: dict[str, Any],
 ) -> None:
-    """The cache user gets the README's least-privilege command list (cluster variant),
-    the same list tests/sync proves necessary rule by rule, in SAM and in CDK alike, and the
+    """The cache user gets the worker role of docs/redis-least-privilege.md (only the state
+    keys; cluster variant), which tests/circuit_breaker/test_acl_roles.py proves enough, in
+    SAM and in CDK alike, and the
     one channel its function publishes to."""
     pytest.importorskip("aws_cdk", reason="the CDK side needs the cdk extra")
-    from flexiai_dev.servers import ACL_CLUSTER_COMMANDS, ACL_COMMANDS
+    from flexiai_dev.acl_roles import acl_rules
+    from flexiai_dev.servers import ACL_CLUSTER_COMMANDS
     from infra.flexiai_infra._store import APP_COMMANDS, STATUS_COMMANDS
 
-    expected = {"-@all", *(f"+{c}" for c in ACL_COMMANDS + ACL_CLUSTER_COMMANDS)}
+    # The worker role of docs/redis-least-privilege.md, plus what a cluster client needs.
+    worker = acl_rules("pubsub-worker", prefix="${KeyPrefix}", channel="${KeyPrefix}:events")
+    expected = {r for r in worker.split() if r[0] in "+-"}
+    expected |= {f"+{c}" for c in ACL_CLUSTER_COMMANDS}
     users = _resources(template, "AWS::ElastiCache::User")
     access = users["CacheAppUser"]["Properties"]["AccessString"]["Fn::Sub"]
     rules = access.split()
     assert rules[0] == "on"
     assert {r for r in rules if r[0] in "+-"} == expected
-    assert [r for r in rules if r.startswith("~")] == ["~{${KeyPrefix}}*", "~${KeyPrefix}:*"]
+    assert sorted(r for r in rules if r.startswith("~")) == sorted(
+        r for r in worker.split() if r.startswith("~")
+    )
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["FLEXIAI_SYNC_CHANNEL"] == {"Fn::Sub": "${KeyPrefix}:events"}
     assert [r for r in rules if r.startswith("&")] == ["&${KeyPrefix}:events"]

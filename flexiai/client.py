@@ -433,7 +433,8 @@ class FlexiAI:
         """The whole decision process for one request. It yields the provider calls and
         sleeps for its driver to perform (blocking or awaited); the breaker-store calls it
         makes itself (``before_request``, ``allow``, ``record_*``) are short and
-        fail-open within one socket timeout."""
+        fail-open within one socket timeout (``store_failures`` counts the ones that failed)."""
+        store_failures = self._state.count_failures()
         self._state.before_request()
         started = self._clock.monotonic()
         retry = self.config.retry
@@ -473,6 +474,7 @@ class FlexiAI:
                             "latency_ms": round((self._clock.monotonic() - started) * 1000, 3),
                             "failovers": gave_up_on,
                             "worker_id": self.worker_id,
+                            "store_failures": store_failures.count,
                         }
                     )
                     return outcome

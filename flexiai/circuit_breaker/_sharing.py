@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -42,12 +43,31 @@ from flexiai.models import CircuitBreakerConfig
 if TYPE_CHECKING:
     from flexiai.circuit_breaker._breaker import CircuitBreaker
 
-__all__ = ["StateSyncManager", "StoreHealth", "generate_worker_id"]
+__all__ = ["StateSyncManager", "StoreFailures", "StoreHealth", "generate_worker_id"]
 
 logger = logging.getLogger("flexiai.sync.manager")
 
 SyncMode = Literal["pubsub", "snapshot"]
 _BROADCAST = (EventType.OPENED, EventType.CLOSED, EventType.HALF_OPEN)
+
+
+class StoreFailures:
+    """How many shared-store operations failed (or timed out) while one request ran: the
+    request's own ones, not the subscriber's or the flusher's, which never make it wait.
+    Each costs at most one ``redis_socket_timeout``, and the first one degrades the
+    manager, so the rest of the request uses local breakers: normally 0, at most 1."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+#: The counter of the request running in this thread or task (a ContextVar, so concurrent
+#: async requests each count their own; background threads start with none).
+_request_failures: ContextVar[StoreFailures | None] = ContextVar(
+    "flexiai_store_failures", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +171,13 @@ class StateSyncManager:
         return epoch_ms(self._clock)
 
     # -- the request path --------------------------------------------------------------
+    def count_failures(self) -> StoreFailures:
+        """Start counting the store failures of the request about to run in this thread
+        or task (``ResponseMeta.store_failures``)."""
+        counter = StoreFailures()
+        _request_failures.set(counter)
+        return counter
+
     def before_request(self) -> None:
         """Bring the breakers' views up to date: cheap when nothing is due."""
         if self._closed:
@@ -322,6 +349,9 @@ class StateSyncManager:
             self.refresh()
 
     def _degrade(self, exc: BaseException) -> None:
+        counter = _request_failures.get()
+        if counter is not None:
+            counter.count += 1
         with self._lock:
             first = self._degraded_until is None
             self._degraded_until = self._clock.monotonic() + self._reconnect_backoff

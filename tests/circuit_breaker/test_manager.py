@@ -127,6 +127,34 @@ def test_a_frozen_redis_never_fails_a_request_and_logs_once_each_way(
     assert sum("reconnected" in m for m in messages) == 1
 
 
+@pytest.mark.parametrize("mode", ["pubsub", "snapshot"])
+def test_store_failures_counts_the_store_operations_a_request_waited_for(
+    redis_server: RedisProcess, fake: FakeLLMServer, mode: str
+) -> None:
+    # A long flush_interval keeps the pub/sub flusher out of it: every store operation
+    # here is made by a request, so which request pays for the frozen server is known.
+    with client_for(
+        redis_server,
+        fake,
+        mode=mode,
+        snapshot_max_age=0,
+        reconnect_backoff=60,
+        flush_interval=60,
+    ) as client:
+        client.generate("warm up")
+        assert client.generate("healthy").metadata.store_failures == 0
+        fake.down("openai")  # each request now fails a call, which is a store operation
+        redis_server.freeze()
+        try:
+            metas = [client.generate("x").metadata for _ in range(4)]
+        finally:
+            redis_server.thaw()
+    # The first operation times out and degrades the manager: the rest of that request, and
+    # the next ones within reconnect_backoff, use local breakers and wait for nothing.
+    assert [m.store_failures for m in metas] == [1, 0, 0, 0]
+    assert [m.provider for m in metas] == ["anthropic"] * 4
+
+
 def test_a_killed_and_restarted_redis_is_resynced(
     redis_server: RedisProcess, fake: FakeLLMServer
 ) -> None:

@@ -256,7 +256,10 @@ class StateSyncManager:
         open_for: int | None = None,
         tally: Tally = NO_TALLY,
     ) -> Transition:
-        if self._degraded_until is None:
+        # A request that already waited for a failed operation goes local for the rest of
+        # it, even if another thread has reconnected meanwhile: one timeout per request.
+        counter = _request_failures.get()
+        if self._degraded_until is None and (counter is None or counter.count == 0):
             try:
                 result = self.backend.transition(
                     provider, op, policy, self.worker_id, open_for=open_for, tally=tally

@@ -60,7 +60,9 @@ def soak_specs(llm: Any, server: RedisProcess) -> list[FleetSpec]:
     ]
 
 
-def store_view(server: RedisProcess, spec: FleetSpec) -> tuple[dict[str, CircuitState], tuple[str, ...]]:
+def store_view(
+    server: RedisProcess, spec: FleetSpec
+) -> tuple[dict[str, CircuitState], tuple[str, ...]]:
     """Every provider's state in the store, and the providers whose key is not valid."""
     backend = RedisSyncBackend(sync_config_for(server, key_prefix=spec.key_prefix))
     try:

@@ -3,7 +3,9 @@ healthy path, and ride out a Redis outage with one log line each way."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 
 from flexiai import FlexiAI
+from flexiai.circuit_breaker._machine import Op
 from flexiai.circuit_breaker._record import BreakerRecord, CircuitState
 from flexiai.circuit_breaker.stores.redis import state_key
 from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, ProviderConfig, RetryConfig
@@ -153,6 +156,63 @@ def test_store_failures_counts_the_store_operations_a_request_waited_for(
     # the next ones within reconnect_backoff, use local breakers and wait for nothing.
     assert [m.store_failures for m in metas] == [1, 0, 0, 0]
     assert [m.provider for m in metas] == ["anthropic"] * 4
+
+
+def test_store_failures_are_counted_per_request_on_the_async_path_too(
+    redis_server: RedisProcess, fake: FakeLLMServer
+) -> None:
+    async def two_concurrent_requests(client: FlexiAI) -> list[int]:
+        # the first waits for the frozen store; the second starts while the first awaits
+        # its provider call and finds the manager degraded: each counts only its own
+        first = asyncio.create_task(client.agenerate("first"))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(client.agenerate("second"))
+        answers = await asyncio.gather(first, second)
+        await client.aclose()  # the async HTTP client belongs to this loop
+        return [a.metadata.store_failures for a in answers]
+
+    with client_for(
+        redis_server, fake, mode="snapshot", snapshot_max_age=0, reconnect_backoff=60
+    ) as client:
+        client.generate("warm up")
+        redis_server.freeze()
+        try:
+            counts = asyncio.run(two_concurrent_requests(client))
+        finally:
+            redis_server.thaw()
+    assert counts == [1, 0]
+
+
+def test_a_request_that_waited_once_for_the_store_does_not_wait_again(
+    redis_server: RedisProcess, fake: FakeLLMServer
+) -> None:
+    # no flush in the background: every script call here is the test's
+    with client_for(
+        redis_server, fake, mode="pubsub", reconnect_backoff=60, flush_interval=60
+    ) as client:
+        client.generate("warm up")
+        manager = client._state
+        policy = client._breakers["openai"].policy
+        manager.transition("openai", Op.ACQUIRE, policy)  # loads the script
+        counter = manager.count_failures()  # as a request does when it starts
+        redis_server.freeze()
+        try:
+            manager.transition("openai", Op.ACQUIRE, policy)  # times out: degraded
+        finally:
+            redis_server.thaw()
+        assert counter.count == 1
+        # Another thread (the subscriber after a reconnection, say) reads the store again.
+        reconnect = threading.Thread(target=manager.refresh)
+        reconnect.start()
+        reconnect.join()
+        assert not manager.degraded
+        before = commands(redis_server).get("evalsha", 0)
+        manager.transition("openai", Op.ACQUIRE, policy)  # the same request: local
+        assert commands(redis_server).get("evalsha", 0) == before
+        assert counter.count == 1
+        manager.count_failures()  # the next request uses the store again
+        manager.transition("openai", Op.ACQUIRE, policy)
+        assert commands(redis_server).get("evalsha", 0) == before + 1
 
 
 def test_a_killed_and_restarted_redis_is_resynced(

@@ -32,7 +32,10 @@ during the run). ``FleetResult.phase(start, end)`` gives the figures of such a s
 (``PhaseSummary``: the primary's share of answers, waste, time until the whole fleet skips
 it, probes at recovery). ``breaker="pybreaker"`` runs the same fleet with pybreaker and its
 Redis storage instead of flexiai's breakers, as the peer to compare with; ``run_fleets``
-plays several fleets at once (a pub/sub one and a snapshot one, say).
+plays several fleets at once (a pub/sub one and a snapshot one, say). ``RedisFaults`` does
+to the Redis they share what an outage, a careless neighbour or an attacker would (freeze,
+kill and restart, FLUSHALL, poisoned keys, forged and garbage events), as ``actions`` of a
+run; each request's record says how many store operations it waited for and saw fail.
 
 Everything is bounded: workers stop at the end of the run, after ``max_requests``, when
 their stdin closes (the parent died) or when told to; the parent kills what is left and

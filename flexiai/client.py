@@ -54,6 +54,7 @@ from flexiai.models import ChatMessage, FlexiAIConfig, ProviderConfig, UnifiedRe
 if TYPE_CHECKING:
     import httpx
 
+    from flexiai.circuit_breaker._sharing import StoreFailures
     from flexiai.providers.base import ChatRequest, Provider
     from flexiai.providers.transport import HttpPool
 
@@ -230,22 +231,25 @@ class FlexiAI:
         **options: Any,
     ) -> UnifiedResponse:
         request = self._request(messages, system, temperature, max_tokens, options)
-        flow = self._failover(request)
-        outcome: _Outcome | None = None
-        while True:
-            try:
-                step = flow.send(outcome)
-            except StopIteration as done:
-                result: UnifiedResponse = done.value
-                return result
-            if isinstance(step, _Sleep):
-                self._clock.sleep(step.seconds)
-                outcome = None
-                continue
-            try:
-                outcome = self._provider(step.provider).complete(request, timeout=step.timeout)
-            except (ProviderError, SecretResolutionError) as exc:
-                outcome = exc
+        # Counted per request: the rest of a request that waited for a failed store
+        # operation goes local (see StateSyncManager.counting_failures).
+        with self._state.counting_failures() as store_failures:
+            flow = self._failover(request, store_failures)
+            outcome: _Outcome | None = None
+            while True:
+                try:
+                    step = flow.send(outcome)
+                except StopIteration as done:
+                    result: UnifiedResponse = done.value
+                    return result
+                if isinstance(step, _Sleep):
+                    self._clock.sleep(step.seconds)
+                    outcome = None
+                    continue
+                try:
+                    outcome = self._provider(step.provider).complete(request, timeout=step.timeout)
+                except (ProviderError, SecretResolutionError) as exc:
+                    outcome = exc
 
     async def agenerate(
         self,
@@ -274,24 +278,27 @@ class FlexiAI:
         **options: Any,
     ) -> UnifiedResponse:
         request = self._request(messages, system, temperature, max_tokens, options)
-        flow = self._failover(request)
-        outcome: _Outcome | None = None
-        while True:
-            try:
-                step = flow.send(outcome)
-            except StopIteration as done:
-                result: UnifiedResponse = done.value
-                return result
-            if isinstance(step, _Sleep):
-                await self._clock.asleep(step.seconds)
-                outcome = None
-                continue
-            try:
-                outcome = await self._provider(step.provider).acomplete(
-                    request, timeout=step.timeout
-                )
-            except (ProviderError, SecretResolutionError) as exc:
-                outcome = exc
+        # Counted per request: the rest of a request that waited for a failed store
+        # operation goes local (see StateSyncManager.counting_failures).
+        with self._state.counting_failures() as store_failures:
+            flow = self._failover(request, store_failures)
+            outcome: _Outcome | None = None
+            while True:
+                try:
+                    step = flow.send(outcome)
+                except StopIteration as done:
+                    result: UnifiedResponse = done.value
+                    return result
+                if isinstance(step, _Sleep):
+                    await self._clock.asleep(step.seconds)
+                    outcome = None
+                    continue
+                try:
+                    outcome = await self._provider(step.provider).acomplete(
+                        request, timeout=step.timeout
+                    )
+                except (ProviderError, SecretResolutionError) as exc:
+                    outcome = exc
 
     def get_provider_status(self) -> dict[str, ProviderStatus]:
         """Every provider's breaker as this worker sees it (refreshed from the store first),
@@ -429,12 +436,11 @@ class FlexiAI:
             return None
         return min(provider.timeout, left)
 
-    def _failover(self, request: ChatRequest) -> _Flow:
+    def _failover(self, request: ChatRequest, store_failures: StoreFailures) -> _Flow:
         """The whole decision process for one request. It yields the provider calls and
         sleeps for its driver to perform (blocking or awaited); the breaker-store calls it
         makes itself (``before_request``, ``allow``, ``record_*``) are short and
         fail-open within one socket timeout (``store_failures`` counts the ones that failed)."""
-        store_failures = self._state.count_failures()
         self._state.before_request()
         started = self._clock.monotonic()
         retry = self.config.retry

@@ -20,13 +20,14 @@ Logs say "falling back" and "reconnected" once per outage, never once per reques
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -171,12 +172,17 @@ class StateSyncManager:
         return epoch_ms(self._clock)
 
     # -- the request path --------------------------------------------------------------
-    def count_failures(self) -> StoreFailures:
-        """Start counting the store failures of the request about to run in this thread
-        or task (``ResponseMeta.store_failures``)."""
+    @contextlib.contextmanager
+    def counting_failures(self) -> Iterator[StoreFailures]:
+        """Count the store failures of the request running in this thread or task, for as
+        long as it runs (``ResponseMeta.store_failures``); outside it, nothing is counted
+        and nothing is kept local because of it."""
         counter = StoreFailures()
-        _request_failures.set(counter)
-        return counter
+        token = _request_failures.set(counter)
+        try:
+            yield counter
+        finally:
+            _request_failures.reset(token)
 
     def before_request(self) -> None:
         """Bring the breakers' views up to date: cheap when nothing is due."""

@@ -194,25 +194,31 @@ def test_a_request_that_waited_once_for_the_store_does_not_wait_again(
         manager = client._state
         policy = client._breakers["openai"].policy
         manager.transition("openai", Op.ACQUIRE, policy)  # loads the script
-        counter = manager.count_failures()  # as a request does when it starts
-        redis_server.freeze()
-        try:
-            manager.transition("openai", Op.ACQUIRE, policy)  # times out: degraded
-        finally:
-            redis_server.thaw()
-        assert counter.count == 1
-        # Another thread (the subscriber after a reconnection, say) reads the store again.
-        reconnect = threading.Thread(target=manager.refresh)
-        reconnect.start()
-        reconnect.join()
-        assert not manager.degraded
-        before = commands(redis_server).get("evalsha", 0)
-        manager.transition("openai", Op.ACQUIRE, policy)  # the same request: local
-        assert commands(redis_server).get("evalsha", 0) == before
-        assert counter.count == 1
-        manager.count_failures()  # the next request uses the store again
-        manager.transition("openai", Op.ACQUIRE, policy)
-        assert commands(redis_server).get("evalsha", 0) == before + 1
+
+        def evalsha() -> int:
+            return commands(redis_server).get("evalsha", 0)
+
+        with manager.counting_failures() as counter:  # as a request does
+            redis_server.freeze()
+            try:
+                manager.transition("openai", Op.ACQUIRE, policy)  # times out: degraded
+            finally:
+                redis_server.thaw()
+            assert counter.count == 1
+            # Another thread (the subscriber after a reconnection, say) reads the store.
+            reconnect = threading.Thread(target=manager.refresh)
+            reconnect.start()
+            reconnect.join()
+            assert not manager.degraded
+            before = evalsha()
+            manager.transition("openai", Op.ACQUIRE, policy)  # the same request: local
+            assert evalsha() == before
+            assert counter.count == 1
+        manager.transition("openai", Op.ACQUIRE, policy)  # outside it: the store again
+        assert evalsha() == before + 1
+        with manager.counting_failures():  # and in the next request
+            manager.transition("openai", Op.ACQUIRE, policy)
+        assert evalsha() == before + 2
 
 
 def test_a_killed_and_restarted_redis_is_resynced(

@@ -349,13 +349,16 @@ class StateSyncManager:
         """Called by the backend after every (re)connection of its subscriber."""
         self.refresh()
 
-    def _on_event(self, event: SyncEvent) -> None:
+    def _on_event(self, event: SyncEvent) -> bool:
         """An event says when to look, never what to believe: every record is read again
         (one MGET), so a forged, foreign or stale event cannot change this worker's view,
         and a store that lost its keys (FLUSHALL, a failover that lost writes) is adopted.
-        This worker's own events are already in its view."""
+        This worker's own events are already in its view. True when the store was read:
+        that read covers every event received before it, which the backend then skips,
+        so a burst (or a flood of forged events) costs one read, not one per event."""
         if event.worker_id != self.worker_id and event.provider in self._breakers:
-            self.refresh()
+            return self.refresh()
+        return False
 
     def _degrade(self, exc: BaseException) -> None:
         counter = _request_failures.get()

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from flexiai import FlexiAI
-from flexiai.circuit_breaker._machine import Op
+from flexiai.circuit_breaker._machine import EventType, Op
 from flexiai.circuit_breaker._record import BreakerRecord, CircuitState
-from flexiai.circuit_breaker.stores.redis import state_key
+from flexiai.circuit_breaker._wire import SyncEvent, encode_event
+from flexiai.circuit_breaker.stores.redis import RedisSyncBackend, state_key
 from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, ProviderConfig, RetryConfig
 from flexiai.testing import FakeLLMServer
 from flexiai_dev.servers import RedisProcess
@@ -219,6 +220,42 @@ def test_a_request_that_waited_once_for_the_store_does_not_wait_again(
         with manager.counting_failures():  # and in the next request
             manager.transition("openai", Op.ACQUIRE, policy)
         assert evalsha() == before + 2
+
+
+def test_a_burst_of_forged_events_costs_a_few_reads_and_a_real_one_still_counts(
+    redis_server: RedisProcess, fake: FakeLLMServer
+) -> None:
+    forged = BreakerRecord(
+        state=CircuitState.OPEN, version=10**15, open_until=2**52, updated_by="forger"
+    )
+    event = SyncEvent(EventType.OPENED, "openai", "forger", 1, forged)
+    with client_for(redis_server, fake, mode="pubsub", flush_interval=60) as client:
+        client.generate("warm up")  # subscribed from here on
+        manager = client._state
+        wait_until(manager.backend.health_check, what="the subscriber")
+        before = commands(redis_server).get("mget", 0)
+        with redis_server.client() as r, r.pipeline(transaction=False) as burst:
+            for _ in range(500):
+                burst.publish("flexiai:events", encode_event(event))
+            burst.execute()  # one round trip: they arrive together
+        # A real change after the burst: this worker must still see it.
+        other = RedisSyncBackend(sync_config_for(redis_server))
+        try:
+            policy = client._breakers["openai"].policy
+            other.transition("openai", Op.TRIP, policy, "a-real-worker", open_for=60_000)
+        finally:
+            other.close()
+        # then a malformed message: once it is counted, the subscriber has seen them all
+        with redis_server.client() as r:
+            r.publish("flexiai:events", b"the end")
+        backend = manager.backend
+        wait_until(lambda: backend.stats()["malformed_events"] == 1, what="the last message")
+        reads = commands(redis_server).get("mget", 0) - before
+        breaker = client._breakers["openai"]  # its view, as the subscriber left it
+        assert breaker.snapshot().state is CircuitState.OPEN
+        assert breaker.snapshot().updated_by == "a-real-worker"
+    # each read covers every event received before it: far fewer reads than events
+    assert 1 <= reads <= 50, reads
 
 
 def test_a_killed_and_restarted_redis_is_resynced(

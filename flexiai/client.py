@@ -1,8 +1,9 @@
 """``FlexiAI``: calls providers in priority order, with retries and a breaker per provider.
 
 The failover algorithm is written once, as a generator that yields what to do next (call
-this provider with this timeout, or sleep) and receives the outcome; ``generate`` drives it
-with blocking I/O and ``agenerate`` with ``await``. Building a client opens no connection
+this provider with this timeout, sleep, or make this breaker-store call) and receives the
+outcome; ``generate`` drives it with blocking I/O and ``agenerate`` with ``await``, so the
+async API never blocks the event loop, on the store included. Building a client opens no connection
 and imports no provider code: providers, the HTTP pool and the Redis connection are all
 created on first use.
 """
@@ -29,6 +30,7 @@ from flexiai.circuit_breaker import (
     StateSyncManager,
     StoreHealth,
 )
+from flexiai.circuit_breaker._sharing import StoreCall
 from flexiai.circuit_breaker.stores.base import SyncBackend
 from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
 from flexiai.events import (
@@ -48,6 +50,7 @@ from flexiai.exceptions import (
     ProviderError,
     RateLimited,
     SecretResolutionError,
+    StateStoreError,
 )
 from flexiai.models import ChatMessage, FlexiAIConfig, ProviderConfig, UnifiedResponse
 
@@ -109,7 +112,9 @@ class ProviderStatus:
 
 
 _Outcome = UnifiedResponse | ProviderError | SecretResolutionError
-_Flow = Generator[_Call | _Sleep, _Outcome | None, UnifiedResponse]
+#: Yields what to do; receives a provider call's outcome, a store call's reply, or nothing
+#: after a sleep (a failed store call is thrown in as ``StateStoreError``).
+_Flow = Generator[_Call | _Sleep | StoreCall, Any, UnifiedResponse]
 
 
 class FlexiAI:
@@ -235,16 +240,23 @@ class FlexiAI:
         # operation goes local (see StateSyncManager.counting_failures).
         with self._state.counting_failures() as store_failures:
             flow = self._failover(request, store_failures)
-            outcome: _Outcome | None = None
+            outcome: Any = None
+            store_error: StateStoreError | None = None
             while True:
                 try:
-                    step = flow.send(outcome)
+                    step = flow.send(outcome) if store_error is None else flow.throw(store_error)
                 except StopIteration as done:
                     result: UnifiedResponse = done.value
                     return result
+                outcome, store_error = None, None
+                if isinstance(step, StoreCall):
+                    try:
+                        outcome = self._state.perform(step)
+                    except StateStoreError as exc:
+                        store_error = exc
+                    continue
                 if isinstance(step, _Sleep):
                     self._clock.sleep(step.seconds)
-                    outcome = None
                     continue
                 try:
                     outcome = self._provider(step.provider).complete(request, timeout=step.timeout)
@@ -282,16 +294,23 @@ class FlexiAI:
         # operation goes local (see StateSyncManager.counting_failures).
         with self._state.counting_failures() as store_failures:
             flow = self._failover(request, store_failures)
-            outcome: _Outcome | None = None
+            outcome: Any = None
+            store_error: StateStoreError | None = None
             while True:
                 try:
-                    step = flow.send(outcome)
+                    step = flow.send(outcome) if store_error is None else flow.throw(store_error)
                 except StopIteration as done:
                     result: UnifiedResponse = done.value
                     return result
+                outcome, store_error = None, None
+                if isinstance(step, StoreCall):
+                    try:
+                        outcome = await self._state.aperform(step)
+                    except StateStoreError as exc:
+                        store_error = exc
+                    continue
                 if isinstance(step, _Sleep):
                     await self._clock.asleep(step.seconds)
-                    outcome = None
                     continue
                 try:
                     outcome = await self._provider(step.provider).acomplete(
@@ -352,9 +371,12 @@ class FlexiAI:
         self._state.close()
 
     async def aclose(self) -> None:
-        """``close()`` that awaits the async HTTP client's close (``async with`` calls it)."""
+        """``close()`` that awaits the async HTTP client's and the async store's closes, and
+        waits for background threads off the loop (``async with`` calls it)."""
         if self._http_pool is not None:
             await self._http_pool.aclose()
+        if not self._closed:
+            await self._state.aclose()
         self.close()
 
     def __enter__(self) -> FlexiAI:
@@ -437,11 +459,11 @@ class FlexiAI:
         return min(provider.timeout, left)
 
     def _failover(self, request: ChatRequest, store_failures: StoreFailures) -> _Flow:
-        """The whole decision process for one request. It yields the provider calls and
-        sleeps for its driver to perform (blocking or awaited); the breaker-store calls it
-        makes itself (``before_request``, ``allow``, ``record_*``) are short and
-        fail-open within one socket timeout (``store_failures`` counts the ones that failed)."""
-        self._state.before_request()
+        """The whole decision process for one request. It yields the provider calls, sleeps
+        and breaker-store calls for its driver to perform (blocking or awaited); a store
+        call that fails is thrown back in and the manager falls back to local breakers
+        (``store_failures`` counts them: at most one per request)."""
+        yield from self._state.before_request_flow()
         started = self._clock.monotonic()
         retry = self.config.retry
         attempts: list[AttemptRecord] = []
@@ -450,7 +472,7 @@ class FlexiAI:
         deadline_hit: float | None = None
         for config in self.config.providers:
             breaker = self._breakers[config.name]
-            permit = breaker.allow()
+            permit = yield from breaker.allow_flow()
             if permit is None:
                 attempts.append(
                     AttemptRecord(config.name, CircuitOpenError(breaker.snapshot()), skipped=True)
@@ -471,7 +493,7 @@ class FlexiAI:
                 duration = self._clock.monotonic() - call_started
                 latency_ms = duration * 1000
                 if isinstance(outcome, UnifiedResponse):
-                    breaker.record_success(permit, duration)
+                    yield from breaker.record_success_flow(permit, duration)
                     notify(self._listeners, ProviderCallSucceeded(config.name, latency_ms, calls))
                     outcome.metadata = outcome.metadata.model_copy(
                         update={
@@ -484,11 +506,11 @@ class FlexiAI:
                         }
                     )
                     return outcome
-                assert outcome is not None
+                assert isinstance(outcome, ProviderError | SecretResolutionError)
                 last = outcome
                 if isinstance(outcome, SecretResolutionError):
                     break  # our configuration, not the provider's health
-                counted = breaker.record_failure(permit, outcome, duration)
+                counted = yield from breaker.record_failure_flow(permit, outcome, duration)
                 notify(
                     self._listeners,
                     ProviderCallFailed(
@@ -506,7 +528,7 @@ class FlexiAI:
                     and outcome.retry_after is not None
                     and retry.respect_retry_after
                 ):
-                    breaker.trip(outcome.retry_after)
+                    yield from breaker.trip_flow(outcome.retry_after)
                     break
                 if permit.probe or not outcome.retryable or attempt == max_retries:
                     break
@@ -520,7 +542,8 @@ class FlexiAI:
                 if left is not None and left - delay < config.shortest_attempt:
                     break
                 yield _Sleep(delay)
-                next_permit = breaker.allow()  # the fleet may have opened it meanwhile
+                # The fleet may have opened it meanwhile.
+                next_permit = yield from breaker.allow_flow()
                 if next_permit is None:
                     break
                 permit = next_permit

@@ -44,7 +44,7 @@ from flexiai.models import (
     describe_error,
 )
 
-__all__ = ["ENVIRONMENT_VARIABLES", "PROVIDER_VARIABLE", "load_config"]
+__all__ = ["ENVIRONMENT_VARIABLES", "PROVIDER_FIELDS", "PROVIDER_VARIABLE", "load_config"]
 
 PREFIX = "FLEXIAI_"
 _SECTIONS: dict[str, tuple[str, type[Any]]] = {
@@ -54,7 +54,8 @@ _SECTIONS: dict[str, tuple[str, type[Any]]] = {
 }
 _NOT_FROM_ENV = {"failure_on"}
 _LIST_FIELDS = {"redis_sentinels"}
-_PROVIDER_FIELDS = (
+#: What follows FLEXIAI_PROVIDER_<n>_ in a provider variable.
+PROVIDER_FIELDS = (
     "NAME",
     "KIND",
     "API_KEY",
@@ -66,7 +67,7 @@ _PROVIDER_FIELDS = (
     "MIN_TIMEOUT",
     "OPTIONS",
 )
-PROVIDER_VARIABLE = re.compile(rf"^FLEXIAI_PROVIDER_(\d+)_({'|'.join(_PROVIDER_FIELDS)})$")
+PROVIDER_VARIABLE = re.compile(rf"^FLEXIAI_PROVIDER_(\d+)_({'|'.join(PROVIDER_FIELDS)})$")
 
 #: Variables read by other parts of flexiai (the Lambda kit), accepted here as known.
 _OTHER_VARIABLES = {CONFIG_FILE_VARIABLE, SAFETY_MARGIN_VARIABLE, SECRETS_MAX_AGE_VARIABLE}
@@ -212,5 +213,5 @@ def _suggest(name: str) -> str:
     numbered = _NUMBERED.match(name)
     if numbered:
         stem = numbered.group(0)
-        return did_you_mean(name, (stem + field for field in _PROVIDER_FIELDS))
+        return did_you_mean(name, (stem + field for field in PROVIDER_FIELDS))
     return did_you_mean(name, ENVIRONMENT_VARIABLES)

@@ -31,6 +31,8 @@ from typing import Any
 
 __all__ = [
     "FunctionSpec",
+    "LayerRef",
+    "Route",
     "TemplateError",
     "invocation_environment",
     "load_template",
@@ -52,6 +54,7 @@ PSEUDO_PARAMETERS: dict[str, Any] = {  # the values sam local uses
     "AWS::NotificationARNs": [],
 }
 _FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
+_LAYER_TYPES = ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion")
 _SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -131,9 +134,19 @@ def load_template(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 class _Resolver:
     def __init__(
-        self, template: Mapping[str, Any], overrides: Mapping[str, str], region: str
+        self,
+        template: Mapping[str, Any],
+        overrides: Mapping[str, str],
+        region: str,
+        *,
+        resource_refs: Mapping[str, Any] | None = None,
+        keep_dynamic: bool = False,
     ) -> None:
         self._template = template
+        #: What ``!Ref`` to these resources means locally (a built layer's directory).
+        self._resource_refs: Mapping[str, Any] = resource_refs or {}
+        #: Leave ``{{resolve:...}}`` in place (a layer reference is reported, not resolved).
+        self._keep_dynamic = keep_dynamic
         self._parameters: Mapping[str, Any] = template.get("Parameters") or {}
         self._resources: Mapping[str, Any] = template.get("Resources") or {}
         self._conditions: Mapping[str, Any] = template.get("Conditions") or {}
@@ -147,7 +160,7 @@ class _Resolver:
             items = [self.resolve(v) for v in value]
             return [v for v in items if v is not NO_VALUE]
         if isinstance(value, str):
-            if "{{resolve:" in value:
+            if "{{resolve:" in value and not self._keep_dynamic:
                 raise _Unresolvable(f"dynamic reference {value!r}")
             return value
         if not isinstance(value, dict):
@@ -170,6 +183,8 @@ class _Resolver:
             return self._pseudo[name]
         if name in self._parameters:
             return self._parameter(name)
+        if name in self._resource_refs:
+            return self._resource_refs[name]
         if name in self._resources:
             raise _Unresolvable(f"!Ref {name} (a resource, known only once deployed)")
         raise _Unresolvable(f"!Ref {name} (no such parameter or resource)")
@@ -302,6 +317,28 @@ def _scalar(value: Any) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class LayerRef:
+    """One entry of a function's ``Layers``, in order: a layer resource of this template
+    (``directory``: its ``ContentUri``, the built one in a ``sam build`` output) or a layer
+    published elsewhere (``reference``: an ARN or a ``{{resolve:ssm:...}}`` string)."""
+
+    name: str
+    directory: Path | None = None
+    reference: str | None = None
+    #: The resource has a ``BuildMethod``: its source directory is not what Lambda gets.
+    built_by_sam: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An ``HttpApi`` event of a function: ``method`` is upper case or ``ANY``; ``path`` may
+    hold ``{name}`` and ``{name+}`` parts, or be ``$default`` (every request)."""
+
+    method: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class FunctionSpec:
     """What ``sam local invoke`` would run, as far as it can be known offline."""
 
@@ -319,6 +356,10 @@ class FunctionSpec:
     unresolved: dict[str, str] = field(default_factory=dict)
     #: Declared variables removed by ``!Ref AWS::NoValue`` (an ``!If`` that chose nothing).
     removed: tuple[str, ...] = ()
+    #: ``Layers`` (``Globals.Function`` first, as SAM merges lists), in order.
+    layers: tuple[LayerRef, ...] = ()
+    #: The function's ``HttpApi`` events.
+    routes: tuple[Route, ...] = ()
 
     @property
     def declared(self) -> frozenset[str]:
@@ -403,6 +444,24 @@ def read_function(
             environment[str(key)] = _scalar(value)
         except _Unresolvable as exc:
             unresolved[str(key)] = str(exc)
+    base = Path(template_path).resolve().parent
+    layer_resolver = _Resolver(
+        template,
+        dict(parameter_overrides or {}),
+        region,
+        resource_refs=_layer_resources(resources, base),
+        keep_dynamic=True,
+    )
+    layers: list[LayerRef] = []
+    for item in [*(globals_.get("Layers") or []), *(properties.get("Layers") or [])]:
+        try:
+            layer = layer_resolver.resolve(item)
+        except _Unresolvable as exc:
+            raise TemplateError(f"{logical_id}.Layers cannot be resolved locally: {exc}") from None
+        if isinstance(layer, LayerRef):
+            layers.append(layer)
+        elif isinstance(layer, str):
+            layers.append(LayerRef(name=layer, reference=layer))
     return FunctionSpec(
         logical_id=logical_id,
         function_name=name if isinstance(name, str) and name else logical_id,
@@ -415,7 +474,56 @@ def read_function(
         environment=environment,
         unresolved=unresolved,
         removed=tuple(removed),
+        layers=tuple(layers),
+        routes=_routes(properties.get("Events")),
     )
+
+
+def function_ids(template_path: str | os.PathLike[str]) -> list[str]:
+    """The logical ids of the template's functions, sorted."""
+    resources = load_template(template_path).get("Resources") or {}
+    return sorted(
+        k for k, v in resources.items() if isinstance(v, dict) and v.get("Type") in _FUNCTION_TYPES
+    )
+
+
+def parameter_names(template_path: str | os.PathLike[str]) -> list[str]:
+    """The template's parameter names, in the template's order."""
+    return [str(name) for name in load_template(template_path).get("Parameters") or {}]
+
+
+def _layer_resources(resources: Mapping[str, Any], base: Path) -> dict[str, LayerRef]:
+    layers: dict[str, LayerRef] = {}
+    for logical_id, resource in resources.items():
+        if not isinstance(resource, dict) or resource.get("Type") not in _LAYER_TYPES:
+            continue
+        properties = resource.get("Properties") or {}
+        content = properties.get("ContentUri", properties.get("Content"))
+        directory = (base / content).resolve() if isinstance(content, str) else None
+        metadata = resource.get("Metadata") or {}
+        layers[str(logical_id)] = LayerRef(
+            name=str(logical_id),
+            directory=directory,
+            built_by_sam="BuildMethod" in metadata,
+        )
+    return layers
+
+
+def _routes(events: Any) -> tuple[Route, ...]:
+    routes: list[Route] = []
+    for event in (events or {}).values() if isinstance(events, dict) else ():
+        if not isinstance(event, dict) or event.get("Type") != "HttpApi":
+            continue
+        properties = event.get("Properties") or {}
+        path, method = properties.get("Path"), properties.get("Method")
+        if not isinstance(path, str) or not isinstance(method, str):
+            routes.append(Route("ANY", "$default"))  # an HttpApi event with no route: $default
+            continue
+        method = method.upper()
+        routes.append(
+            Route("ANY" if method in ("ANY", "X-AMAZON-APIGATEWAY-ANY-METHOD") else method, path)
+        )
+    return tuple(routes)
 
 
 def read_env_vars_file(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
@@ -444,7 +552,7 @@ def invocation_environment(
 ) -> tuple[dict[str, str], list[str]]:
     """The function's variables (SAM's priority order, see the module docstring) and notes
     for the user: variables dropped because unresolvable, and overrides the template does not
-    declare (applied here; ``sam local invoke`` would ignore them)."""
+    declare for this function (ignored, as ``sam local invoke`` ignores them)."""
     shell = os.environ if shell is None else shell
     env_vars = env_vars or {}
     overrides = {**env_vars.get("Parameters", {}), **env_vars.get(spec.logical_id, {})}
@@ -455,11 +563,12 @@ def invocation_environment(
         if name in shell:
             environment[name] = shell[name]
     for name, value in overrides.items():
-        environment[name] = value
-        if name not in declared:
+        if name in declared:
+            environment[name] = value
+        else:
             notes.append(
-                f"{name} is not declared in the template: applied here, "
-                "but sam local invoke would ignore it"
+                f"{name} is not declared in the template for {spec.logical_id}: ignored, "
+                "as sam local invoke does (declare it under Environment.Variables)"
             )
     for name, why in sorted(spec.unresolved.items()):
         if name not in environment:

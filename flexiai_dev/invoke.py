@@ -1,21 +1,24 @@
-"""``flexiai invoke``: run a Lambda handler from template.yaml in this process, without Docker.
+"""``flexiai invoke``: run a Lambda function from a SAM template on the real Lambda runtime,
+without Docker.
 
     flexiai invoke GenerateFunction --event events/generate.json [--env-vars env.json]
-                   [--template template.yaml] [--parameter-overrides Key=Value ...]
+        [--template T] [--parameter-overrides 'A=x B=y'] [--region R] [--profile P] [--debug]
 
-Like ``sam local invoke``: the handler, code directory, timeout, memory and environment come
-from the template (``Globals.Function`` included); ``--env-vars`` takes SAM's file format
-(``{"Parameters": {...}, "<LogicalId>": {...}}``); the handler module is imported fresh from
-``CodeUri`` with the function's variables set, plus ``AWS_LAMBDA_FUNCTION_NAME`` and its
-siblings (so flexiai picks snapshot sync, as on Lambda), and called with a Lambda-like context
-whose remaining time counts down from the template's ``Timeout``.
+As ``sam local invoke``: the template is ``.aws-sam/build/template.yaml`` when ``sam build``
+made one, else ``template.yaml``; the built code and layers run under ``awslambdaric`` in a
+``python3.12`` process against a local Runtime API (``flexiai_dev.lambda_runtime``), with the
+template's handler, timeout, memory and environment (``Globals.Function`` included).
+``--env-vars`` takes SAM's file (``Parameters`` for every function, ``<LogicalId>`` for one)
+and, as SAM, passes only the variables the template declares for the function.
+``--parameter-overrides`` takes both of SAM's forms; an unknown name is an error.
 
-Unlike it: the handler runs with this Python and this environment's packages, and
-``FLEXIAI_*`` variables the template does not declare are hidden from it, as in a container.
+The response (or Lambda's error document) is printed as JSON on stdout, exit status 0 (1 on
+an error or a timeout); the function's output and the START/END/REPORT lines go to stderr.
 
-The response is printed as JSON on stdout; the function's own output (logs, EMF metrics)
-goes to stderr. A handler error prints Lambda's error document and exits 1; running past the
-timeout prints ``Task timed out`` and exits 1.
+Where it differs from sam: AWS's Powertools layer is stood in for by a local build of the same
+package, other published layers cannot be fetched; ``--profile`` reaches the function as
+``AWS_PROFILE``. With no ``python3.12`` (or ``--in-process``) the handler runs in this process
+with this environment's packages and no layers, which it says in one line.
 """
 
 from __future__ import annotations
@@ -25,18 +28,24 @@ import contextlib
 import importlib
 import json
 import os
+import shlex
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from flexiai.cli import CommandError
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "parse_parameter_overrides", "run"]
 
-_FALLBACK_TEMPLATES = ("template.yaml", "template.yml", "template.json")
+_FALLBACK_TEMPLATES = (
+    ".aws-sam/build/template.yaml",
+    "template.yaml",
+    "template.yml",
+    "template.json",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser, command_name: str) -> None:
@@ -44,61 +53,146 @@ def add_arguments(parser: argparse.ArgumentParser, command_name: str) -> None:
     parser.add_argument(
         "-e", "--event", help="JSON file with the event ('-' reads stdin; default: {})"
     )
+    add_template_arguments(parser)
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the handler in this Python, with this environment's packages and no layers",
+    )
+
+
+def add_template_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``invoke`` and ``start-api`` share with ``sam local``."""
     parser.add_argument(
         "-n", "--env-vars", help="JSON file of variables in SAM's format (Parameters, LogicalId)"
     )
     parser.add_argument(
-        "-t", "--template", help="SAM template (default: template.yaml in this directory)"
+        "-t",
+        "--template",
+        help="SAM template (default: .aws-sam/build/template.yaml, else template.yaml)",
     )
     parser.add_argument(
         "--parameter-overrides",
         nargs="+",
         default=[],
-        metavar="KEY=VALUE",
-        help="template parameter values, as sam's Key=Value form",
+        metavar="OVERRIDE",
+        help="template parameters, as sam: 'A=x B=y' or 'ParameterKey=A,ParameterValue=x'",
     )
+    parser.add_argument("--region", help="the function's AWS_REGION (and AWS::Region)")
+    parser.add_argument("--profile", help="passed to the function as AWS_PROFILE")
+    parser.add_argument("--debug", action="store_true", help="say what is run, and how")
 
 
 def run(args: argparse.Namespace) -> int:
-    from flexiai.aws.context import LocalLambdaContext
+    from flexiai_dev.cloudformation import invocation_environment
+
+    template = _template_path(args.template)
+    spec, env_vars = load_function(args, template, args.function)
+    event = _read_event(args.event)
+    variables, notes = invocation_environment(spec, env_vars, shell=_shell(args))
+    for note in notes:
+        print(f"flexiai invoke: {note}", file=sys.stderr)
+    region = _region(args, variables)
+    if not args.in_process:
+        from flexiai_dev.lambda_runtime import find_python
+
+        python = find_python()
+        if python is not None:
+            return _run_on_lambda_runtime(args, spec, variables, region, python, event)
+        print(
+            "flexiai invoke: no python3.12 found (PATH, pyenv): running in this process, "
+            "with this Python's packages instead of the layers",
+            file=sys.stderr,
+        )
+    return _run_in_process(spec, variables, region, event)
+
+
+def load_function(args: argparse.Namespace, template: Path, logical_id: str) -> tuple[Any, Any]:
+    """The function's spec and the env-vars file, with the template's parameters checked."""
     from flexiai_dev.cloudformation import (
         TemplateError,
-        invocation_environment,
+        parameter_names,
         read_env_vars_file,
         read_function,
     )
 
-    template = _template_path(args.template)
-    overrides = _parameter_overrides(args.parameter_overrides)
     try:
-        spec = read_function(template, args.function, parameter_overrides=overrides)
+        overrides = parse_parameter_overrides(args.parameter_overrides, parameter_names(template))
+        spec = read_function(
+            template, logical_id, parameter_overrides=overrides, region=args.region
+        )
         env_vars = read_env_vars_file(args.env_vars) if args.env_vars else {}
     except TemplateError as exc:
         raise CommandError(str(exc)) from None
-    event = _read_event(args.event)
-    variables, notes = invocation_environment(spec, env_vars)
-    for note in notes:
-        print(f"flexiai invoke: {note}", file=sys.stderr)
+    if args.debug:
+        # Names only: a template's or env file's values may be secrets.
+        print(
+            f"flexiai: {template} {logical_id}: handler {spec.handler}, code {spec.code_uri}, "
+            f"timeout {spec.timeout:g} s, memory {spec.memory_size} MB, "
+            f"variables {sorted(spec.declared)}",
+            file=sys.stderr,
+        )
+    return spec, env_vars
 
-    region = variables.get("AWS_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
-    lambda_variables = {
-        "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_size),
-        "AWS_LAMBDA_FUNCTION_TIMEOUT": f"{spec.timeout:g}",
-        "AWS_LAMBDA_FUNCTION_HANDLER": spec.handler,
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group or f"/aws/lambda/{spec.function_name}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "$LATEST",
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-        "AWS_REGION": region,
-        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", region),
-    }
+
+def _shell(args: argparse.Namespace) -> dict[str, str]:
+    shell = dict(os.environ)
+    if args.profile:
+        shell["AWS_PROFILE"] = args.profile
+    if args.region:
+        shell.pop("AWS_REGION", None)
+    return shell
+
+
+def _region(args: argparse.Namespace, variables: Mapping[str, str]) -> str:
+    return str(
+        args.region or variables.get("AWS_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+    )
+
+
+def _run_on_lambda_runtime(
+    args: argparse.Namespace,
+    spec: Any,
+    variables: dict[str, str],
+    region: str,
+    python: str,
+    event: Any,
+) -> int:
+    from flexiai_dev.lambda_runtime import LambdaRuntime, RuntimeUnavailable, layer_directories
+
+    try:
+        layers, notes = layer_directories(spec, python)
+        for note in notes:
+            print(f"flexiai invoke: {note}", file=sys.stderr)
+        if args.debug:
+            print(f"flexiai invoke: {python} under awslambdaric, layers {layers}", file=sys.stderr)
+        with LambdaRuntime(
+            spec,
+            python=python,
+            layers=layers,
+            variables=variables,
+            region=region,
+            host_environment=_shell(args),
+        ) as runtime:
+            invocation = runtime.invoke(json.dumps(event).encode())
+    except RuntimeUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    sys.stderr.flush()
+    print(json.dumps(invocation.payload(spec.timeout)))
+    return 1 if invocation.failed else 0
+
+
+def _run_in_process(spec: Any, variables: dict[str, str], region: str, event: Any) -> int:
+    from flexiai.aws.context import LocalLambdaContext
+    from flexiai_dev.lambda_runtime import lambda_variables
+
+    lambda_vars = lambda_variables(spec, region)
     module_name, _, function_name = spec.handler.rpartition(".")
     module_name = module_name.replace("/", ".")
     real_stdout = sys.stdout
     # The function's prints, logs and EMF go to stderr; stdout carries only the response.
     with (
-        _environment({**lambda_variables, **variables}),
+        _environment({**lambda_vars, **variables}),
         _import_path(spec.code_uri),
         contextlib.redirect_stdout(sys.stderr),
     ):
@@ -114,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
             timeout=spec.timeout,
             memory_limit_in_mb=spec.memory_size,
             region=region,
-            log_group_name=lambda_variables["AWS_LAMBDA_LOG_GROUP_NAME"],
+            log_group_name=lambda_vars["AWS_LAMBDA_LOG_GROUP_NAME"],
         )
         if handler is not None:
             outcome = _call_with_timeout(handler, event, context, spec.timeout)
@@ -138,13 +232,32 @@ def _template_path(given: str | None) -> Path:
     raise CommandError("no template.yaml here; pass --template PATH")
 
 
-def _parameter_overrides(items: list[str]) -> dict[str, str]:
+def parse_parameter_overrides(items: Sequence[str], known: Sequence[str]) -> dict[str, str]:
+    """SAM's two forms, in one or several arguments: ``A=x B='y z'`` (shell quoting) and
+    ``ParameterKey=A,ParameterValue=x``. A name the template does not have is an error."""
     overrides: dict[str, str] = {}
     for item in items:
-        key, sign, value = item.partition("=")
-        if not sign or not key:
-            raise CommandError(f"--parameter-overrides: {item!r} is not Key=Value")
-        overrides[key] = value
+        try:
+            tokens = shlex.split(item)
+        except ValueError as exc:
+            raise CommandError(f"--parameter-overrides: {item!r}: {exc}") from None
+        for token in tokens:
+            if token.startswith("ParameterKey="):
+                key_part, sep, value_part = token.partition(",ParameterValue=")
+                key, value = key_part.removeprefix("ParameterKey="), value_part
+            else:
+                key, sep, value = token.partition("=")
+            if not sep or not key:
+                raise CommandError(
+                    f"--parameter-overrides: {token!r} is neither Key=Value nor "
+                    "ParameterKey=Key,ParameterValue=Value"
+                )
+            if key not in known:
+                raise CommandError(
+                    f"--parameter-overrides: the template has no parameter {key!r} "
+                    f"(its parameters: {', '.join(known) or 'none'})"
+                )
+            overrides[key] = value
     return overrides
 
 

@@ -10,6 +10,7 @@ nothing behind in the checkout.
 from __future__ import annotations
 
 import email.parser
+import json
 import re
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +135,79 @@ def test_the_readme_install_lines_name_real_extras_and_the_wheel_the_build_makes
     assert named <= set(project["optional-dependencies"]), named
     wheels = set(re.findall(r"dist/(flexiai-\S+?\.whl)", section))
     assert wheels == {dists["wheel"].name}, wheels
+
+
+# -- a fresh virtualenv with nothing but the wheel (issue 12: redis is a core dependency) --------
+
+FRESH_VENV_SCRIPT = """
+import importlib.util, json, sys
+from flexiai import FlexiAI
+from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, ProviderConfig, SyncConfig
+
+fake, redis_url = sys.argv[1], sys.argv[2]
+providers = [
+    ProviderConfig(name="openai", api_key="sk-fresh-SECRET", model="gpt-4o-mini", priority=1,
+                   base_url=fake + "/p/openai/v1"),
+    ProviderConfig(name="anthropic", api_key="sk-ant-fresh-SECRET",
+                   model="claude-3-5-haiku-latest", priority=2,
+                   base_url=fake + "/p/anthropic"),
+]
+config = FlexiAIConfig(
+    providers=providers,
+    sync=SyncConfig(enabled=True, backend="redis", redis_url=redis_url, mode="snapshot"),
+    circuit_breaker=CircuitBreakerConfig(failure_threshold=2),
+)
+with FlexiAI(config) as client:
+    answers = [client.generate("hi").provider for _ in range(4)]
+    status = client.get_provider_status()["openai"]
+    print(json.dumps({
+        "answers": answers,
+        "state": str(status["state"]),
+        "hiredis": importlib.util.find_spec("hiredis") is not None,
+        "redis_from": importlib.util.find_spec("redis").origin,
+    }))
+"""
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(dists: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new virtualenv where only `pip install <the wheel>` ran (dependencies from the index)."""
+    venv = tmp_path_factory.mktemp("fresh") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         str(dists["wheel"])],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    return python
+
+
+def test_a_fresh_virtualenv_with_only_the_wheel_shares_breakers_through_redis(
+    fresh_venv: Path, redis_server: Any, fake_llm: Any
+) -> None:
+    fake_llm.down("openai")
+    proc = subprocess.run(
+        [str(fresh_venv), "-c", FRESH_VENV_SCRIPT, fake_llm.url, redis_server.url],
+        capture_output=True,
+        text=True,
+        cwd=fresh_venv.parent,  # not the checkout: flexiai must come from the venv
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["answers"] == ["anthropic"] * 4
+    assert "OPEN" in result["state"]
+    assert not result["hiredis"], "hiredis is optional: the core install must not pull it in"
+    assert str(fresh_venv.parents[1]) in result["redis_from"]
+    # the breaker is in the shared store, where every other worker reads it
+    import redis
+
+    stored = redis.Redis.from_url(redis_server.url, decode_responses=True).get(
+        "flexiai:state:openai"
+    )
+    assert isinstance(stored, str) and json.loads(stored)["state"] == "OPEN"
+    assert "SECRET" not in proc.stderr

@@ -6,6 +6,10 @@ atomically, and the store's answer replaces the view: only the store grants prob
 
 A success while CLOSED writes nothing: it joins this worker's ``Tally``, which travels to
 the store with the next failure or the manager's next flush (``take_tally``).
+
+Each operation that may reach the store is a store flow (see ``_sharing``): ``allow_flow``
+and friends yield the store's calls, and ``allow()`` and friends drive them with blocking
+I/O, while the client's async driver awaits them.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from flexiai._clock import Clock
 from flexiai.circuit_breaker._machine import NO_TALLY, Op, Policy, Tally, Transition, admission
@@ -25,6 +29,8 @@ from flexiai.exceptions import ProviderError
 from flexiai.models import CircuitBreakerConfig, FailurePolicy
 
 __all__ = ["BreakerStore", "CircuitBreaker", "Permit"]
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("flexiai.circuit_breaker")
 
@@ -39,7 +45,7 @@ class BreakerStore(Protocol):
         """The store's clock in milliseconds, without I/O."""
         ...
 
-    def transition(
+    def transition_flow(
         self,
         provider: str,
         op: Op,
@@ -47,7 +53,11 @@ class BreakerStore(Protocol):
         *,
         open_for: int | None = None,
         tally: Tally = NO_TALLY,
-    ) -> Transition: ...
+    ) -> Generator[Any, Any, Transition]: ...
+
+    def run(self, flow: Generator[Any, Any, _T]) -> _T:
+        """Drive a store flow with blocking I/O."""
+        ...
 
     @property
     def shared(self) -> bool: ...
@@ -110,12 +120,15 @@ class CircuitBreaker:
 
     def allow(self) -> Permit | None:
         """A permit to call, or None when the breaker (as the store sees it) says skip."""
+        return self._store.run(self.allow_flow())
+
+    def allow_flow(self) -> Generator[Any, Any, Permit | None]:
         decision = admission(self._view, self.policy, self.store_now())
         if decision == "call":
             return Permit(self.provider, probe=False)
         if decision == "skip":
             return None
-        result = self._apply_own(self._store.transition(self.provider, Op.ACQUIRE, self.policy))
+        result = yield from self._operate(Op.ACQUIRE)
         if not result.granted:
             return None
         return Permit(self.provider, probe=result.record.state is not CircuitState.CLOSED)
@@ -123,8 +136,13 @@ class CircuitBreaker:
     def record_success(self, permit: Permit, duration: float = 0.0) -> None:
         """Report a call that succeeded after ``duration`` seconds. A probe's success goes
         to the store at once (it may close the breaker); any other is only counted here."""
+        self._store.run(self.record_success_flow(permit, duration))
+
+    def record_success_flow(
+        self, permit: Permit, duration: float = 0.0
+    ) -> Generator[Any, Any, None]:
         if permit.probe:
-            self._apply_own(self._store.transition(self.provider, Op.SUCCESS, self.policy))
+            yield from self._operate(Op.SUCCESS)
             return
         slow = self._is_slow(duration)
         with self._lock:
@@ -144,11 +162,17 @@ class CircuitBreaker:
         """Report a failed call. Returns whether it counted toward the breaker. A counted
         failure goes to the store at once, with every success counted here since the last
         report."""
+        return self._store.run(self.record_failure_flow(permit, exc, duration))
+
+    def record_failure_flow(
+        self, permit: Permit, exc: BaseException, duration: float = 0.0
+    ) -> Generator[Any, Any, bool]:
         if not self._counts(exc):
-            self.record_success(permit, duration)  # the provider answered; it is not sick
+            # The provider answered; it is not sick.
+            yield from self.record_success_flow(permit, duration)
             return False
         tally = self.take_tally(slow=self._is_slow(duration))
-        self._apply_own(self._store.transition(self.provider, Op.FAILURE, self.policy, tally=tally))
+        yield from self._operate(Op.FAILURE, tally=tally)
         return True
 
     def take_tally(self, *, slow: bool = False) -> Tally:
@@ -169,13 +193,22 @@ class CircuitBreaker:
 
     def trip(self, seconds: float) -> None:
         """Open for the whole fleet for ``seconds`` (a 429's Retry-After)."""
-        open_for = max(1, math.ceil(seconds * 1000))
-        self._apply_own(
-            self._store.transition(self.provider, Op.TRIP, self.policy, open_for=open_for)
-        )
+        self._store.run(self.trip_flow(seconds))
+
+    def trip_flow(self, seconds: float) -> Generator[Any, Any, None]:
+        yield from self._operate(Op.TRIP, open_for=max(1, math.ceil(seconds * 1000)))
 
     def reset(self) -> None:
-        self._apply_own(self._store.transition(self.provider, Op.RESET, self.policy))
+        self._store.run(self._operate(Op.RESET))
+
+    def _operate(
+        self, op: Op, *, open_for: int | None = None, tally: Tally = NO_TALLY
+    ) -> Generator[Any, Any, Transition]:
+        """One operation of this worker on the store; its answer replaces the view."""
+        result = yield from self._store.transition_flow(
+            self.provider, op, self.policy, open_for=open_for, tally=tally
+        )
+        return self._apply_own(result)
 
     # -- views -----------------------------------------------------------------------
     @property

@@ -16,6 +16,14 @@ It owns the rules every backend shares:
   store is down they go to the local fallback, so an outage loses at most one batch.
 
 Logs say "falling back" and "reconnected" once per outage, never once per request.
+
+Sync and async share every rule: each operation that reaches the store is written once, as
+a generator (a *store flow*) that yields the ``StoreCall`` it needs and receives the reply
+(or has the ``StateStoreError`` thrown in). ``run`` drives a flow with the blocking
+backend; ``arun`` awaits the backend's async twin (``SyncBackend.async_twin``), so the
+async API never waits on a socket on the event loop. The failover generator in
+``flexiai.client`` yields from these flows, so it stays one algorithm with two drivers.
+The pub/sub subscriber and the flusher stay threads: they are not on the loop.
 """
 
 from __future__ import annotations
@@ -27,16 +35,16 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from flexiai._clock import Clock, SystemClock, epoch_ms
 from flexiai._fork import forget_parent_state
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
 from flexiai.circuit_breaker._wire import SyncEvent
-from flexiai.circuit_breaker.stores.base import StoreSnapshot, SyncBackend
+from flexiai.circuit_breaker.stores.base import AsyncBackend, StoreSnapshot, SyncBackend
 from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
 from flexiai.exceptions import StateStoreError
 from flexiai.models import CircuitBreakerConfig
@@ -44,12 +52,35 @@ from flexiai.models import CircuitBreakerConfig
 if TYPE_CHECKING:
     from flexiai.circuit_breaker._breaker import CircuitBreaker
 
-__all__ = ["StateSyncManager", "StoreFailures", "StoreHealth", "generate_worker_id"]
+__all__ = [
+    "StateSyncManager",
+    "StoreCall",
+    "StoreFailures",
+    "StoreFlow",
+    "StoreHealth",
+    "generate_worker_id",
+]
 
 logger = logging.getLogger("flexiai.sync.manager")
 
 SyncMode = Literal["pubsub", "snapshot"]
 _BROADCAST = (EventType.OPENED, EventType.CLOSED, EventType.HALF_OPEN)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCall:
+    """One call of the breaker store that a flow needs: the name of a method that
+    ``SyncBackend`` and ``AsyncBackend`` both have, and its arguments."""
+
+    method: Literal["load", "report", "transition"]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+#: A sans-I/O operation on the store: yields ``StoreCall``s, receives their replies (a
+#: failed call is thrown in as ``StateStoreError``), returns its result.
+StoreFlow = Generator[StoreCall, Any, _T]
 
 
 class StoreFailures:
@@ -120,6 +151,7 @@ class StateSyncManager:
         self._hurried = False  # a breaker has counts that should not wait (see hurry)
         self._flusher: _Flusher | None = None
         self._fallback = MemorySyncBackend(clock=self._clock)
+        self._async_backend: AsyncBackend | None = None  # built on the first async call
         self._breakers: dict[str, CircuitBreaker] = {}
         self._policy = Policy.from_config(CircuitBreakerConfig())  # replaced by attach()
         self._lock = threading.Lock()
@@ -172,6 +204,56 @@ class StateSyncManager:
         return epoch_ms(self._clock)
 
     # -- the request path --------------------------------------------------------------
+    # -- drivers -----------------------------------------------------------------------
+    @property
+    def async_backend(self) -> AsyncBackend:
+        """The store for the async API (the backend's async twin), built on first use."""
+        twin = self._async_backend
+        if twin is None:
+            twin = self._async_backend = self.backend.async_twin()
+        return twin
+
+    def perform(self, call: StoreCall) -> Any:
+        """One store call, blocking. Raises ``StateStoreError``."""
+        return getattr(self.backend, call.method)(*call.args, **call.kwargs)
+
+    async def aperform(self, call: StoreCall) -> Any:
+        """One store call, awaited on the async twin. Raises ``StateStoreError``."""
+        return await getattr(self.async_backend, call.method)(*call.args, **call.kwargs)
+
+    def run(self, flow: StoreFlow[_T]) -> _T:
+        """Drive ``flow`` to its end with blocking store calls."""
+        reply: Any = None
+        error: StateStoreError | None = None
+        while True:
+            try:
+                call = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as done:
+                result: _T = done.value
+                return result
+            reply, error = None, None
+            try:
+                reply = self.perform(call)
+            except StateStoreError as exc:
+                error = exc
+
+    async def arun(self, flow: StoreFlow[_T]) -> _T:
+        """Drive ``flow`` to its end with awaited store calls: the loop never blocks."""
+        reply: Any = None
+        error: StateStoreError | None = None
+        while True:
+            try:
+                call = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as done:
+                result: _T = done.value
+                return result
+            reply, error = None, None
+            try:
+                reply = await self.aperform(call)
+            except StateStoreError as exc:
+                error = exc
+
+    # -- the request path --------------------------------------------------------------
     @contextlib.contextmanager
     def counting_failures(self) -> Iterator[StoreFailures]:
         """Count the store failures of the request running in this thread or task, for as
@@ -186,45 +268,60 @@ class StateSyncManager:
 
     def before_request(self) -> None:
         """Bring the breakers' views up to date: cheap when nothing is due."""
+        self.run(self.before_request_flow())
+
+    async def abefore_request(self) -> None:
+        await self.arun(self.before_request_flow())
+
+    def before_request_flow(self) -> StoreFlow[None]:
         if self._closed:
             return
         now = self._clock.monotonic()
         if self._degraded_until is not None:
             if now < self._degraded_until:
-                self._flush_if_due(now)  # into the local fallback: no I/O
+                yield from self._flush_if_due(now)  # into the local fallback: no I/O
                 return
-            self._try_reconnect()
+            yield from self._try_reconnect()
             return
         if self.mode == "pubsub":
             # Read the fleet's state before the first request rather than waiting for the
             # subscriber thread: a new worker must not start CLOSED on an open provider.
             if not self._subscribed:
-                if self.refresh():
+                if (yield from self.refresh_flow()):
                     self._start_subscriber()
             elif self._flusher is None:
-                self._flush_if_due(now)  # a store in this process: no thread needed
+                yield from self._flush_if_due(now)  # a store in this process: no thread
         elif (
             self._hurried
             or self._snapshot_at is None
             or now - self._snapshot_at >= self._snapshot_max_age
         ):
-            self.refresh()
+            yield from self.refresh_flow()
 
     def refresh(self) -> bool:
         """Read every provider's shared state in one round trip, which also sends the counts
         not yet sent when ``flush_interval`` has passed since they were last sent. False if
         the store failed (the counts then go to the local fallback)."""
+        return self.run(self.refresh_flow())
+
+    async def arefresh(self) -> bool:
+        return await self.arun(self.refresh_flow())
+
+    def refresh_flow(self) -> StoreFlow[bool]:
         names = list(self._breakers)
         # Counts ride along at most once per flush_interval (or at once when hurried): the
         # other refreshes stay a plain read, the cheapest round trip there is.
         tallies = self._take_tallies() if self._flush_due(self._clock.monotonic()) else {}
+        snapshot: StoreSnapshot
         try:
             if tallies:
-                snapshot = self.backend.report(tallies, self._policy, self.worker_id, read=names)
+                snapshot = yield StoreCall(
+                    "report", (tallies, self._policy, self.worker_id), {"read": names}
+                )
                 self._flushed_at = self._clock.monotonic()
                 self._hurried = False
             else:
-                snapshot = self.backend.load(names)
+                snapshot = yield StoreCall("load", (names,))
         except StateStoreError as exc:
             self._degrade(exc)
             self._count_locally(tallies)
@@ -239,16 +336,16 @@ class StateSyncManager:
             )
         self._apply(snapshot)
         if snapshot.invalid:
-            self._repair(snapshot.invalid)
+            yield from self._repair(snapshot.invalid)
         return True
 
-    def _repair(self, providers: Iterable[str]) -> None:
+    def _repair(self, providers: Iterable[str]) -> StoreFlow[None]:
         """The first reader that finds garbage in a key replaces it with a fresh record (one
         operation per key that writes nothing on a valid record), so it is not read, logged
         and counted by every worker forever. A failure here is one more store failure."""
         for provider in providers:
             try:
-                self.backend.transition(provider, Op.ACQUIRE, self._policy, self.worker_id)
+                yield StoreCall("transition", (provider, Op.ACQUIRE, self._policy, self.worker_id))
             except StateStoreError as exc:
                 self._degrade(exc)
                 return
@@ -262,13 +359,27 @@ class StateSyncManager:
         open_for: int | None = None,
         tally: Tally = NO_TALLY,
     ) -> Transition:
+        return self.run(self.transition_flow(provider, op, policy, open_for=open_for, tally=tally))
+
+    def transition_flow(
+        self,
+        provider: str,
+        op: Op,
+        policy: Policy,
+        *,
+        open_for: int | None = None,
+        tally: Tally = NO_TALLY,
+    ) -> StoreFlow[Transition]:
+        """One atomic operation on the store, or on the local fallback while degraded."""
         # A request that already waited for a failed operation goes local for the rest of
         # it, even if another thread has reconnected meanwhile: one timeout per request.
         counter = _request_failures.get()
         if self._degraded_until is None and (counter is None or counter.count == 0):
             try:
-                result = self.backend.transition(
-                    provider, op, policy, self.worker_id, open_for=open_for, tally=tally
+                result: Transition = yield StoreCall(
+                    "transition",
+                    (provider, op, policy, self.worker_id),
+                    {"open_for": open_for, "tally": tally},
                 )
             except StateStoreError as exc:
                 self._degrade(exc)
@@ -284,6 +395,9 @@ class StateSyncManager:
         """Send every breaker's counted calls to the store now (one round trip, nothing if
         there is nothing to send). False if the store failed; the counts then go to the
         local fallback, so they still count in this process."""
+        return self.run(self._flush())
+
+    def _flush(self) -> StoreFlow[bool]:
         tallies = self._take_tallies()
         if not tallies:
             return True
@@ -291,7 +405,9 @@ class StateSyncManager:
         self._hurried = False
         if self._degraded_until is None:
             try:
-                snapshot = self.backend.report(tallies, self._policy, self.worker_id)
+                snapshot: StoreSnapshot = yield StoreCall(
+                    "report", (tallies, self._policy, self.worker_id)
+                )
             except StateStoreError as exc:
                 self._degrade(exc)
             else:
@@ -303,9 +419,9 @@ class StateSyncManager:
     def _flush_due(self, now: float) -> bool:
         return self._hurried or now - self._flushed_at >= self._flush_interval
 
-    def _flush_if_due(self, now: float) -> None:
+    def _flush_if_due(self, now: float) -> StoreFlow[None]:
         if self._flush_due(now):
-            self.flush()
+            yield from self._flush()
 
     def hurry(self) -> None:
         """A breaker holds a success the store needs soon (it breaks a run of failures in
@@ -381,8 +497,8 @@ class StateSyncManager:
                 self._reconnect_backoff,
             )
 
-    def _try_reconnect(self) -> None:
-        if self.refresh() and self.mode == "pubsub" and not self._subscribed:
+    def _try_reconnect(self) -> StoreFlow[None]:
+        if (yield from self.refresh_flow()) and self.mode == "pubsub" and not self._subscribed:
             self._start_subscriber()
 
     # -- health and lifecycle ----------------------------------------------------------
@@ -414,6 +530,20 @@ class StateSyncManager:
             self.flush()
         self.backend.close()
         self._fallback.close()
+
+    async def aclose(self) -> None:
+        """``close()`` for the async API: the counts not yet sent go through the async twin,
+        whose connections on this loop are closed; the threads are stopped (joined) in a
+        worker thread, so the loop does not wait on them."""
+        if self._closed:
+            return
+        if self._degraded_until is None:
+            await self.arun(self._flush())
+        if self._async_backend is not None:
+            await self._async_backend.aclose()
+        import asyncio
+
+        await asyncio.to_thread(self.close)
 
     def __repr__(self) -> str:
         return (

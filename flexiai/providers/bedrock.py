@@ -18,6 +18,14 @@ TLS is verified with httpx's defaults (certifi, or ``SSL_CERT_FILE``), not ``AWS
 The client makes exactly one attempt (``total_max_attempts=1``): retries and backoff are
 flexiai's job.
 
+The async path (``acomplete``) never blocks the event loop. botocore has no asyncio client,
+so it uses botocore's own pieces for the Converse operation (``_ConverseSigner``: the
+service model's serializer with parameter validation, SigV4, and the response parser) on
+the loop, which are CPU-only, and sends the signed request through the shared
+``httpx.AsyncClient`` under an anyio cancel scope. What may do I/O runs in a worker thread:
+building the botocore client (it reads the service model from disk) and resolving
+credentials, once, then refreshing them when botocore says they are due.
+
 Errors are mapped in one place, ``_botocore_errors``, to the same ``ProviderError`` tree as the
 HTTP adapters (throttling is ``RateLimited``, a validation error is ``InvalidRequestError``,
 ...), by error code first and HTTP status second.
@@ -97,6 +105,7 @@ class BedrockProvider(Provider):
         super().__init__(config, http=http, api_key=api_key)
         self._session: boto3.session.Session | None = None
         self._boto: BedrockRuntimeClient | None = None
+        self._signer: _ConverseSigner | None = None
         self._lock = threading.Lock()
 
     # -- sans-I/O halves -------------------------------------------------------------------
@@ -175,9 +184,106 @@ class BedrockProvider(Provider):
         return result
 
     async def acomplete(self, request: ChatRequest, *, timeout: float) -> UnifiedResponse:
-        # boto3 is blocking: the call runs in a thread, which inherits this context and so
-        # the deadline, and ends by it on its own (see ``_send``).
-        return await asyncio.to_thread(self.complete, request, timeout=timeout)
+        import anyio  # httpx's own dependency; imported here to keep it off the cold start
+        import httpx
+
+        kwargs = self.build_request(request)
+        _check_encodable(kwargs, self.name)
+        started = time.perf_counter()
+        with self._botocore_errors():
+            # Local work, once, outside the attempt's time, as for the blocking client.
+            signer = self._signer
+            if signer is None:
+                signer = await asyncio.to_thread(self._converse_signer)
+        with attempt_deadline(timeout) as ends_at:
+            with self._botocore_errors():
+                signed = await signer.sign(kwargs)
+            http = self._http.async_()
+            try:
+                # A cancel scope ends the exchange at its deadline however the peer paces
+                # its bytes: httpx's own timeouts are per read.
+                with anyio.fail_after(max(0.0, ends_at - time.monotonic())):
+                    body: Any = signed.body  # bytes: the serializer's JSON
+                    outgoing = http.build_request(
+                        signed.method,
+                        signed.url,
+                        headers=list(signed.headers.items()),
+                        content=body,
+                        timeout=max(0.001, ends_at - time.monotonic()),
+                    )
+                    response = await http.send(outgoing, stream=True)
+                    try:
+                        parts: list[bytes] = []
+                        size = self._check_declared(response.headers, response.status_code)
+                        async for chunk in response.aiter_bytes():
+                            size = self._add_chunk(parts, size, chunk, response.status_code)
+                    finally:
+                        await response.aclose()
+            except TimeoutError:
+                raise ProviderTimeout(
+                    "timed out (the attempt's deadline passed)", provider=self.name
+                ) from None
+            except httpx.TimeoutException as exc:
+                raise ProviderTimeout(
+                    f"timed out ({type(exc).__name__})", provider=self.name
+                ) from exc
+            except httpx.HTTPError as exc:
+                raise ProviderConnectionError(
+                    f"transport error ({type(exc).__name__})", provider=self.name
+                ) from exc
+        data = b"".join(parts)
+        # httpx decoded any Content-Encoding already: the parser must not see it.
+        headers = {k: v for k, v in response.headers.items() if k != "content-encoding"}
+        status = response.status_code
+        if (unreadable := self._unreadable_error(status, headers, data, decoded=True)) is not None:
+            raise unreadable
+        with self._botocore_errors(response=True):
+            parsed = signer.parse(status, headers, data)
+        if status >= 300:
+            raise self._from_client_error(parsed)
+        result = self.parse_response(parsed)
+        latency_ms = (time.perf_counter() - started) * 1000
+        result.metadata = result.metadata.model_copy(update={"provider_latency_ms": latency_ms})
+        return result
+
+    def _converse_signer(self) -> _ConverseSigner:
+        """botocore's Converse pieces and the credentials, made once (in a worker thread
+        when called from ``acomplete``: both may read files or the network)."""
+        client = self._client()
+        with self._lock:
+            if self._signer is None:
+                assert self._session is not None  # made with the client
+                self._signer = _ConverseSigner(client, self._session.get_credentials())
+            return self._signer
+
+    def _check_declared(self, headers: Mapping[str, str], status: int) -> int:
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise self._too_large(status)
+        return 0
+
+    def _add_chunk(self, parts: list[bytes], size: int, chunk: bytes, status: int) -> int:
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise self._too_large(status)
+        parts.append(chunk)
+        return size
+
+    def _unreadable_error(
+        self, status: int, headers: Mapping[str, Any], data: bytes, *, decoded: bool
+    ) -> ProviderError | None:
+        """botocore's error parser fails on an error body that is not a JSON object, which
+        made a 400 or a 429 "malformed" (retried, failed over); the status and the
+        error-type header still say what failed, as they do for every other adapter."""
+        if status < 300 or (not decoded and "content-encoding" in headers) or _is_object(data):
+            return None
+        code = str(headers.get("x-amzn-errortype", "")).split(":", 1)[0]
+        return self._from_client_error(
+            {
+                "Error": {"Code": code, "Message": "unreadable error body"},
+                "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": dict(headers)},
+            }
+        )
 
     def _send(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse:
         """botocore's ``before-send`` hook: send the signed request through the shared httpx
@@ -200,16 +306,10 @@ class BedrockProvider(Provider):
             )
             response = http.send(outgoing, stream=True)
             try:
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-                    raise self._too_large(response.status_code)
                 parts: list[bytes] = []
-                size = 0
+                size = self._check_declared(response.headers, response.status_code)
                 for chunk in response.iter_raw():  # botocore undoes any Content-Encoding
-                    size += len(chunk)
-                    if size > MAX_RESPONSE_BYTES:
-                        raise self._too_large(response.status_code)
-                    parts.append(chunk)
+                    size = self._add_chunk(parts, size, chunk, response.status_code)
                     if (now := remaining_time()) is not None and now <= 0:
                         raise ProviderTimeout(
                             "timed out reading the body (the attempt's deadline passed)",
@@ -226,17 +326,9 @@ class BedrockProvider(Provider):
         headers: Any = dict(response.headers)  # AWSResponse wraps any mapping in HeadersDict
         data = b"".join(parts)
         status = response.status_code
-        if status >= 300 and "content-encoding" not in response.headers and not _is_object(data):
-            # botocore's error parser fails on an error body that is not a JSON object, which
-            # made a 400 or a 429 "malformed" (retried, failed over); the status and the
-            # error-type header still say what failed, as they do for every other adapter.
-            code = str(response.headers.get("x-amzn-errortype", "")).split(":", 1)[0]
-            raise self._from_client_error(
-                {
-                    "Error": {"Code": code, "Message": "unreadable error body"},
-                    "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers},
-                }
-            )
+        unreadable = self._unreadable_error(status, response.headers, data, decoded=False)
+        if unreadable is not None:
+            raise unreadable
         return AWSResponse(request.url, status, headers, _Body(data))
 
     def _too_large(self, status: int) -> MalformedResponseError:
@@ -249,6 +341,7 @@ class BedrockProvider(Provider):
     def close(self) -> None:
         with self._lock:
             client, self._boto = self._boto, None
+            self._signer = None
         if client is not None:
             client.close()
 
@@ -369,6 +462,56 @@ class BedrockProvider(Provider):
                 retry_after=parse_retry_after(headers.get("retry-after")),
             )
         return kind(message, provider=self.name, status_code=status)
+
+
+class _ConverseSigner:
+    """The Converse operation as botocore's client does it, minus the sending: serialize
+    (with botocore's parameter validation), sign with SigV4, parse. Everything here is
+    CPU-only except a credential refresh, which ``sign`` runs in a worker thread."""
+
+    def __init__(self, client: BedrockRuntimeClient, credentials: Any) -> None:
+        from botocore.exceptions import NoCredentialsError
+        from botocore.parsers import create_parser
+        from botocore.serialize import create_serializer
+
+        if credentials is None:
+            raise NoCredentialsError()
+        meta = client.meta
+        protocol = meta.service_model.metadata["protocol"]
+        self._operation = meta.service_model.operation_model("Converse")
+        self._serializer = create_serializer(protocol, include_validation=True)
+        self._parser = create_parser(protocol)
+        self._endpoint = meta.endpoint_url
+        self._region = meta.region_name
+        self._signing_name = meta.service_model.signing_name or "bedrock"
+        self._credentials = credentials
+
+    async def sign(self, params: Mapping[str, Any]) -> AWSPreparedRequest:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import create_request_object, prepare_request_dict
+
+        request_dict = self._serializer.serialize_to_request(dict(params), self._operation)
+        prepare_request_dict(request_dict, self._endpoint, user_agent="flexiai")
+        request = create_request_object(request_dict)
+        credentials = self._credentials
+        refresh_needed = getattr(credentials, "refresh_needed", None)
+        if refresh_needed is not None and refresh_needed():
+            frozen = await asyncio.to_thread(credentials.get_frozen_credentials)
+        else:
+            frozen = credentials.get_frozen_credentials()
+        SigV4Auth(frozen, self._signing_name, self._region).add_auth(request)
+        prepared: AWSPreparedRequest = request.prepare()
+        return prepared
+
+    def parse(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        from botocore.awsrequest import HeadersDict
+
+        response = {"status_code": status, "headers": HeadersDict(headers), "body": body}
+        shape: Any = self._operation.output_shape
+        parsed: dict[str, Any] = self._parser.parse(response, shape)
+        meta = parsed.setdefault("ResponseMetadata", {})
+        meta.update(HTTPStatusCode=status, HTTPHeaders=dict(headers))
+        return parsed
 
 
 class _Body:

@@ -209,10 +209,11 @@ def test_environment_priority_follows_sam(template: Path, tmp_path: Path) -> Non
     assert environment["OVERRIDDEN"] == "from-shell"  # shell > template, for declared names
     assert "UNDECLARED" not in environment
     assert environment["HOST"] == "cache.local"  # an unresolvable value supplied by the file
-    assert environment["EXTRA"] == "1"
+    assert "EXTRA" not in environment  # not declared for Api: ignored, as sam does
     assert "KEY" not in environment
     assert notes == [
-        "EXTRA is not declared in the template: applied here, but sam local invoke would ignore it",
+        "EXTRA is not declared in the template for Api: ignored, as sam local invoke does "
+        "(declare it under Environment.Variables)",
         "CACHE_NAME dropped: !Ref Cache (a resource, known only once deployed); set it in "
         "--env-vars",
         "DYNAMIC dropped: dynamic reference '{{resolve:ssm:/some/param}}'; set it in --env-vars",

@@ -162,13 +162,14 @@ def test_store_failures_counts_the_store_operations_a_request_waited_for(
 def test_store_failures_are_counted_per_request_on_the_async_path_too(
     redis_server: RedisProcess, fake: FakeLLMServer
 ) -> None:
-    async def two_concurrent_requests(client: FlexiAI) -> list[int]:
-        # the first waits for the frozen store; the second starts while the first awaits
-        # its provider call and finds the manager degraded: each counts only its own
+    async def requests(client: FlexiAI) -> list[int]:
+        # The async API awaits the store: both requests wait for the frozen store at once,
+        # and each counts its own failure, not the other's. The next one finds the manager
+        # degraded and waits for nothing.
         first = asyncio.create_task(client.agenerate("first"))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the first is now waiting for the store
         second = asyncio.create_task(client.agenerate("second"))
-        answers = await asyncio.gather(first, second)
+        answers = [*await asyncio.gather(first, second), await client.agenerate("third")]
         await client.aclose()  # the async HTTP client belongs to this loop
         return [a.metadata.store_failures for a in answers]
 
@@ -178,10 +179,10 @@ def test_store_failures_are_counted_per_request_on_the_async_path_too(
         client.generate("warm up")
         redis_server.freeze()
         try:
-            counts = asyncio.run(two_concurrent_requests(client))
+            counts = asyncio.run(requests(client))
         finally:
             redis_server.thaw()
-    assert counts == [1, 0]
+    assert counts == [1, 1, 0]
 
 
 def test_a_request_that_waited_once_for_the_store_does_not_wait_again(

@@ -35,7 +35,7 @@ RUNNER = Path(__file__).with_name("block_runner.py")
 # Tools a reader has or installs; the docs may tell them to run these.
 EXTERNAL_COMMANDS = {
     "apt-get", "aws", "awscurl", "brew", "cat", "cd", "cdk", "cfn-lint", "docker", "export",
-    "gunicorn", "kubectl", "make", "mkdocs", "pip", "redis-cli", "redis-server", "sam",
+    "curl", "gunicorn", "kubectl", "make", "mkdocs", "pip", "redis-cli", "redis-server", "sam",
     "source", "sudo", "systemctl", "uvicorn",
 }  # fmt: skip
 # Names the docs misspell on purpose, to show the error.
@@ -170,7 +170,7 @@ def _problems(command: str, subcommands: set[str]) -> list[str]:
 
 
 def test_shell_commands_name_things_that_exist() -> None:
-    subcommands = set(re.findall(r"^    (\w+)\s", _help(), re.M))
+    subcommands = set(re.findall(r"^    ([\w-]+)\s", _help(), re.M))
     assert {"status", "demo"} <= subcommands, _help()
     checked, problems = 0, []
     for page in pages():

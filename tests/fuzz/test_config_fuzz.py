@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from flexiai.config import ENVIRONMENT_VARIABLES, load_config
+from flexiai.config import ENVIRONMENT_VARIABLES, PROVIDER_FIELDS, load_config
 from flexiai.exceptions import ConfigError
 from flexiai.models import (
     CircuitBreakerConfig,
@@ -163,18 +163,6 @@ def test_fuzzed_json_text_raises_only_validation_errors(
 # -- the environment -----------------------------------------------------------------------------
 
 KNOWN = sorted(ENVIRONMENT_VARIABLES)
-PROVIDER_FIELDS = (
-    "NAME",
-    "KIND",
-    "API_KEY",
-    "MODEL",
-    "PRIORITY",
-    "BASE_URL",
-    "TIMEOUT",
-    "MAX_RETRIES",
-    "MIN_TIMEOUT",
-    "OPTIONS",
-)
 variable_names = st.one_of(
     st.sampled_from(KNOWN),
     st.sampled_from(KNOWN).map(lambda n: n[:-1]),  # a typo

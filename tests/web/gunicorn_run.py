@@ -71,9 +71,47 @@ def gunicorn(
         "--no-control-socket",
         *(["--preload"] if preload else []),
     ]
+    with _serving(args, port, log, env) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def uvicorn(
+    app: str, tmp_path: Path, env: Mapping[str, str], *, workers: int
+) -> Iterator[Gunicorn]:
+    """``uvicorn --workers``: a supervisor that *spawns* each worker, a fresh interpreter
+    that imports the app itself (nothing is inherited by a fork)."""
+    port = _free_port()
+    log = tmp_path / "uvicorn.log"
+    args = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--workers",
+        str(workers),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--timeout-graceful-shutdown",
+        "20",
+    ]
+    with _serving(args, port, log, env) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _serving(
+    args: list[str], port: int, log: Path, env: Mapping[str, str] | None = None
+) -> Iterator[Gunicorn]:
     # The test's own import path first (a worktree run with PYTHONPATH=$PWD), then the repo.
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(ROOT)]), **env}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([*paths, str(ROOT)]),
+        **(env or {}),
+    }
     with log.open("wb") as out:
         process = subprocess.Popen(args, cwd=ROOT, env=environment, stdout=out, stderr=out)
     server = Gunicorn(process, f"http://127.0.0.1:{port}", log)
@@ -90,7 +128,7 @@ def _wait_until_serving(server: Gunicorn) -> None:
     give_up = time.monotonic() + START_SECONDS
     while time.monotonic() < give_up:
         if server.process.poll() is not None:
-            raise AssertionError(f"gunicorn exited early:\n{server.log.read_text()[-4000:]}")
+            raise AssertionError(f"the server exited early:\n{server.log.read_text()[-4000:]}")
         try:
             with server.http() as http:
                 if http.get("/health").status_code == 200:
@@ -98,4 +136,4 @@ def _wait_until_serving(server: Gunicorn) -> None:
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise AssertionError(f"gunicorn did not answer /health:\n{server.log.read_text()[-4000:]}")
+    raise AssertionError(f"the server did not answer /health:\n{server.log.read_text()[-4000:]}")

@@ -105,6 +105,17 @@ class ElastiCacheIAMProvider(CredentialProvider):
                 self._token_until = now + self._token_ttl
             return self.user, self._token
 
+    async def get_credentials_async(self) -> tuple[str, str]:
+        """For redis-py's asyncio client: a cached token is returned on the loop; making a
+        new one (credential resolution may read the instance metadata service, refreshable
+        credentials may call STS) runs in a worker thread, so the loop never waits on it."""
+        token = self._token
+        if token is not None and self._clock.monotonic() < self._token_until:
+            return self.user, token
+        import asyncio
+
+        return await asyncio.to_thread(self.get_credentials)
+
     def _sign(self) -> str:
         from botocore.auth import SigV4QueryAuth
         from botocore.awsrequest import AWSRequest

@@ -17,7 +17,7 @@ from flexiai.circuit_breaker._machine import NO_TALLY, Op, Policy, Tally, Transi
 from flexiai.circuit_breaker._record import BreakerRecord
 from flexiai.circuit_breaker._wire import SyncEvent
 
-__all__ = ["EventHandler", "StoreSnapshot", "SyncBackend"]
+__all__ = ["AsyncBackend", "EventHandler", "StoreSnapshot", "SyncBackend", "ThreadedAsyncBackend"]
 
 #: Called with each event; it may return True to say it has just re-read every record, so
 #: the events received before it was called are covered and need not be delivered.
@@ -97,3 +97,98 @@ class SyncBackend(ABC):
     def describe(self) -> str:
         """A one-line description for logs: never includes a password."""
         return self.name
+
+    def async_twin(self) -> AsyncBackend:
+        """The same store for the async API (``agenerate``): its calls must never block the
+        event loop. By default each call runs in a worker thread; a backend that can do
+        better (asyncio I/O, or no I/O at all) returns its own twin."""
+        return ThreadedAsyncBackend(self)
+
+
+class AsyncBackend(ABC):
+    """The operations of ``SyncBackend`` that a request makes, awaited. A twin shares its
+    blocking backend's state (clock offset, counters, the subscriber, ``now``); only the
+    I/O differs, so the request path of ``agenerate`` never waits on a socket on the loop.
+    ``StateSyncManager`` decides what a failure means, for both alike."""
+
+    @abstractmethod
+    async def load(self, providers: Sequence[str]) -> StoreSnapshot:
+        """``SyncBackend.load``, awaited."""
+
+    @abstractmethod
+    async def transition(
+        self,
+        provider: str,
+        op: Op,
+        policy: Policy,
+        worker_id: str,
+        *,
+        open_for: int | None = None,
+        tally: Tally = NO_TALLY,
+        publish: bool = True,
+    ) -> Transition:
+        """``SyncBackend.transition``, awaited."""
+
+    @abstractmethod
+    async def report(
+        self,
+        tallies: Mapping[str, Tally],
+        policy: Policy,
+        worker_id: str,
+        *,
+        read: Sequence[str] = (),
+    ) -> StoreSnapshot:
+        """``SyncBackend.report``, awaited."""
+
+    async def aclose(self) -> None:  # noqa: B027 - most twins hold nothing of their own
+        """Release the connections this twin opened on the running loop. Idempotent."""
+
+
+class ThreadedAsyncBackend(AsyncBackend):
+    """Any ``SyncBackend``, its calls run in the default executor's threads: the loop goes
+    on serving while a call waits (used for a supplied blocking client, whose connection
+    settings are unknown, and for third-party backends)."""
+
+    def __init__(self, backend: SyncBackend) -> None:
+        self.backend = backend
+
+    async def load(self, providers: Sequence[str]) -> StoreSnapshot:
+        import asyncio
+
+        return await asyncio.to_thread(self.backend.load, providers)
+
+    async def transition(
+        self,
+        provider: str,
+        op: Op,
+        policy: Policy,
+        worker_id: str,
+        *,
+        open_for: int | None = None,
+        tally: Tally = NO_TALLY,
+        publish: bool = True,
+    ) -> Transition:
+        import asyncio
+
+        return await asyncio.to_thread(
+            self.backend.transition,
+            provider,
+            op,
+            policy,
+            worker_id,
+            open_for=open_for,
+            tally=tally,
+            publish=publish,
+        )
+
+    async def report(
+        self,
+        tallies: Mapping[str, Tally],
+        policy: Policy,
+        worker_id: str,
+        *,
+        read: Sequence[str] = (),
+    ) -> StoreSnapshot:
+        import asyncio
+
+        return await asyncio.to_thread(self.backend.report, tallies, policy, worker_id, read=read)

@@ -62,10 +62,13 @@ __all__ = [
     "RedisClient",
     "Script",
     "acquire",
+    "client_settings",
     "describe",
+    "host_port",
     "iam_region",
     "is_cluster_client",
     "require_redis",
+    "sentinel_options",
     "settings_key",
     "shared_client_count",
 ]
@@ -272,12 +275,10 @@ def shared_client_count() -> int:
         return len(_SHARED)
 
 
-def _build(config: SyncConfig) -> tuple[Any, Callable[[], None]]:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+def client_settings(config: SyncConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Where and as whom to connect, and every connection option (timeouts, TLS, IAM
+    credentials, RESP2): the keyword arguments of redis-py's clients, blocking and asyncio
+    alike, so both are built from one reading of the config."""
     options: dict[str, Any] = {
         "socket_timeout": config.redis_socket_timeout,
         "socket_connect_timeout": config.redis_socket_connect_timeout,
@@ -309,6 +310,16 @@ def _build(config: SyncConfig) -> tuple[Any, Callable[[], None]]:
             iam_region(config),
             serverless=config.redis_iam_serverless,
         )
+    return endpoint, options
+
+
+def _build(config: SyncConfig) -> tuple[Any, Callable[[], None]]:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+    endpoint, options = client_settings(config)
 
     if config.redis_sentinels:
         return _build_sentinel(config, endpoint, options, retry)
@@ -379,15 +390,9 @@ def _build_sentinel(
     from redis.sentinel import Sentinel
 
     endpoint.pop("host", None), endpoint.pop("port", None)
-    sentinel_options = {
-        name: value
-        for name, value in options.items()
-        if name.startswith(("socket_", "ssl")) or name in ("protocol", "health_check_interval")
-    }
-    sentinel_options.update(retry=retry, password=_secret(config.redis_sentinel_password))
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        [_host_port(item) for item in config.redis_sentinels],
-        sentinel_kwargs=sentinel_options,
+        [host_port(item) for item in config.redis_sentinels],
+        sentinel_kwargs=sentinel_options(config, options, retry),
         retry=retry,
         **endpoint,
         **options,
@@ -403,7 +408,19 @@ def _build_sentinel(
     return client, close
 
 
-def _host_port(item: str) -> tuple[str, int]:
+def sentinel_options(config: SyncConfig, options: dict[str, Any], retry: Any) -> dict[str, Any]:
+    """How to talk to the sentinels themselves: the data connections' timeouts and TLS,
+    the sentinels' own password."""
+    chosen = {
+        name: value
+        for name, value in options.items()
+        if name.startswith(("socket_", "ssl")) or name in ("protocol", "health_check_interval")
+    }
+    chosen.update(retry=retry, password=_secret(config.redis_sentinel_password))
+    return chosen
+
+
+def host_port(item: str) -> tuple[str, int]:
     host, _, port = item.rpartition(":")
     return host.strip("[]"), int(port)
 

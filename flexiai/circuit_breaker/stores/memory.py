@@ -16,9 +16,14 @@ from flexiai._clock import Clock, SystemClock, epoch_ms
 from flexiai.circuit_breaker._machine import NO_TALLY, Op, Policy, Tally, Transition, transition
 from flexiai.circuit_breaker._record import BreakerRecord
 from flexiai.circuit_breaker._wire import SyncEvent
-from flexiai.circuit_breaker.stores.base import EventHandler, StoreSnapshot, SyncBackend
+from flexiai.circuit_breaker.stores.base import (
+    AsyncBackend,
+    EventHandler,
+    StoreSnapshot,
+    SyncBackend,
+)
 
-__all__ = ["MemorySyncBackend"]
+__all__ = ["MemoryAsyncBackend", "MemorySyncBackend"]
 
 logger = logging.getLogger("flexiai.sync.memory")
 
@@ -148,5 +153,44 @@ class MemorySyncBackend(SyncBackend):
                 self._hub.handlers.remove(self._handler)
             self._handler = None
 
+    def async_twin(self) -> AsyncBackend:
+        return MemoryAsyncBackend(self)
+
     def __repr__(self) -> str:
         return f"MemorySyncBackend(records={len(self._hub.records)})"
+
+
+class MemoryAsyncBackend(AsyncBackend):
+    """The memory store for the async API: its operations do no I/O and hold the hub's
+    lock only for a few dict operations, so they run on the loop as they are."""
+
+    def __init__(self, backend: MemorySyncBackend) -> None:
+        self.backend = backend
+
+    async def load(self, providers: Sequence[str]) -> StoreSnapshot:
+        return self.backend.load(providers)
+
+    async def transition(
+        self,
+        provider: str,
+        op: Op,
+        policy: Policy,
+        worker_id: str,
+        *,
+        open_for: int | None = None,
+        tally: Tally = NO_TALLY,
+        publish: bool = True,
+    ) -> Transition:
+        return self.backend.transition(
+            provider, op, policy, worker_id, open_for=open_for, tally=tally, publish=publish
+        )
+
+    async def report(
+        self,
+        tallies: Mapping[str, Tally],
+        policy: Policy,
+        worker_id: str,
+        *,
+        read: Sequence[str] = (),
+    ) -> StoreSnapshot:
+        return self.backend.report(tallies, policy, worker_id, read=read)

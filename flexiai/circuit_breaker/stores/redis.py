@@ -48,12 +48,25 @@ from flexiai.circuit_breaker import SyncEvent, decode_event
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
 from flexiai.circuit_breaker._record import BreakerRecord
 from flexiai.circuit_breaker.stores import connections
-from flexiai.circuit_breaker.stores.base import EventHandler, StoreSnapshot, SyncBackend
+from flexiai.circuit_breaker.stores.base import (
+    AsyncBackend,
+    EventHandler,
+    StoreSnapshot,
+    SyncBackend,
+    ThreadedAsyncBackend,
+)
 from flexiai.circuit_breaker.stores.connections import ClusterClient, RedisClient, Script
 from flexiai.exceptions import StateStoreError
 from flexiai.models import SyncConfig
 
-__all__ = ["RedisSyncBackend", "state_key", "state_key_pattern"]
+__all__ = [
+    "RedisSyncBackend",
+    "ScriptInputs",
+    "report_args",
+    "state_key",
+    "state_key_pattern",
+    "transition_args",
+]
 
 logger = logging.getLogger("flexiai.sync.redis")
 
@@ -112,6 +125,57 @@ def _text(value: Any) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ScriptInputs:
+    """What every run of breaker.lua takes besides its operations: the config (TTL,
+    channel) and, in tests, the time standing in for the server's ``TIME``."""
+
+    config: SyncConfig
+    now: int | None = None
+
+
+def _script_args(
+    inputs: ScriptInputs, policy: Policy, worker_id: str, *, publish: bool
+) -> list[str]:
+    now = "" if inputs.now is None else str(inputs.now)
+    channel = inputs.config.channel if publish else ""
+    return [worker_id, policy.wire, str(inputs.config.state_ttl * 1000), channel, now]
+
+
+def transition_args(
+    inputs: ScriptInputs,
+    provider: str,
+    op: Op,
+    policy: Policy,
+    worker_id: str,
+    *,
+    open_for: int | None = None,
+    tally: Tally = NO_TALLY,
+    publish: bool = True,
+) -> list[str]:
+    """breaker.lua's ARGV for one operation on ``provider``'s key (KEYS[1]). The blocking
+    and the asyncio backend both build their arguments here, and only here."""
+    duration = "-" if open_for is None else str(open_for)
+    spec = f"{op.value} {tally.wire} {duration}"
+    return [*_script_args(inputs, policy, worker_id, publish=publish), provider, spec]
+
+
+def report_args(
+    inputs: ScriptInputs,
+    names: Sequence[str],
+    tallies: Mapping[str, Tally],
+    policy: Policy,
+    worker_id: str,
+) -> list[str]:
+    """breaker.lua's ARGV for a batch: a report for each provider in ``tallies``, a plain
+    read for the others in ``names`` (KEYS, in the same order)."""
+    args = _script_args(inputs, policy, worker_id, publish=True)
+    for name in names:
+        tally = tallies.get(name)
+        args += [name, "read 0 0 - -" if tally is None else f"report {tally.wire} -"]
+    return args
+
+
+@dataclass(frozen=True, slots=True)
 class _Scripts:
     client: RedisClient
     breaker: Script
@@ -142,7 +206,6 @@ class RedisSyncBackend(SyncBackend):
         self._clock = clock or SystemClock()
         # Tests replace the server's TIME (milliseconds) to make the script deterministic.
         self._store_clock = store_clock
-        self._ttl_ms = str(config.state_ttl * 1000)
         self._own_client = client
         self._cluster = config.redis_cluster or (
             client is not None and connections.is_cluster_client(client)
@@ -190,18 +253,21 @@ class RedisSyncBackend(SyncBackend):
     # -- SyncBackend ------------------------------------------------------------------
 
     def load(self, providers: Sequence[str]) -> StoreSnapshot:
-        # The same providers every request: build their keys once.
-        names = tuple(providers)
-        keys = self._keys.get(names)
-        if keys is None:
-            keys = self._keys[names] = [self.key_for(p) for p in names]
+        keys = self.keys_for(providers)
 
         def read() -> StoreSnapshot:
             client = self._client()
             raws = client.mget(keys) if keys else []
-            if self._store_clock is not None:
-                return self._snapshot(providers, raws, self._store_clock())
-            return self._snapshot(providers, raws, self._server_now(client, keys))
+            if self._store_clock is None and self.clock_due():
+                options: dict[str, Any] = {}
+                if self._cluster and keys:
+                    # The node that holds the records runs the scripts: use its clock.
+                    node = cast(ClusterClient, client).get_node_from_key(keys[0])
+                    options["target_nodes"] = node
+                before = self._clock.monotonic()
+                reply = client.time(**options)
+                self.measured_time(reply, before, self._clock.monotonic())
+            return self.load_reply(providers, raws)
 
         return self._run("load", read)
 
@@ -216,18 +282,23 @@ class RedisSyncBackend(SyncBackend):
         tally: Tally = NO_TALLY,
         publish: bool = True,
     ) -> Transition:
-        duration = "-" if open_for is None else str(open_for)
-        spec = f"{op.value} {tally.wire} {duration}"
-        args = self._script_args(policy, worker_id, publish=publish)
-        args += [provider, spec]
         keys = [self.key_for(provider)]
+        args = transition_args(
+            self.script_inputs(),
+            provider,
+            op,
+            policy,
+            worker_id,
+            open_for=open_for,
+            tally=tally,
+            publish=publish,
+        )
 
         def run() -> Transition:
             script = self._registered().breaker
             before = self._clock.monotonic()
             reply = script(keys=keys, args=args)
-            now = self._script_now(reply, before, self._clock.monotonic())
-            return self._result(provider, reply[1:4], now)
+            return self.transition_reply(provider, reply, before, self._clock.monotonic())
 
         return self._run(f"transition({op.value})", run)
 
@@ -240,39 +311,84 @@ class RedisSyncBackend(SyncBackend):
         read: Sequence[str] = (),
     ) -> StoreSnapshot:
         names = list(dict.fromkeys([*tallies, *read]))
-        args = self._script_args(policy, worker_id, publish=True)
-        for name in names:
-            tally = tallies.get(name)
-            args += [name, "read 0 0 - -" if tally is None else f"report {tally.wire} -"]
+        args = report_args(self.script_inputs(), names, tallies, policy, worker_id)
         keys = [self.key_for(name) for name in names]
 
         def run() -> StoreSnapshot:
             script = self._registered().breaker
             before = self._clock.monotonic()
             reply = script(keys=keys, args=args)
-            now = self._script_now(reply, before, self._clock.monotonic())
-            records: dict[str, BreakerRecord] = {}
-            invalid: list[str] = []
-            for i, name in enumerate(names):
-                part = reply[1 + 3 * i : 4 + 3 * i]
-                try:
-                    records[name] = self._result(name, part, now).record
-                except ValueError:  # a key only read is parsed here, as after an MGET
-                    records[name] = _FRESH
-                    invalid.append(name)
-                    continue
-                if _text(part[0])[2] == "1" and not part[2]:  # another type, only read
-                    invalid.append(name)
-            if invalid or self._invalid_logged:
-                self._note_invalid(invalid, records)
-            return StoreSnapshot(records=records, now=now, invalid=tuple(invalid))
+            return self.report_reply(names, reply, before, self._clock.monotonic())
 
         return self._run("report", run)
 
-    def _script_args(self, policy: Policy, worker_id: str, *, publish: bool) -> list[str]:
-        now = "" if self._store_clock is None else str(self._store_clock())
-        channel = self._config.channel if publish else ""
-        return [worker_id, policy.wire, self._ttl_ms, channel, now]
+    # -- shared with the asyncio twin (redis_async): everything but the I/O ---------------
+
+    def keys_for(self, providers: Sequence[str]) -> list[str]:
+        """The keys of ``providers``: the same providers every request, so built once."""
+        names = tuple(providers)
+        keys = self._keys.get(names)
+        if keys is None:
+            keys = self._keys[names] = [self.key_for(p) for p in names]
+        return keys
+
+    def script_inputs(self) -> ScriptInputs:
+        """What every run of breaker.lua takes besides its operations."""
+        now = None if self._store_clock is None else self._store_clock()
+        return ScriptInputs(self._config, now)
+
+    def clock_due(self) -> bool:
+        """The measured offset to the server's clock is missing or ``_CLOCK_RESAMPLE`` old:
+        the next load measures it again (one TIME round trip). Never with a test clock."""
+        if self._store_clock is not None:
+            return False
+        sync = self._clock_sync
+        return sync is None or self._clock.monotonic() - sync[1] >= _CLOCK_RESAMPLE
+
+    def measured_time(self, reply: Sequence[Any], before: float, after: float) -> None:
+        """A TIME reply (seconds, microseconds) read between two local monotonic times."""
+        seconds, micros = reply
+        self._measured(int(seconds) * 1000 + int(micros) // 1000, before, after)
+
+    def load_reply(self, providers: Sequence[str], raws: Sequence[Any]) -> StoreSnapshot:
+        """MGET's reply, at the server's clock as last measured."""
+        return self._snapshot(providers, raws, self.now())
+
+    def transition_reply(
+        self, provider: str, reply: Sequence[Any], before: float, after: float
+    ) -> Transition:
+        """breaker.lua's reply to one operation, run between two local monotonic times."""
+        now = self._script_now(reply, before, after)
+        return self._result(provider, reply[1:4], now)
+
+    def report_reply(
+        self, names: Sequence[str], reply: Sequence[Any], before: float, after: float
+    ) -> StoreSnapshot:
+        """breaker.lua's reply to a batch of tallies and reads (``report_args``' order)."""
+        now = self._script_now(reply, before, after)
+        records: dict[str, BreakerRecord] = {}
+        invalid: list[str] = []
+        for i, name in enumerate(names):
+            part = reply[1 + 3 * i : 4 + 3 * i]
+            try:
+                records[name] = self._result(name, part, now).record
+            except ValueError:  # a key only read is parsed here, as after an MGET
+                records[name] = _FRESH
+                invalid.append(name)
+                continue
+            if _text(part[0])[2] == "1" and not part[2]:  # another type, only read
+                invalid.append(name)
+        if invalid or self._invalid_logged:
+            self._note_invalid(invalid, records)
+        return StoreSnapshot(records=records, now=now, invalid=tuple(invalid))
+
+    def store_error(self, what: str, exc: BaseException) -> StateStoreError:
+        """``exc`` as ``StateStoreError``, the one error the manager falls back on: counted,
+        passwords redacted."""
+        self._count("store_errors")
+        if isinstance(exc, StateStoreError):
+            return exc
+        return self._error(what, exc)
 
     def subscribe(self, handler: EventHandler, on_connect: Callable[[], None]) -> None:
         with self._lock:
@@ -310,6 +426,15 @@ class RedisSyncBackend(SyncBackend):
     def stats(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+    def async_twin(self) -> AsyncBackend:
+        """redis-py's asyncio client with this backend's settings and state
+        (``redis_async``); a supplied blocking client is driven from worker threads."""
+        if self._own_client is not None:
+            return ThreadedAsyncBackend(self)
+        from flexiai.circuit_breaker.stores.redis_async import AsyncRedisBackend
+
+        return AsyncRedisBackend(self)
 
     def describe(self) -> str:
         if self._own_client is not None:
@@ -405,23 +530,6 @@ class RedisSyncBackend(SyncBackend):
         if sync is None:
             return epoch_ms(self._clock)
         return max(int((self._clock.monotonic() + sync[0]) * 1000), self._latest_now)
-
-    def _server_now(self, client: RedisClient, keys: Sequence[str]) -> int:
-        """The server's clock now: the local monotonic clock plus the measured offset,
-        measured again (one TIME round trip) when missing or older than ``_CLOCK_RESAMPLE``."""
-        sync = self._clock_sync
-        if sync is None or self._clock.monotonic() - sync[1] >= _CLOCK_RESAMPLE:
-            options: dict[str, Any] = {}
-            if self._cluster and keys:
-                # The node that holds the records runs the scripts: use its clock.
-                options["target_nodes"] = cast(ClusterClient, client).get_node_from_key(keys[0])
-            before = self._clock.monotonic()
-            seconds, micros = client.time(**options)
-            after = self._clock.monotonic()
-            self._measured(int(seconds) * 1000 + int(micros) // 1000, before, after)
-            sync = self._clock_sync
-            assert sync is not None
-        return self.now()
 
     def _measured(self, server_now: int, before: float, after: float) -> None:
         """One reading of the server's clock (ms), taken between two local monotonic times:

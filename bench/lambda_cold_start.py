@@ -1,0 +1,310 @@
+"""Lambda cold start on the real runtime: awslambdaric in python3.12, the built layers.
+
+Each variant runs in ``--runtimes`` fresh execution environments (``flexiai_dev.
+lambda_runtime``: a new runtime process each), interleaved round by round so drift hits all
+alike. Per environment: the init phase (process start to the runtime's first poll: the
+interpreter, awslambdaric, the handler module's imports), the first invocation, one warm
+invocation, and the process's RSS after the first invocation. Same event
+(``events/generate.json``), same fake OpenAI-compatible server, Powertools' layer stood in
+for by ``aws-lambda-powertools[all]`` built for python3.12, and no ``.pyc`` written (as on
+Lambda's read-only file system):
+
+* ``floor``: bench/lambda_floor/floor_handler.py, Powertools Logger + one httpx client;
+* ``generate, sync off``: handlers/generate.py with ``FLEXIAI_SYNC_ENABLED=false``;
+* ``generate, redis snapshot``: the same with snapshot sync on a real redis-server;
+* ``openai SDK``: bench/lambda_openai/openai_handler.py (the SDK in a layer of its own).
+
+``--compiled`` runs with a copy of the flexiai layer that carries python3.12 bytecode
+(``compileall``), to show what shipping ``.pyc`` files in the layer would save; the layer
+``layer/Makefile`` builds ships none.
+
+Targets (issue 13): init + first invocation at most 1.3x the floor with sync off and 1.5x
+with the snapshot; RSS after the first invocation at most 1.2x the floor's. ``--importtime``
+adds the biggest imports (``python -X importtime`` in the runtime) of each variant.
+
+    python bench/lambda_cold_start.py [--runtimes 10] [--layer DIR] [--importtime] [--compiled]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+COMMAND = "python bench/lambda_cold_start.py --runtimes 10"
+EVENT = ROOT / "events" / "generate.json"
+TARGETS = {"generate, sync off": 1.3, "generate, redis snapshot": 1.5}
+RSS_TARGET = 1.2
+FLOOR = "floor"
+
+
+@dataclass
+class Variant:
+    name: str
+    code: Path
+    handler: str
+    layers: list[Path]
+    variables: dict[str, str]
+    init_ms: list[float] = field(default_factory=list)
+    first_ms: list[float] = field(default_factory=list)
+    warm_ms: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+
+    def cold_ms(self) -> list[float]:
+        return [i + f for i, f in zip(self.init_ms, self.first_ms, strict=True)]
+
+
+def _spec(variant: Variant) -> Any:
+    from flexiai_dev.cloudformation import FunctionSpec
+
+    return FunctionSpec(
+        logical_id=variant.name.split(",")[0].replace(" ", ""),
+        function_name="bench",
+        handler=variant.handler,
+        code_uri=variant.code,
+        runtime="python3.12",
+        timeout=30,
+        memory_size=512,
+        log_group=None,
+    )
+
+
+@contextlib.contextmanager
+def _flexiai_layer(given: str | None, python: str, compiled: bool) -> Iterator[Path]:
+    """The layer to measure; with ``compiled``, a copy with python3.12 bytecode."""
+    with _built_layer(given) as layer:
+        if not compiled:
+            yield layer
+            return
+        with tempfile.TemporaryDirectory(prefix="flexiai-layer-pyc-") as tmp:
+            shutil.copytree(layer / "python", Path(tmp) / "python")
+            subprocess.run(
+                [
+                    python,
+                    "-m",
+                    "compileall",
+                    "-q",
+                    "-j",
+                    "0",
+                    "--invalidation-mode",
+                    "unchecked-hash",
+                    str(Path(tmp) / "python"),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            yield Path(tmp)
+
+
+@contextlib.contextmanager
+def _built_layer(given: str | None) -> Iterator[Path]:
+    """``given``, else the ``sam build`` output's, else one built now by layer/Makefile."""
+    if given:
+        yield Path(given)
+        return
+    built = ROOT / ".aws-sam" / "build" / "FlexiAILayerX8664"
+    if (built / "python" / "flexiai").is_dir():
+        yield built
+        return
+    with tempfile.TemporaryDirectory(prefix="flexiai-layer-") as tmp:
+        print("building the flexiai layer (layer/Makefile, as sam build does)...", file=sys.stderr)
+        subprocess.run(
+            [
+                "make",
+                "--makefile",
+                str(ROOT / "layer" / "Makefile"),
+                "build-FlexiAILayerX8664",
+                f"ARTIFACTS_DIR={tmp}",
+                f"PYTHON={sys.executable}",
+            ],
+            cwd=tmp,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        yield Path(tmp)
+
+
+def _one_runtime(variant: Variant, python: str, log: Any, options: tuple[str, ...] = ()) -> None:
+    from flexiai_dev.lambda_runtime import LambdaRuntime
+
+    event = EVENT.read_bytes()
+    with LambdaRuntime(
+        _spec(variant),
+        python=python,
+        layers=variant.layers,
+        variables=variant.variables,
+        region="us-east-1",
+        log=log,
+        python_options=options,
+        host_environment={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    ) as runtime:
+        first = runtime.invoke(event)
+        warm = runtime.invoke(event)
+    for invocation in (first, warm):
+        document = invocation.payload(30)
+        if invocation.failed or document.get("statusCode") != 200:
+            raise RuntimeError(f"{variant.name}: {json.dumps(document)[:500]}")
+    assert first.init_ms is not None
+    variant.init_ms.append(first.init_ms)
+    variant.first_ms.append(first.duration_ms)
+    variant.warm_ms.append(warm.duration_ms)
+    variant.rss_mb.append(first.rss_mb)
+
+
+def _import_costs(variant: Variant, python: str, top: int = 8) -> list[tuple[str, float]]:
+    """The biggest top-level imports (cumulative ms) of one cold start, via -X importtime."""
+    with tempfile.TemporaryFile("w+") as log:
+        _one_runtime(variant, python, log, ("-X", "importtime"))
+        log.seek(0)
+        text = log.read()
+    costs: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"import time:\s+\d+\s+\|\s+(\d+)\s+\|( *)(\S+)", line)
+        if match and len(match.group(2)) <= 1:  # top-level imports only
+            costs[match.group(3)] = costs.get(match.group(3), 0) + int(match.group(1)) / 1000
+    for name in [n for n in costs if n.startswith("encodings") or n in ("site", "awslambdaric")]:
+        costs.pop(name, None)
+    return sorted(costs.items(), key=lambda kv: -kv[1])[:top]
+
+
+def run(runtimes: int, layer: str | None, importtime: bool, compiled: bool) -> dict[str, Any]:
+    from flexiai.testing import FakeLLMServer
+    from flexiai_dev.lambda_runtime import find_python, package_layer, powertools_layer
+    from flexiai_dev.servers import LocalRedis
+
+    python = find_python()
+    if python is None:
+        raise SystemExit("no python3.12 on PATH or in pyenv: the Lambda runtime needs it")
+    import importlib.metadata
+
+    powertools = powertools_layer(python, "powertools")
+    openai_layer = package_layer(python, f"openai=={importlib.metadata.version('openai')}")
+    with (
+        _flexiai_layer(layer, python, compiled) as flexiai,
+        FakeLLMServer() as fake,
+        LocalRedis(shutil.which("redis-server")) as redis_server,
+    ):
+        provider = {
+            "POWERTOOLS_SERVICE_NAME": "bench",
+            "FLEXIAI_PROVIDER_1_NAME": "openai",
+            "FLEXIAI_PROVIDER_1_MODEL": "gpt-4o-mini",
+            "FLEXIAI_PROVIDER_1_API_KEY": "sk-bench-not-a-secret",
+            "FLEXIAI_PROVIDER_1_BASE_URL": fake.base_url("openai"),
+        }
+        host, port = redis_server.url.removeprefix("redis://").split("/")[0].split(":")
+        snapshot = {
+            "FLEXIAI_SYNC_ENABLED": "true",
+            "FLEXIAI_SYNC_BACKEND": "redis",
+            "FLEXIAI_SYNC_MODE": "snapshot",
+            "FLEXIAI_SYNC_REDIS_HOST": host,
+            "FLEXIAI_SYNC_REDIS_PORT": port,
+        }
+        variants = [
+            Variant(
+                FLOOR,
+                ROOT / "bench" / "lambda_floor",
+                "floor_handler.handler",
+                [powertools, flexiai],
+                provider,
+            ),
+            Variant(
+                "generate, sync off",
+                ROOT / "handlers",
+                "generate.handler",
+                [powertools, flexiai],
+                {**provider, "FLEXIAI_SYNC_ENABLED": "false"},
+            ),
+            Variant(
+                "generate, redis snapshot",
+                ROOT / "handlers",
+                "generate.handler",
+                [powertools, flexiai],
+                {**provider, **snapshot},
+            ),
+            Variant(
+                "openai SDK",
+                ROOT / "bench" / "lambda_openai",
+                "openai_handler.handler",
+                [powertools, openai_layer],
+                provider,
+            ),
+        ]
+        with Path(os.devnull).open("w") as log:
+            for variant in variants:  # one discarded round: page cache, pip caches
+                _one_runtime(variant, python, log)
+                for series in (variant.init_ms, variant.first_ms, variant.warm_ms, variant.rss_mb):
+                    series.clear()
+            for _ in range(runtimes):
+                for variant in variants:
+                    _one_runtime(variant, python, log)
+        imports = {v.name: _import_costs(v, python) for v in variants} if importtime else {}
+    return {"variants": variants, "imports": imports, "python": python, "compiled": compiled}
+
+
+def report(result: dict[str, Any], runtimes: int) -> list[str]:
+    variants: list[Variant] = result["variants"]
+    floor = next(v for v in variants if v.name == FLOOR)
+    med = statistics.median
+    lines = [
+        f"Lambda cold start: awslambdaric in {result['python']}, {runtimes} fresh runtimes per "
+        "variant, medians (ratio vs the floor); flexiai layer "
+        + ("with python3.12 bytecode (--compiled)" if result["compiled"] else "as built (no .pyc)"),
+        f"{'variant':<26}{'init':>16}{'first invoke':>16}{'init+first':>16}{'warm':>14}"
+        f"{'RSS after 1st':>18}",
+    ]
+
+    def cell(values: list[float], floor_values: list[float], unit: str = "ms") -> str:
+        return f"{med(values):8.1f} {unit} {med(values) / med(floor_values):4.2f}x"
+
+    lines += [
+        f"{v.name:<26}{cell(v.init_ms, floor.init_ms):>16}"
+        f"{cell(v.first_ms, floor.first_ms):>16}{cell(v.cold_ms(), floor.cold_ms()):>16}"
+        f"{cell(v.warm_ms, floor.warm_ms):>14}{cell(v.rss_mb, floor.rss_mb, 'MB'):>18}"
+        for v in variants
+    ]
+    for v in variants:
+        if v.name in TARGETS:
+            ratio = med(v.cold_ms()) / med(floor.cold_ms())
+            target = TARGETS[v.name]
+            verdict = "met" if ratio <= target else "NOT met"
+            lines.append(
+                f"{v.name}: init+first {ratio:.2f}x the floor (target <= {target}x): {verdict}"
+            )
+            rss = med(v.rss_mb) / med(floor.rss_mb)
+            verdict = "met" if rss <= RSS_TARGET else "NOT met"
+            lines.append(f"{v.name}: RSS {rss:.2f}x the floor (target <= {RSS_TARGET}x): {verdict}")
+    for name, costs in result["imports"].items():
+        listed = ", ".join(f"{module} {ms:.0f} ms" for module, ms in costs)
+        lines.append(f"imports of {name} (-X importtime, cumulative): {listed}")
+    lines.append(f"command: {COMMAND}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runtimes", type=int, default=10, help="fresh runtimes per variant")
+    parser.add_argument("--layer", help="a built flexiai layer (default: .aws-sam/build's)")
+    parser.add_argument("--importtime", action="store_true", help="list the biggest imports")
+    parser.add_argument("--compiled", action="store_true", help="the layer with .pyc files")
+    args = parser.parse_args()
+    result = run(args.runtimes, args.layer, args.importtime, args.compiled)
+    print("\n".join(report(result, args.runtimes)))
+
+
+if __name__ == "__main__":
+    main()

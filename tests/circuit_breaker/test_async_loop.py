@@ -1,0 +1,192 @@
+"""The async API never blocks the event loop on the breaker store (issue 12, item 2).
+
+100 concurrent ``agenerate`` calls while redis-server is SIGSTOPped: every store call
+waits for its socket timeout, and the loop goes on serving meanwhile. A ticker coroutine
+and a bystander coroutine prove it by *what they saw*, not by how long anything took: a
+blocking store call holds the loop's thread, so no other coroutine can run while one is
+pending, and these counts would be zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from flexiai import FlexiAI
+from flexiai.circuit_breaker._machine import NO_TALLY, Op, Policy, Tally, Transition
+from flexiai.circuit_breaker._record import CircuitState
+from flexiai.circuit_breaker.stores.base import AsyncBackend, StoreSnapshot
+from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
+from flexiai.circuit_breaker.stores.redis_async import AsyncRedisBackend
+from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, RetryConfig, SyncConfig
+from flexiai.testing import FakeLLMServer
+from flexiai_dev.servers import RedisProcess
+from tests.support.llm_fixtures import provider_config
+from tests.support.redis_fixtures import sync_config_for
+
+
+class _Watched(AsyncBackend):
+    """The real asyncio twin, with a count of the store calls in flight right now."""
+
+    def __init__(self, inner: AsyncBackend) -> None:
+        self.inner = inner
+        self.pending = 0
+        self.calls = 0
+
+    async def _watch(self, call: Any) -> Any:
+        self.pending += 1
+        self.calls += 1
+        try:
+            return await call
+        finally:
+            self.pending -= 1
+
+    async def load(self, providers: Sequence[str]) -> StoreSnapshot:
+        result: StoreSnapshot = await self._watch(self.inner.load(providers))
+        return result
+
+    async def transition(
+        self,
+        provider: str,
+        op: Op,
+        policy: Policy,
+        worker_id: str,
+        *,
+        open_for: int | None = None,
+        tally: Tally = NO_TALLY,
+        publish: bool = True,
+    ) -> Transition:
+        result: Transition = await self._watch(
+            self.inner.transition(
+                provider, op, policy, worker_id, open_for=open_for, tally=tally, publish=publish
+            )
+        )
+        return result
+
+    async def report(
+        self,
+        tallies: Mapping[str, Tally],
+        policy: Policy,
+        worker_id: str,
+        *,
+        read: Sequence[str] = (),
+    ) -> StoreSnapshot:
+        result: StoreSnapshot = await self._watch(
+            self.inner.report(tallies, policy, worker_id, read=read)
+        )
+        return result
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _WatchedRedis(RedisSyncBackend):
+    """The Redis store, whose async twin is watched."""
+
+    watched: _Watched | None = None
+
+    def async_twin(self) -> AsyncBackend:
+        twin = super().async_twin()
+        assert isinstance(twin, AsyncRedisBackend)  # asyncio I/O, not a thread
+        self.watched = _Watched(twin)
+        return self.watched
+
+
+def _client(llm: FakeLLMServer, sync: SyncConfig) -> tuple[FlexiAI, _WatchedRedis]:
+    config = FlexiAIConfig(
+        providers=[
+            provider_config(llm, "openai", priority=1),
+            provider_config(llm, "anthropic", priority=2),
+        ],
+        retry=RetryConfig(max_retries=0),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=3),
+        sync=sync,
+    )
+    backend = _WatchedRedis(sync)
+    return FlexiAI(config, sync_backend=backend), backend
+
+
+async def _serve_while_watching(client: FlexiAI, watched: _WatchedRedis, n: int) -> dict[str, Any]:
+    """``n`` concurrent agenerate calls, a ticker and a bystander; what each one saw."""
+    seen: dict[str, Any] = {
+        "ticks": 0,
+        "ticks_while_pending": 0,
+        "bystander_done_while_pending": False,
+    }
+    stop = asyncio.Event()
+
+    def pending() -> int:
+        return 0 if watched.watched is None else watched.watched.pending
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            seen["ticks"] += 1
+            seen["ticks_while_pending"] += pending() > 0
+            await asyncio.sleep(0.001)
+
+    async def bystander() -> None:
+        while pending() == 0 and not stop.is_set():  # wait for a store call to be in flight
+            await asyncio.sleep(0)
+        for _ in range(10):  # some unrelated work, needing the loop ten times
+            await asyncio.sleep(0)
+        seen["bystander_done_while_pending"] = pending() > 0
+
+    ticking = asyncio.create_task(ticker())
+    watching = asyncio.create_task(bystander())
+    try:
+        seen["responses"] = await asyncio.gather(*(client.agenerate(f"q{i}") for i in range(n)))
+    finally:
+        stop.set()
+        await ticking
+        await watching
+    return seen
+
+
+def test_100_concurrent_requests_while_redis_is_frozen_keep_the_loop_serving(
+    redis_server: RedisProcess, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.down("openai")  # every request fails over, so it also has failures to record
+    # A generous socket timeout: the store calls stay pending long enough for the ticker
+    # and the bystander to run (on a blocking store they could not run at all).
+    sync = sync_config_for(redis_server, redis_socket_timeout=2.0, reconnect_backoff=60.0)
+    client, backend = _client(fake_llm, sync)
+
+    async def scenario() -> dict[str, Any]:
+        async with client:
+            redis_server.freeze()
+            try:
+                return await _serve_while_watching(client, backend, 100)
+            finally:
+                redis_server.thaw()
+
+    seen = asyncio.run(scenario())
+    responses = seen["responses"]
+    assert len(responses) == 100
+    assert {r.provider for r in responses} == {"anthropic"}  # all answered, by the healthy one
+    assert backend.watched is not None and backend.watched.calls >= 1
+    assert seen["ticks_while_pending"] >= 1  # the loop ran the ticker during a store call
+    assert seen["bystander_done_while_pending"]  # and other coroutines completed meanwhile
+    assert client.store_health().degraded  # it fell back, as a frozen store must
+
+
+def test_async_requests_share_the_breaker_through_redis(
+    redis_server: RedisProcess, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.down("openai")
+    sync = sync_config_for(redis_server)
+    client, backend = _client(fake_llm, sync)
+
+    async def scenario() -> list[str]:
+        async with client:
+            return [(await client.agenerate(f"q{i}")).provider for i in range(6)]
+
+    providers = asyncio.run(scenario())
+    assert providers == ["anthropic"] * 6
+    assert fake_llm.count("openai") == 3  # failure_threshold calls, then the breaker skips
+    assert backend.watched is not None and backend.watched.calls >= 3
+    # Another process's view (a fresh blocking backend) reads the breaker the twin opened.
+    with FlexiAI(
+        FlexiAIConfig(providers=[provider_config(fake_llm, "openai")], sync=sync)
+    ) as other:
+        assert other.get_provider_status()["openai"].state is CircuitState.OPEN

@@ -15,6 +15,9 @@ is the median wall time of the whole process, interpreter start-up included:
 * ``handler first invocation``: import it and serve one ``events/generate.json`` event: the
   client is built, every breaker is read from a real ``redis-server`` (snapshot mode, as on
   Lambda) and a FakeLLMServer provider answers;
+* ``handler first invocation, no Tracer``: the same handler, events and client without
+  Powertools' Tracer (Logger, Metrics, the event handler and flexiai's middleware as
+  shipped): the difference is what the X-Ray SDK costs;
 * ``openai SDK handler first invocation``: the same handler written with the official SDK,
   when installed.
 
@@ -84,6 +87,35 @@ imported = time.perf_counter()
 from flexiai.aws.context import LocalLambdaContext
 event = json.loads(open({str(EVENT)!r}).read())
 response = generate.handler(event, LocalLambdaContext("bench", timeout=30))
+done = time.perf_counter()
+assert response["statusCode"] == 200, response
+from flexiai.aws import close_clients
+close_clients()
+print("BENCH:" + json.dumps({{"import_ms": (imported - started) * 1000,
+                              "invoke_ms": (done - imported) * 1000}}))
+"""
+
+_NO_TRACER_HANDLER_INVOKE = f"""\
+import json, os, time
+started = time.perf_counter()
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging import correlation_paths
+from flexiai.aws import flexiai_handler
+from flexiai.aws.http_events import generate_api
+logger = Logger()
+metrics = Metrics(namespace=os.environ["POWERTOOLS_METRICS_NAMESPACE"])
+app = generate_api()
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics(capture_cold_start_metric=True)
+@flexiai_handler
+def handler(event, context):
+    return app.resolve(event, context)
+
+imported = time.perf_counter()
+from flexiai.aws.context import LocalLambdaContext
+event = json.loads(open({str(EVENT)!r}).read())
+response = handler(event, LocalLambdaContext("bench", timeout=30))
 done = time.perf_counter()
 assert response["statusCode"] == 200, response
 from flexiai.aws import close_clients
@@ -181,6 +213,12 @@ def _lambda_stack(stack: ExitStack) -> Iterator[tuple[dict[str, str] | None, str
     host, _, port = host_port.rpartition(":")
     env = {
         "AWS_LAMBDA_FUNCTION_NAME": "bench-generate",  # sync mode auto -> snapshot
+        # As on Lambda with active tracing: the X-Ray SDK (Powertools' Tracer) takes its
+        # Lambda mode from LAMBDA_TASK_ROOT; off Lambda it builds a botocore client for
+        # centralized sampling at import (150-400 ms here) that a function never pays.
+        # Subsegments go to the daemon address over UDP on loopback, as on Lambda.
+        "LAMBDA_TASK_ROOT": str(HANDLERS),
+        "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
         "POWERTOOLS_SERVICE_NAME": "bench",
         "POWERTOOLS_METRICS_NAMESPACE": "FlexiAIBench",
         "FLEXIAI_PROVIDER_1_NAME": "openai",
@@ -241,10 +279,19 @@ def run(repeats: int = 10) -> list[Row]:
         if lambda_env is None:
             cases.append(_Case("handler import", None, note=lambda_note))
             cases.append(_Case("handler first invocation", None, note=lambda_note))
+            cases.append(_Case("handler first invocation, no Tracer", None, note=lambda_note))
         else:
             cases.append(_Case("handler import", _HANDLER_IMPORT, lambda_env))
             cases.append(
                 _Case("handler first invocation", _HANDLER_INVOKE, lambda_env, lambda_note)
+            )
+            cases.append(
+                _Case(
+                    "handler first invocation, no Tracer",
+                    _NO_TRACER_HANDLER_INVOKE,
+                    lambda_env,
+                    "the same without Powertools' Tracer (the X-Ray SDK)",
+                )
             )
         name = "openai SDK handler first invocation"
         if lambda_env is not None and _installed("openai"):

@@ -46,9 +46,11 @@ def _benchmarks(url: str) -> list[tuple[str, str, Callable[[], list[Row]]]]:
                 lambda: _cold_start_rows(cold, cold.run(repeats=10)),
             )
         )
-    for name in ("overhead", "fleet", "propagation"):
+    for name in ("overhead", "fleet", "propagation", "functions"):
         module: Any = importlib.import_module(name)
         found.append((name, f"python bench/{name}.py", _runner(module, url)))
+    decoders: Any = importlib.import_module("decoders")
+    found.append(("decoders", decoders.COMMAND, decoders.run))
     # noisy starts a redis-server per variant: it resets and reads their command statistics
     noisy: Any = importlib.import_module("noisy")
     found.append(("noisy", noisy.COMMAND, noisy.run))

@@ -331,6 +331,12 @@ class SyncConfig(_Model):
         description="Accept any server certificate (no verification). Logged once as a "
         "warning; nothing in redis_url can do this.",
     )
+    redis_use_functions: bool = Field(
+        default=False,
+        description="Run the breaker's Lua as a Redis Function (FCALL; Redis 7, Valkey, "
+        "ElastiCache 7) instead of EVALSHA, so the workers' ACL can deny EVAL, EVALSHA and "
+        "SCRIPT. Load it once with `flexiai functions load`.",
+    )
     redis_socket_timeout: PositiveSeconds = 0.25
     redis_socket_connect_timeout: PositiveSeconds = 0.5
     redis_cluster: bool = False

@@ -730,7 +730,8 @@ class RedisFaults:
         client = self._client()
         for spec in self.specs:
             for name, _ in spec.providers:
-                event = SyncEvent(kind, name, "forger", now, record)
+                # with the fleet's own prefix: the strongest lie, which costs a read
+                event = SyncEvent(kind, name, "forger", now, record, prefix=spec.key_prefix)
                 for _ in range(copies):
                     client.publish(spec.events_channel, encode_event(event))
         self._note(f"forge {state}")

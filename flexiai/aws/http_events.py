@@ -1,7 +1,15 @@
 """HTTP events in, HTTP responses out: the whole of the sample handlers' logic.
 
-Events are API Gateway HTTP API payload 2.0 or Lambda Function URL events (also REST API
-payload 1.0: only ``body`` and ``isBase64Encoded`` are read). The ``POST /generate`` body::
+Powertools' event handler (``APIGatewayHttpResolver``) routes the event and builds the
+response; this module holds what is flexiai's own: validating a ``/generate`` body (with a
+message saying what is wrong, for a 400) and mapping flexiai's errors onto status codes.
+``generate_api()`` and ``breaker_status_api()`` are the resolvers the shipped handlers use.
+The body is decoded here, not with the event's ``decoded_body``: that decodes base64
+leniently (invalid characters are dropped) and raises on bytes that are not UTF-8, where
+the caller needs a 400 that says what is wrong.
+
+Events are API Gateway HTTP API payload 2.0 or Lambda Function URL events; anything else
+is a 400. The ``POST /generate`` body::
 
     {"prompt": "Hello"}                    or  {"messages": [{"role": "user", "content": "Hi"}]}
     optional: "system": str, "temperature": number >= 0, "max_tokens": integer >= 1
@@ -30,7 +38,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+
 from flexiai._deadline import remaining_time
+from flexiai.aws._invocation import current_client
 from flexiai.exceptions import (
     AllProvidersFailedError,
     DeadlineExceededError,
@@ -43,8 +54,10 @@ if TYPE_CHECKING:
 __all__ = [
     "BadRequestError",
     "GenerateRequest",
+    "breaker_status_api",
     "breaker_status_response",
     "error_response",
+    "generate_api",
     "generate_response",
     "json_response",
     "parse_generate_request",
@@ -184,14 +197,19 @@ def _messages(value: Any) -> list[dict[str, str]]:
 
 def json_response(
     status: int, body: Any, headers: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """An API Gateway / Function URL response with a JSON body."""
-    return {
-        "statusCode": status,
-        "headers": {"content-type": "application/json", **(headers or {})},
-        "body": json.dumps(body, separators=(",", ":")),
-        "isBase64Encoded": False,
-    }
+) -> Response[str]:
+    """A response with a JSON body, for the resolver to turn into API Gateway's shape."""
+    return Response(
+        status_code=status,
+        body=json.dumps(body, separators=(",", ":")),
+        headers={"content-type": "application/json", **(headers or {})},
+    )
+
+
+def bad_request(message: str, request_id: str | None) -> Response[str]:
+    return json_response(
+        400, {"error": {"type": "BadRequest", "message": message}, "request_id": request_id}
+    )
 
 
 def _request_id(context: Any) -> str | None:
@@ -199,15 +217,13 @@ def _request_id(context: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def generate_response(client: FlexiAI, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+def generate_response(client: FlexiAI, event: Mapping[str, Any], context: Any) -> Response[str]:
     """Answer a ``POST /generate`` event with ``client`` (see the module docstring)."""
     request_id = _request_id(context)
     try:
         request = parse_generate_request(event)
     except BadRequestError as exc:
-        return json_response(
-            400, {"error": {"type": "BadRequest", "message": str(exc)}, "request_id": request_id}
-        )
+        return bad_request(str(exc), request_id)
     try:
         answer = client.chat_completion(
             request.messages,
@@ -236,7 +252,7 @@ def error_response(
     exc: AllProvidersFailedError | DeadlineExceededError | InvalidRequestError,
     client: FlexiAI,
     request_id: str | None,
-) -> dict[str, Any]:
+) -> Response[str]:
     """Map the errors a request can end with onto 400, 502, 503 and 504."""
     error: dict[str, Any] = {"type": type(exc).__name__}
     headers: dict[str, str] = {}
@@ -288,7 +304,7 @@ def _ran_out_of_time(exc: AllProvidersFailedError, client: FlexiAI) -> bool:
     return left < shortest
 
 
-def breaker_status_response(client: FlexiAI, context: Any) -> dict[str, Any]:
+def breaker_status_response(client: FlexiAI, context: Any) -> Response[str]:
     """Every provider's breaker as the fleet shares it, this worker's id and the store's
     health (a ``PING`` of the shared store, when sync is enabled)."""
     providers = client.get_provider_status()  # reads the store first, when sync is on
@@ -313,3 +329,75 @@ def breaker_status_response(client: FlexiAI, context: Any) -> dict[str, Any]:
             "request_id": _request_id(context),
         },
     )
+
+
+# -- the resolvers -----------------------------------------------------------------------------
+
+
+def _is_http_event(event: Any) -> bool:
+    """An HTTP API payload 2.0 or Function URL event: what the resolver can route."""
+    if not isinstance(event, Mapping):
+        return False
+    http = event.get("requestContext", {})
+    http = http.get("http") if isinstance(http, Mapping) else None
+    return isinstance(http, Mapping) and isinstance(http.get("method"), str)
+
+
+class _Api(APIGatewayHttpResolver):
+    """Powertools' resolver, answering an event it cannot route with a JSON 400 (the
+    resolver itself would raise on an event without ``requestContext.http``)."""
+
+    def resolve(self, event: Any, context: Any) -> dict[str, Any]:
+        if not _is_http_event(event):
+            response = bad_request(
+                "the event is not an HTTP event (expected API Gateway HTTP API payload 2.0 "
+                "or a Lambda Function URL event)",
+                _request_id(context),
+            )
+            return {
+                "statusCode": response.status_code,
+                "headers": response.headers,
+                "body": response.body,
+                "isBase64Encoded": False,
+            }
+        return super().resolve(event, context)
+
+
+def _api() -> _Api:
+    app = _Api()
+
+    @app.not_found
+    def not_found(_: Exception) -> Response[str]:
+        http = app.current_event.request_context.http
+        return json_response(
+            404,
+            {
+                "error": {"type": "NotFound", "message": f"no route for {http.method} {http.path}"},
+                "request_id": _request_id(app.lambda_context),
+            },
+        )
+
+    return app
+
+
+def generate_api() -> APIGatewayHttpResolver:
+    """``POST`` on any path (the template routes only ``/generate`` to the function; a
+    Function URL's path is ``/``) answers with ``current_client()``."""
+    app = _api()
+
+    @app.post(".+")
+    def generate() -> Response[str]:
+        return generate_response(current_client(), app.current_event.raw_event, app.lambda_context)
+
+    return app
+
+
+def breaker_status_api() -> APIGatewayHttpResolver:
+    """``GET`` on any path reports the breakers of ``current_client()``."""
+    app = _api()
+
+    @app.get(".+")
+    def breaker_status() -> Response[str]:
+        return breaker_status_response(current_client(), app.lambda_context)
+
+    return app

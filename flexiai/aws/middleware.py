@@ -5,11 +5,11 @@ Stack it innermost, after Powertools' own decorators (their documented order)::
     from aws_lambda_powertools import Logger, Metrics, Tracer
     from flexiai.aws import current_client, flexiai_handler
 
-    tracer, logger, metrics = Tracer(), Logger(), Metrics()
+    tracer, logger, metrics = Tracer(auto_patch=False), Logger(), Metrics()
 
     @tracer.capture_lambda_handler          # outermost
-    @logger.inject_lambda_context
-    @metrics.log_metrics                    # optional: flexiai flushes its own metrics
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+    @metrics.log_metrics(capture_cold_start_metric=True)   # the ColdStart metric
     @flexiai_handler                        # innermost; or @flexiai_handler(safety_margin_ms=500)
     def handler(event, context):
         return current_client().generate(event["prompt"]).content
@@ -42,8 +42,11 @@ What it does for each invocation:
   CircuitOpened        Count         a breaker opened *here* (not a remote opening seen here),
                                      emitted twice: {service, provider} and {service} alone,
                                      the series one alarm watches for every provider
-  ColdStart            Count         first invocation of the environment; service
   ===================  ============  ==========================================================
+
+  No ``ColdStart``: Powertools' ``Metrics`` emits it (``capture_cold_start_metric=True``,
+  dimensions ``function_name`` and ``service``). A second one here, with other dimensions,
+  would be a second CloudWatch series counting the same thing.
 
   They are kept apart from the application's ``Metrics`` (whose instances share one global
   set) and flushed at the end of every invocation, with or without ``@metrics.log_metrics``.
@@ -233,16 +236,11 @@ class _Environment:
         self.telemetry = telemetry
         self.margin_seconds = margin_seconds
         self.tracer = tracer
-        self.invocations = 0
         client.add_listener(telemetry)
 
     def invoke(self, handler: Callable[..., Any], event: Any, context: Any) -> Any:
-        cold = self.invocations == 0
-        self.invocations += 1
         self.telemetry.begin(getattr(context, "aws_request_id", None))
         try:
-            if cold:
-                self.telemetry.metric("ColdStart", "Count", 1, None)
             self.client.refresh_breakers()
             with use_client(self.client), self._deadline(context), self._traced():
                 return handler(event, context)
@@ -278,7 +276,7 @@ _ENVIRONMENTS_LOCK = threading.Lock()
 
 def close_clients() -> None:
     """Close every client built by ``flexiai_handler`` and forget it: the next invocation
-    builds a new one (and counts as a cold start). For tests, and for shutdown hooks."""
+    builds a new one. For tests, and for shutdown hooks."""
     with _ENVIRONMENTS_LOCK:
         environments = list(_ENVIRONMENTS.values())
         _ENVIRONMENTS.clear()

@@ -38,6 +38,7 @@ from flexiai.circuit_breaker._record import (
     Bucket,
     CircuitState,
     OpenReason,
+    next_version,
 )
 from flexiai.models import CircuitBreakerConfig
 
@@ -217,7 +218,7 @@ def transition(
         # to read the key again, whatever it believed.
         announced = event if op is Op.RESET else None
         return Transition(record=record, changed=False, granted=granted, event=announced, now=now)
-    new = new.replace(version=record.version + 1, updated_by=worker_id, updated_at=now)
+    new = new.replace(version=next_version(record.version), updated_by=worker_id, updated_at=now)
     return Transition(record=new, changed=True, granted=granted, event=event, now=now)
 
 

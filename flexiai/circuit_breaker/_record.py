@@ -32,6 +32,7 @@ from typing import Any
 
 __all__ = [
     "MAX_RECORD_BYTES",
+    "MAX_VERSION_STEP",
     "RECORD_SCHEMA",
     "BreakerRecord",
     "BreakerSnapshot",
@@ -39,6 +40,8 @@ __all__ = [
     "CircuitState",
     "OpenReason",
     "WindowCounts",
+    "next_version",
+    "version_jumped",
 ]
 
 #: The schema this version reads and writes.
@@ -52,6 +55,23 @@ MAX_BUCKETS = 64
 MAX_TEXT = 800
 #: Integers in a record are below this (exact in a double, and so in Lua).
 MAX_INT = 2**53
+#: The most a record's version may grow between two reads by one worker. A fleet makes a
+#: few transitions a second at most; a record far ahead of the last one read was forged or
+#: corrupted (it would otherwise win every comparison for good) and is treated as garbage.
+MAX_VERSION_STEP = 2**32
+
+
+def next_version(version: int) -> int:
+    """The version after ``version``: back to 1 rather than out of range (a reader adopts a
+    store that went backwards, so the wrap is a transition like any other)."""
+    return version + 1 if version + 1 < MAX_INT else 1
+
+
+def version_jumped(last_read: int | None, version: int) -> bool:
+    """Whether ``version`` is further ahead of the last version this worker read for the
+    key than any real fleet can go (breaker.lua applies the same rule)."""
+    return last_read is not None and version > last_read + MAX_VERSION_STEP
+
 
 #: ``(start_ms, calls, failures, slow)``: one slice of the failure window.
 Bucket = tuple[int, int, int, int]
@@ -264,9 +284,10 @@ def _migrate_first_schema(doc: dict[str, Any]) -> BreakerRecord:
         value = doc.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"breaker record field {name!r} has an invalid value")
-        if not math.isfinite(value):
+        scaled = value * 1000 + 0.5  # as Lua rounds; 1e308 seconds overflows to inf here
+        if not math.isfinite(scaled):
             raise ValueError(f"breaker record field {name!r} has an invalid value")
-        return _int(math.floor(value * 1000 + 0.5), name)  # as Lua rounds
+        return _int(math.floor(scaled), name)
 
     return BreakerRecord(
         state=_state(doc.get("state", "CLOSED")),

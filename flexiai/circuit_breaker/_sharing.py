@@ -161,6 +161,8 @@ class StateSyncManager:
         self._closed = False
         self.fallbacks = 0
         self.reconnects = 0
+        #: Events from another app (another key_prefix) on a shared channel, dropped unread.
+        self.foreign_events = 0
         forget_parent_state(self)
 
     def _reset_after_fork(self) -> None:
@@ -469,9 +471,16 @@ class StateSyncManager:
         """An event says when to look, never what to believe: every record is read again
         (one MGET), so a forged, foreign or stale event cannot change this worker's view,
         and a store that lost its keys (FLUSHALL, a failover that lost writes) is adopted.
-        This worker's own events are already in its view. True when the store was read:
-        that read covers every event received before it, which the backend then skips,
-        so a burst (or a flood of forged events) costs one read, not one per event."""
+        This worker's own events are already in its view. Another app's events (another
+        key_prefix on a shared channel) do not even cost a read: they are dropped, counted.
+        True when the store was read: that read covers every event received before it,
+        which the backend then skips, so a burst (or a flood of forged events) costs one
+        read, not one per event."""
+        prefix = self.backend.key_prefix
+        if prefix is not None and event.prefix != prefix:
+            with self._lock:
+                self.foreign_events += 1
+            return False
         if event.worker_id != self.worker_id and event.provider in self._breakers:
             return self.refresh()
         return False
@@ -502,6 +511,15 @@ class StateSyncManager:
             self._start_subscriber()
 
     # -- health and lifecycle ----------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        """The store's counters (malformed events, invalid records, errors...) plus this
+        worker's fallbacks and the events it dropped as another app's."""
+        return {
+            **self.backend.stats(),
+            "fallbacks": self.fallbacks,
+            "foreign_events": self.foreign_events,
+        }
+
     def health_check(self) -> bool:
         return not self.degraded and self.backend.health_check()
 
@@ -554,7 +572,8 @@ class StateSyncManager:
 
 def _reason(exc: BaseException) -> str:
     """Why the store failed, in a few words: the error's class, or for a refused TLS
-    certificate, that (redis-py reports it as a plain ConnectionError)."""
+    certificate, that (redis-py reports it as a plain ConnectionError), or the store's own
+    message when it raised the error itself (a function library that is not loaded)."""
     import ssl
 
     seen: BaseException | None = exc
@@ -564,6 +583,8 @@ def _reason(exc: BaseException) -> str:
         if "CERTIFICATE_VERIFY_FAILED" in str(seen):
             return "TLS certificate refused: certificate verify failed"
         seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, StateStoreError) and exc.__cause__ is None and str(exc):
+        return str(exc)  # raised by the store itself, saying what is wrong
     return type(exc.__cause__ or exc).__name__
 
 

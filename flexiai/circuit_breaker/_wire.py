@@ -1,12 +1,18 @@
 """Breaker events on the wire: versioned JSON, one message per transition.
 
-    {"v":2,"type":"OPENED","provider":"openai","worker_id":"host-123-ab12",
-     "ts":1764180000123,"record":{...the stored record, BreakerRecord.to_json()...}}
+    {"v":2,"prefix":"flexiai","type":"OPENED","provider":"openai",
+     "worker_id":"host-123-ab12","ts":1764180000123,
+     "record":{...the stored record, BreakerRecord.to_json()...}}
 
 ``ts`` and the record's times are the store's clock in milliseconds. The record is the
 stored JSON itself, so there is one encoding of a record; its ``version`` orders events per
 provider: a receiver applies an event only when it is newer than what it already has, so
 late and duplicated messages are harmless. breaker.lua builds the same bytes.
+
+``prefix`` is the sender's ``key_prefix``: apps that share one channel (an explicit
+``channel=``) drop each other's events unread (``StateSyncManager``'s ``foreign_events``).
+An event without it (flexiai before prefixes were sent) decodes with prefix ``""``, which no
+app has, so it is dropped too; the periodic resync covers a rolling upgrade.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class SyncEvent:
     worker_id: str
     timestamp: int
     record: BreakerRecord
+    #: The sender's key_prefix ("" for an event that carried none).
+    prefix: str = ""
 
     @property
     def version(self) -> int:
@@ -47,6 +55,7 @@ def encode_event(event: SyncEvent) -> str:
     head = json.dumps(
         {
             "v": WIRE_VERSION,
+            "prefix": event.prefix,
             "type": event.type.value,
             "provider": event.provider,
             "worker_id": event.worker_id,
@@ -59,6 +68,8 @@ def encode_event(event: SyncEvent) -> str:
 
 
 def decode_event(payload: str | bytes) -> SyncEvent:
+    """One message from the channel. Raises ``MalformedEventError`` (and nothing else) for
+    anything that is not a valid event, at a cost bounded by ``MAX_EVENT_BYTES``."""
     if len(payload) > MAX_EVENT_BYTES:
         raise MalformedEventError("event is too large")
     try:
@@ -68,21 +79,31 @@ def decode_event(payload: str | bytes) -> SyncEvent:
     if not isinstance(doc, dict):
         raise MalformedEventError("event is not a JSON object")
     if doc.get("v") != WIRE_VERSION:
-        raise MalformedEventError(f"unsupported wire version {doc.get('v')!r:.20}")
+        raise MalformedEventError(f"unsupported wire version {_short(doc.get('v'))}")
     try:
         event_type = EventType(doc["type"])
         provider = doc["provider"]
         worker_id = doc["worker_id"]
         timestamp = doc["ts"]
         raw_record = doc["record"]
+        prefix = doc.get("prefix", "")
     except (KeyError, ValueError, TypeError) as exc:
         raise MalformedEventError(f"missing or invalid field: {exc!s:.60}") from None
     if not isinstance(provider, str) or not isinstance(worker_id, str):
         raise MalformedEventError("provider and worker_id must be strings")
+    if not isinstance(prefix, str):
+        raise MalformedEventError("prefix must be a string")
     if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
         raise MalformedEventError("ts must be a non-negative integer")
     try:
         record = BreakerRecord.from_doc(raw_record)
     except ValueError as exc:
         raise MalformedEventError(str(exc)) from None
-    return SyncEvent(event_type, provider, worker_id, timestamp, record)
+    return SyncEvent(event_type, provider, worker_id, timestamp, record, prefix)
+
+
+def _short(value: Any) -> str:
+    """A few characters naming a value from the wire, without walking a nested one."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return f"{value!r:.20}"
+    return type(value).__name__

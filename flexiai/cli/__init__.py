@@ -21,6 +21,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("flexiai.cli.operator", "show every provider's shared breaker state"),
     "reset": ("flexiai.cli.operator", "close breakers for the whole fleet"),
     "watch": ("flexiai.cli.operator", "stream live breaker events"),
+    "functions": ("flexiai.cli.functions", "load flexiai's Redis function library (FCALL)"),
     "invoke": ("flexiai_dev.invoke", "run a Lambda function on the Lambda runtime, no Docker"),
     "start-api": ("flexiai_dev.start_api", "serve a template's HTTP API routes locally, no Docker"),
 }

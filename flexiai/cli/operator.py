@@ -2,7 +2,9 @@
 
     flexiai status [--json]          every provider's shared record, with its TTL
     flexiai reset [PROVIDER]         close breakers for the whole fleet (atomic RESET: the
-                                     version bumps and a CLOSED event reaches every worker)
+                                     version bumps and a CLOSED event reaches every worker);
+                                     --timeout (10 s) bounds the whole command: past it, it
+                                     says what was and was not reset and exits 2
     flexiai watch [--count N]        stream breaker events until Ctrl-C (or N, or --timeout)
 
 Connection settings come from the same ``FLEXIAI_SYNC_*`` variables (and
@@ -20,6 +22,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +46,8 @@ _PLACEHOLDER_PROVIDER = {
 }
 #: An operator can wait longer for an answer than a request path can.
 _DEFAULT_TIMEOUT = 2.0
+#: How long ``flexiai reset`` may take in all, connecting included.
+_RESET_TIMEOUT = 10.0
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
@@ -63,6 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     elif command == "reset":
         parser.add_argument("provider", nargs="?", help="one provider (default: every one)")
+        parser.add_argument(
+            "--timeout",
+            type=_positive,
+            default=_RESET_TIMEOUT,
+            metavar="SECONDS",
+            help="give up after SECONDS in all, connecting included, saying what was and "
+            f"was not reset (default {_RESET_TIMEOUT:g})",
+        )
     elif command == "watch":
         parser.add_argument("--json", action="store_true", help="one JSON document per event")
         parser.add_argument(
@@ -123,8 +136,11 @@ def _environment_config() -> tuple[FlexiAIConfig, bool]:
         raise CommandError(str(exc)) from None
 
 
-def _settings(args: argparse.Namespace) -> tuple[SyncConfig, list[str]]:
-    """The ``SyncConfig`` to use (environment, then flags) and the configured providers."""
+def _settings(
+    args: argparse.Namespace, *, budget: float | None = None
+) -> tuple[SyncConfig, list[str]]:
+    """The ``SyncConfig`` to use (environment, then flags) and the configured providers.
+    ``budget``: no socket wait may be longer than the whole command may take."""
     from pydantic import ValidationError
 
     from flexiai.models import SyncConfig
@@ -141,6 +157,8 @@ def _settings(args: argparse.Namespace) -> tuple[SyncConfig, list[str]]:
     timeout = getattr(args, "socket_timeout", None) or max(
         _DEFAULT_TIMEOUT, config.sync.redis_socket_timeout
     )
+    if budget is not None:
+        timeout = min(timeout, budget)
     overrides.update(redis_socket_timeout=timeout, redis_socket_connect_timeout=timeout)
     try:
         base = config.sync.model_dump()
@@ -443,15 +461,94 @@ def _operator_id() -> str:
     return f"operator@{socket.gethostname()[:40]}-{os.getpid()}"
 
 
+class _ResetProgress:
+    """What ``flexiai reset`` has done so far, for the one line it ends with when the store
+    fails or does not answer in time. Once the command gave up (``abandon``), the worker
+    thread, possibly still waiting on a frozen server, prints nothing more."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self.listed = False
+        self.providers: list[str] | None = None  # what is to be reset, once known
+        self.done: list[str] = []
+        self.current: str | None = None
+
+    def sending(self, provider: str) -> None:
+        with self._lock:
+            self.current = provider
+
+    def sent(self, provider: str) -> None:
+        with self._lock:
+            self.current = None
+            self.done.append(provider)
+
+    def say(self, line: str) -> None:
+        with self._lock:
+            if not self._abandoned:
+                print(line, flush=True)
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+
+    def summary(self) -> str:
+        with self._lock:
+            if self.providers is None:
+                return "nothing was reset"
+            pending = [p for p in self.providers if p not in self.done and p != self.current]
+            parts = [f"reset: {', '.join(self.done) or 'none'}"]
+            if pending:
+                parts.append(f"not reset: {', '.join(pending)}")
+            if self.current is not None:
+                parts.append(f"unknown whether {self.current} was reset (its reset was sent)")
+            return "; ".join(parts)
+
+
 def _reset(args: argparse.Namespace) -> int:
+    """Run the reset in a thread and wait at most ``--timeout`` for it: a frozen or
+    overloaded server cannot keep the operator waiting, and the answer says what was done."""
+    sync, configured = _settings(args, budget=args.timeout)
+    progress = _ResetProgress()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["code"] = _reset_all(args, sync, configured, progress)
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, name="flexiai-reset", daemon=True)
+    thread.start()
+    thread.join(args.timeout)
+    if thread.is_alive():
+        progress.abandon()
+        raise CommandError(
+            f"the store did not answer within {args.timeout:g}s; {progress.summary()}"
+        )
+    error = outcome.get("error")
+    if isinstance(error, CommandError) and (progress.providers or not progress.listed):
+        raise CommandError(f"{error}; {progress.summary()}") from None
+    if error is not None:
+        raise error
+    code: int = outcome["code"]
+    return code
+
+
+def _reset_all(
+    args: argparse.Namespace,
+    sync: SyncConfig,
+    configured: list[str],
+    progress: _ResetProgress,
+) -> int:
     from flexiai.circuit_breaker import Op, Policy
     from flexiai.models import CircuitBreakerConfig
 
-    sync, configured = _settings(args)
     policy = Policy.from_config(CircuitBreakerConfig())  # RESET ignores every setting
     worker = _operator_id()
     with _store(sync) as backend:
         known = _providers(backend, configured)
+        progress.listed = True
         if args.provider and args.provider not in known:
             # A typo must not look like success ("already CLOSED, nothing to change").
             listed = (
@@ -463,11 +560,12 @@ def _reset(args: argparse.Namespace) -> int:
             raise CommandError(f"unknown provider {args.provider!r}; known providers: {listed}")
         providers = [args.provider] if args.provider else known
         if not providers:
-            print(
+            progress.say(
                 f"nothing to reset: no breaker state under prefix {sync.key_prefix!r} "
                 f"on {backend.describe()}"
             )
             return 0
+        progress.providers = providers
         before = backend.load(providers)
         for name in providers:
             record = before.records[name]
@@ -475,13 +573,15 @@ def _reset(args: argparse.Namespace) -> int:
             if record.run:
                 old += f" with {record.run} failure{'s' * (record.run > 1)} in a row"
             invalid_before = backend.stats()["invalid_records"]
+            progress.sending(name)
             result = backend.transition(name, Op.RESET, policy, worker)
+            progress.sent(name)
             # Garbage the load saw, or a key of another type that only the script sees.
             if name in before.invalid or backend.stats()["invalid_records"] > invalid_before:
                 old = "invalid state"
             version = result.record.version
             if old == "CLOSED":
-                print(
+                progress.say(
                     f"{name}: already CLOSED"
                     + (
                         f" (version {version})"
@@ -490,7 +590,7 @@ def _reset(args: argparse.Namespace) -> int:
                     )
                 )
             else:
-                print(f"{name}: {old} -> CLOSED for the whole fleet (version {version})")
+                progress.say(f"{name}: {old} -> CLOSED for the whole fleet (version {version})")
     return 0
 
 
@@ -515,6 +615,7 @@ def format_event(payload: Any, *, as_json: bool) -> str:
             {
                 "malformed": False,
                 "type": event.type.value,
+                "prefix": event.prefix,
                 "provider": event.provider,
                 "worker_id": event.worker_id,
                 "ts": event.timestamp,

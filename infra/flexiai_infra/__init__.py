@@ -6,18 +6,19 @@
 flexiai and Powertools layers, least-privilege grants and a ``CircuitOpened`` alarm that
 notifies an SNS topic. ``FlexiAIHttpApi`` puts them behind an IAM-authorized HTTP API whose
 access log names each caller. All take an existing ``ec2.IVpc``: nothing here
-looks anything up, so a stack synthesizes offline. See ``docs/deploy.md``.
+looks anything up, so a stack synthesizes offline. See ``docs/aws.md``.
 """
 
 from ._functions import (
     ACCESS_LOG_FIELDS,
     ACCESS_LOG_FORMAT,
     METRICS_NAMESPACE,
-    POWERTOOLS_LAYER_PARAMETER,
+    POWERTOOLS_LAYER_ACCOUNT,
+    POWERTOOLS_LAYER_VERSION,
     FlexiAIFunctions,
     FlexiAIHttpApi,
     ProviderSpec,
-    powertools_layer_parameter,
+    powertools_layer_arn,
 )
 from ._store import (
     APP_COMMANDS,
@@ -33,7 +34,8 @@ __all__ = [
     "ACCESS_LOG_FORMAT",
     "APP_COMMANDS",
     "METRICS_NAMESPACE",
-    "POWERTOOLS_LAYER_PARAMETER",
+    "POWERTOOLS_LAYER_ACCOUNT",
+    "POWERTOOLS_LAYER_VERSION",
     "STATUS_COMMANDS",
     "VALKEY_PORTS",
     "BreakerStore",
@@ -42,5 +44,5 @@ __all__ = [
     "ProviderSpec",
     "access_string",
     "events_channel",
-    "powertools_layer_parameter",
+    "powertools_layer_arn",
 ]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
@@ -21,7 +20,6 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
-from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from ._scanners import l1, suppress
@@ -31,21 +29,26 @@ __all__ = [
     "ACCESS_LOG_FIELDS",
     "ACCESS_LOG_FORMAT",
     "METRICS_NAMESPACE",
-    "POWERTOOLS_LAYER_PARAMETER",
+    "POWERTOOLS_LAYER_ACCOUNT",
+    "POWERTOOLS_LAYER_VERSION",
     "FlexiAIFunctions",
     "FlexiAIHttpApi",
     "ProviderSpec",
-    "powertools_layer_parameter",
+    "powertools_layer_arn",
 ]
 
-#: AWS's public SSM parameter holding the newest Powertools (Python) layer ARN (x86_64).
-POWERTOOLS_LAYER_PARAMETER = "/aws/service/powertools/python/x86_64/python3.12/latest"
+#: The account that publishes Powertools for AWS Lambda (Python)'s public layers in the
+#: commercial regions (China and GovCloud have their own: pass ``powertools_layer``).
+POWERTOOLS_LAYER_ACCOUNT = "017000801446"
+#: The public layer's version number (not the package's), template.yaml's
+#: PowertoolsLayerVersion default. A literal ARN, unlike an SSM reference, is what
+#: ``sam local invoke`` can download.
+POWERTOOLS_LAYER_VERSION = 27
 METRICS_NAMESPACE = "FlexiAI"
 #: HTTP API integrations time out at 30 s; the function must give up first.
 HTTP_API_TIMEOUT_SECONDS = 29
 
 _DEFAULT_HANDLERS = Path(__file__).resolve().parents[2] / "handlers"
-_POWERTOOLS_VERSION = re.compile(r"^(latest|[0-9]+[.][0-9]+[.][0-9]+)$")
 #: The suffix CPython gives extension modules per Lambda architecture (the layer's hiredis).
 _EXTENSION_ARCH = {"x86_64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
 
@@ -74,14 +77,21 @@ ACCESS_LOG_FIELDS = {
 ACCESS_LOG_FORMAT = json.dumps(ACCESS_LOG_FIELDS, separators=(",", ":"))
 
 
-def powertools_layer_parameter(
-    architecture: lambda_.Architecture = lambda_.Architecture.X86_64, version: str = "latest"
+def powertools_layer_arn(
+    architecture: lambda_.Architecture = lambda_.Architecture.X86_64,
+    version: int = POWERTOOLS_LAYER_VERSION,
+    *,
+    region: str = Aws.REGION,
+    partition: str = Aws.PARTITION,
 ) -> str:
-    """AWS's public SSM parameter holding the Powertools (Python 3.12) layer ARN for
-    ``architecture``: the newest release, or ``version`` (for example ``3.37.0``)."""
-    if not _POWERTOOLS_VERSION.match(version):
-        raise ValueError(f"powertools_version {version!r} must be 'latest' or X.Y.Z")
-    return f"/aws/service/powertools/python/{architecture.name}/python3.12/{version}"
+    """The public Powertools (Python 3.12) layer for ``architecture``, layer version
+    ``version``, in the stack's region (template.yaml builds the same ARN)."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"powertools_layer_version {version!r} must be an integer >= 1")
+    return (
+        f"arn:{partition}:lambda:{region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
+        f"AWSLambdaPowertoolsPythonV3-python312-{architecture.name}:{version}"
+    )
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,9 @@ class ProviderSpec:
     model: str
     api_key_secret: secretsmanager.ISecret | None = None
     api_key_field: str = "api_key"
+    #: FLEXIAI_PROVIDER_<N>_BASE_URL when not None; "" (template.yaml's default) is unset
+    #: for the library, and keeps the variable declared for ``sam local invoke --env-vars``.
+    base_url: str | None = None
 
     @property
     def is_bedrock(self) -> bool:
@@ -112,8 +125,8 @@ class FlexiAIFunctions(Construct):
     ``flexiai_layer_path``, a directory holding ``python/`` as built by
     ``make -C layer build-FlexiAILayer`` (``build-FlexiAILayerArm64`` for ``arm64``; CDK does
     not build it: that would need Docker). Powertools is AWS's public layer for
-    ``architecture``, resolved from SSM at deploy time: the newest release, or
-    ``powertools_version`` (``X.Y.Z``).
+    ``architecture`` in the stack's region, layer version ``powertools_layer_version``
+    (or pass ``powertools_layer``).
 
     Only ``generate`` may read the provider secrets (and call Bedrock). ``generate`` connects
     to the store as its app user, ``breaker_status`` as its read-only status user.
@@ -145,7 +158,7 @@ class FlexiAIFunctions(Construct):
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         architecture: lambda_.Architecture = lambda_.Architecture.X86_64,
         reserved_concurrency: int | None = None,
-        powertools_version: str = "latest",
+        powertools_layer_version: int = POWERTOOLS_LAYER_VERSION,
         alarm_topic: sns.ITopic | None = None,
         alarm_email: str | None = None,
         alarm_actions: Sequence[cloudwatch.IAlarmAction] = (),
@@ -182,9 +195,7 @@ class FlexiAIFunctions(Construct):
         self.powertools_layer = powertools_layer or lambda_.LayerVersion.from_layer_version_arn(
             self,
             "PowertoolsLayer",
-            ssm.StringParameter.value_for_string_parameter(
-                self, powertools_layer_parameter(architecture, powertools_version)
-            ),
+            powertools_layer_arn(architecture, powertools_layer_version),
         )
 
         common = {
@@ -446,6 +457,8 @@ def _provider_environment(providers: Sequence[ProviderSpec]) -> dict[str, str]:
         env[prefix + "NAME"] = provider.name
         env[prefix + "MODEL"] = provider.model
         env[prefix + "PRIORITY"] = str(index)
+        if provider.base_url is not None:
+            env[prefix + "BASE_URL"] = provider.base_url
         if provider.api_key_secret is not None:
             env[prefix + "API_KEY"] = (
                 f"secretsmanager:{provider.api_key_secret.secret_arn}#{provider.api_key_field}"

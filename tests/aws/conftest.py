@@ -107,3 +107,45 @@ def read_event(name: str) -> dict[str, Any]:
 
     event: dict[str, Any] = json.loads((EVENTS / name).read_text())
     return event
+
+
+@pytest.fixture
+def xray_emitted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    """Powertools' Tracer enabled as on Lambda, inside a segment opened here; yields the
+    entities the X-Ray SDK sends (Tracer streams each finished subsegment on Lambda).
+
+    Tracer keeps its configuration in class attributes and the X-Ray recorder is global:
+    both are put back afterwards."""
+    import aws_xray_sdk
+    from aws_lambda_powertools import Tracer
+    from aws_xray_sdk.core import xray_recorder  # before LAMBDA_TASK_ROOT: a plain recorder
+
+    sent: list[Any] = []
+
+    class Emitter:  # instead of UDP to a daemon
+        def send_entity(self, entity: Any) -> None:
+            sent.append(entity)
+
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", "/var/task")  # Tracer enables itself "on Lambda"
+    threshold, emitter = xray_recorder.streaming_threshold, xray_recorder.emitter
+    Tracer._reset_config()
+    aws_xray_sdk.global_sdk_config.set_sdk_enabled(True)
+    xray_recorder.emitter = Emitter()
+    Tracer(auto_patch=False)  # the function's own Tracer: the middleware's shares its config
+    xray_recorder.begin_segment("test", sampling=1)
+    try:
+        yield sent
+    finally:
+        xray_recorder.end_segment()
+        xray_recorder.streaming_threshold, xray_recorder.emitter = threshold, emitter
+        Tracer._reset_config()
+        aws_xray_sdk.global_sdk_config.set_sdk_enabled(False)
+
+
+@pytest.fixture
+def fresh_execution_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Powertools' cold-start flag as a new execution environment has it (it is a module
+    global, flipped by the first invocation in the process)."""
+    from aws_lambda_powertools.metrics.provider import cold_start
+
+    monkeypatch.setattr(cold_start, "is_cold_start", True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -339,3 +339,110 @@ def test_breaker_status_shows_the_state_the_fleet_shares_in_redis(
     assert status["providers"]["openai"]["state"] == "OPEN"
     assert status["providers"]["openai"]["shared"] is True
     assert status["providers"]["anthropic"]["state"] == "CLOSED"
+
+
+# -- Powertools as shipped: Tracer, Logger with the correlation id, Metrics --------------------
+
+
+def _json_lines(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def _cold_starts(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if "_aws" in d and "ColdStart" in d]
+
+
+@pytest.mark.parametrize(
+    ("module", "event_name"),
+    [("generate", "generate.json"), ("breaker_status", "breaker_status.json")],
+)
+def test_each_handler_emits_one_cold_start_series_powertools_own(
+    fake_llm: FakeLLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+    load_handler: Loader,
+    lambda_context: Context,
+    capsys: pytest.CaptureFixture[str],
+    fresh_execution_environment: None,
+    module: str,
+    event_name: str,
+) -> None:
+    import os
+
+    provider_env(monkeypatch, fake_llm, "openai")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "FlexiAI")
+    handler = load_handler(module).handler
+    assert handler(read_event(event_name), lambda_context(name="fn-a"))["statusCode"] == 200
+    [cold] = _cold_starts(_json_lines(capsys.readouterr().out))
+    [metrics] = cold["_aws"]["CloudWatchMetrics"]
+    assert metrics["Namespace"] == "FlexiAI"
+    assert metrics["Dimensions"] == [["function_name", "service"]]
+    assert metrics["Metrics"] == [{"Name": "ColdStart", "Unit": "Count"}]
+    assert (cold["function_name"], cold["service"]) == (
+        "fn-a",
+        os.environ["POWERTOOLS_SERVICE_NAME"],
+    )
+    assert cold["ColdStart"] == [1.0]
+
+    # Warm: no cold start at all, and no empty metrics document.
+    assert handler(read_event(event_name), lambda_context(name="fn-a"))["statusCode"] == 200
+    assert _cold_starts(_json_lines(capsys.readouterr().out)) == []
+
+
+def test_flexiai_log_records_carry_api_gateway_request_id_as_correlation_id(
+    fake_llm: FakeLLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+    load_handler: Loader,
+    lambda_context: Context,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    provider_env(monkeypatch, fake_llm, "openai", "anthropic", RETRY_MAX_RETRIES="0")
+    generate = load_handler("generate").handler  # here: its Logger binds to capsys's stdout
+    fake_llm.script("openai", [Error(503)])
+    event = read_event("generate.json")
+    context = lambda_context()
+    assert generate(event, context)["statusCode"] == 200
+    records = [d for d in _json_lines(capsys.readouterr().out) if "flexiai_event" in d]
+    assert {r["flexiai_event"] for r in records} >= {"provider_failed", "failover"}
+    for record in records:
+        assert record["correlation_id"] == event["requestContext"]["requestId"]
+        assert record["function_request_id"] == context.aws_request_id
+
+
+def test_the_flexiai_subsegment_is_recorded_inside_the_handler_subsegment(
+    generate: Callable[..., dict[str, Any]],
+    lambda_context: Context,
+    fake_llm: FakeLLMServer,
+    xray_emitted: list[Any],
+) -> None:
+    fake_llm.script("openai", [Error(503)])
+    assert generate(read_event("generate.json"), lambda_context())["statusCode"] == 200
+
+    def walk(entities: list[Any]) -> Iterator[Any]:
+        for entity in entities:
+            yield entity
+            yield from walk(list(getattr(entity, "subsegments", [])))
+
+    names = {e.name: e for e in walk(xray_emitted)}
+    assert "## handler" in names
+    flexiai = names["## flexiai"]
+    assert flexiai.annotations == {"flexiai_provider": "anthropic", "flexiai_failovers": 1}
+    assert flexiai.parent_id == names["## handler"].id
+
+
+def test_an_event_that_is_not_an_http_event_is_a_400(
+    generate: Callable[..., dict[str, Any]], lambda_context: Context, fake_llm: FakeLLMServer
+) -> None:
+    response = generate({"prompt": "hi"}, lambda_context())
+    assert response["statusCode"] == 400
+    assert "not an HTTP event" in body(response)["error"]["message"]
+    assert fake_llm.count("openai") == 0
+
+
+def test_a_method_the_function_does_not_serve_is_a_404_in_the_same_error_shape(
+    generate: Callable[..., dict[str, Any]], lambda_context: Context
+) -> None:
+    event = read_event("generate.json")
+    event["requestContext"]["http"]["method"] = "GET"
+    response = generate(event, lambda_context())
+    assert response["statusCode"] == 404
+    assert body(response)["error"]["type"] == "NotFound"

@@ -8,15 +8,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.event_handler import Response
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexiai import FlexiAI
 from flexiai._deadline import deadline
+from flexiai.aws import http_events
 from flexiai.aws.http_events import (
     BadRequestError,
     GenerateRequest,
-    error_response,
     json_response,
     parse_generate_request,
 )
@@ -205,14 +206,18 @@ def test_fuzzed_events_are_a_request_or_a_bad_request_nothing_else(evt: Any) -> 
         message["content"].encode("utf-8")  # what passed can be sent to a provider
 
 
-def test_a_json_response_is_an_http_api_response() -> None:
+def test_a_json_response_is_a_powertools_response_with_a_json_body() -> None:
     response = json_response(201, {"a": 1}, {"x-extra": "1"})
-    assert response == {
-        "statusCode": 201,
-        "headers": {"content-type": "application/json", "x-extra": "1"},
-        "body": '{"a":1}',
-        "isBase64Encoded": False,
-    }
+    assert isinstance(response, Response)
+    assert response.status_code == 201
+    assert response.headers == {"content-type": "application/json", "x-extra": "1"}
+    assert response.body == '{"a":1}'
+
+
+def error_response(*args: Any) -> dict[str, Any]:
+    """The mapping's answer as the resolver hands it to API Gateway (status, headers, body)."""
+    response = http_events.error_response(*args)
+    return {"statusCode": response.status_code, "headers": response.headers, "body": response.body}
 
 
 def body(response: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ Logs and EMF documents are read back from stdout, where Powertools writes them o
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -313,17 +313,16 @@ def test_the_full_powertools_stack_logs_transitions_and_emits_emf(
     assert sorted(map(dimension_sets, opened_docs)) == [[["provider", "service"]], [["service"]]]
     [fleet_wide] = [d for d in opened_docs if "provider" not in d]
     assert fleet_wide["CircuitOpened"] == [1.0]
-    assert fleet_wide["ColdStart"] == [1.0]
+    assert "ColdStart" not in fleet_wide  # Powertools' Metrics emits the one ColdStart
     # ...and the application's own metric, untouched by flexiai's dimensions.
     [answered] = emf_documents(docs, "Answered")
     assert answered["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "App"
     assert "provider" not in answered
     assert "ColdStart" not in answered
 
-    # Warm: openai is skipped (open), no cold start, no second opening.
+    # Warm: openai is skipped (open), no second opening.
     assert handler({}, lambda_context())["provider"] == "anthropic"
     docs = json_lines(capsys.readouterr().out)
-    assert emf_documents(docs, "ColdStart") == []
     assert emf_documents(docs, "CircuitOpened") == []
     [skip] = log_records(docs, "failover")
     assert skip["reason"] == "circuit_open"
@@ -345,14 +344,12 @@ def test_metrics_are_flushed_without_log_metrics_even_when_the_handler_raises(
     [failure] = emf_documents(docs, "ProviderFailure")
     assert failure["provider"] == "openai"
     assert failure["ProviderFailure"] == [1.0]  # max_retries=0: one call
-    assert emf_documents(docs, "ColdStart")
 
     with pytest.raises(AllProvidersFailedError):
         handler({}, lambda_context())
     docs = json_lines(capsys.readouterr().out)
     [failure] = emf_documents(docs, "ProviderFailure")
     assert failure["ProviderFailure"] == [1.0]  # the first invocation's were flushed, not kept
-    assert emf_documents(docs, "ColdStart") == []
 
 
 def test_metrics_use_the_powertools_namespace_variable(
@@ -379,45 +376,13 @@ def test_an_invocation_without_flexiai_calls_prints_no_empty_metrics(
     def handler(event: Any, context: Any) -> int:
         return 1
 
-    handler({}, lambda_context())  # the cold start is the only metric
+    handler({}, lambda_context())
     handler({}, lambda_context())
     docs = json_lines(capsys.readouterr().out)
-    assert [list(d) for d in docs if "_aws" in d] == [["_aws", "service", "ColdStart"]]
+    assert [d for d in docs if "_aws" in d] == []  # no ColdStart of flexiai's own either
 
 
 # -- X-Ray -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def xray_emitted(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
-    """Powertools' Tracer enabled as on Lambda, inside a segment opened here; yields the
-    entities the X-Ray SDK sends (Tracer streams each finished subsegment on Lambda).
-
-    Tracer keeps its configuration in class attributes and the X-Ray recorder is global:
-    both are put back afterwards."""
-    import aws_xray_sdk
-    from aws_xray_sdk.core import xray_recorder  # before LAMBDA_TASK_ROOT: a plain recorder
-
-    sent: list[Any] = []
-
-    class Emitter:  # instead of UDP to a daemon
-        def send_entity(self, entity: Any) -> None:
-            sent.append(entity)
-
-    monkeypatch.setenv("LAMBDA_TASK_ROOT", "/var/task")  # Tracer enables itself "on Lambda"
-    threshold, emitter = xray_recorder.streaming_threshold, xray_recorder.emitter
-    Tracer._reset_config()
-    aws_xray_sdk.global_sdk_config.set_sdk_enabled(True)
-    xray_recorder.emitter = Emitter()
-    Tracer(auto_patch=False)  # the function's own Tracer: the middleware's shares its config
-    xray_recorder.begin_segment("test", sampling=1)
-    try:
-        yield sent
-    finally:
-        xray_recorder.end_segment()
-        xray_recorder.streaming_threshold, xray_recorder.emitter = threshold, emitter
-        Tracer._reset_config()
-        aws_xray_sdk.global_sdk_config.set_sdk_enabled(False)
 
 
 def test_xray_subsegment_is_annotated_with_the_provider_and_failovers(

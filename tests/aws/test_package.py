@@ -27,7 +27,7 @@ def imported_after(statement: str) -> list[str]:
     [
         "import flexiai, flexiai.aws",
         "from flexiai.aws import current_client, resolve_reference, LocalLambdaContext",
-        "import flexiai.aws.http_events, flexiai.aws.context, flexiai_dev.cloudformation",
+        "import flexiai.aws.context, flexiai_dev.cloudformation",
         "import flexiai_dev.invoke",
     ],
 )
@@ -35,8 +35,12 @@ def test_the_light_modules_import_nothing_heavy(statement: str) -> None:
     assert imported_after(statement) == []
 
 
-def test_the_middleware_is_what_imports_powertools() -> None:
-    loaded = imported_after("from flexiai.aws import flexiai_handler")
+@pytest.mark.parametrize(
+    "statement",
+    ["from flexiai.aws import flexiai_handler", "import flexiai.aws.http_events"],
+)
+def test_the_middleware_and_the_http_resolvers_are_what_import_powertools(statement: str) -> None:
+    loaded = imported_after(statement)
     assert "aws_lambda_powertools" in loaded
     # Powertools reads botocore's version for its user agent; boto3 itself stays out.
     assert not {"boto3", "yaml", "aws_xray_sdk", "redis"} & set(loaded)

@@ -11,14 +11,18 @@ garbage in a stored record. The store's clock is a fake one passed to the script
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Tally, transition
-from flexiai.circuit_breaker._record import BreakerRecord
+from flexiai.circuit_breaker._record import MAX_VERSION_STEP, BreakerRecord
 from flexiai.circuit_breaker._wire import SyncEvent, encode_event
+from flexiai.circuit_breaker.stores.redis import RedisSyncBackend
+from flexiai_dev.servers import RedisProcess
 from tests.circuit_breaker.conftest import Store, policy
+from tests.support.redis_fixtures import sync_config_for
 
 # Durations of a few milliseconds to seconds, so the steps below cross every deadline.
 TINY = policy(
@@ -150,7 +154,12 @@ def test_published_events_are_exactly_encode_event(redis_store: Store) -> None:
             assert result.event is not None
             expected = encode_event(
                 SyncEvent(
-                    result.event, "openai", result.record.updated_by, result.now, result.record
+                    result.event,
+                    "openai",
+                    result.record.updated_by,
+                    result.now,
+                    result.record,
+                    redis_store.config.key_prefix,
                 )
             )
             assert message["data"] == expected.encode()  # byte for byte
@@ -229,6 +238,8 @@ DOCUMENT_CASES = [
     ('{"schema": "2"}', False),
     ('{"failures": 2, "opened_at": 1764180000.5, "window_started_at": -1}', False),
     ('{"failures": 2, "opened_at": 1764180000.0005}', True),
+    ('{"failures": 2, "opened_at": 1e308}', False),  # 1e308 s is inf ms: no OverflowError
+    ('{"schema": 2, "open_until": 1e308}', False),
     ('{"failures": 1}', True),
     (' \t{"failures":1}\n ', True),
     ("{}", True),
@@ -269,3 +280,87 @@ def assert_agree(redis_store: Store, raw: str, valid: bool) -> None:
         assert result == transition(stored, Op.ACQUIRE, policy(), result.now, "w-1")
     else:
         assert redis_store.raw.get(key) == BreakerRecord().to_json().encode()
+
+
+# A record's version against the last one this worker read (K): how far ahead it may be.
+K = 1_000
+VERSION_CASES = [
+    (K, True),
+    (K - 900, True),  # behind: the store went backwards, which is adopted
+    (0, True),
+    (K + MAX_VERSION_STEP, True),
+    (K + MAX_VERSION_STEP + 1, False),
+    (2**53 - 1, False),
+]
+
+
+@pytest.mark.parametrize(("version", "valid"), VERSION_CASES)
+def test_lua_and_python_agree_on_version_jumps(
+    redis_store: Store, version: int, valid: bool
+) -> None:
+    """Python checks a record it reads (MGET), breaker.lua one it is about to change; the
+    same record is garbage to both or to neither, and garbage is replaced by a fresh one."""
+    key = redis_store.key("openai")
+    reader, writer = redis_store.backend(), redis_store.backend()
+    redis_store.raw.set(key, BreakerRecord(version=K).to_json())
+    for backend in (reader, writer):
+        assert backend.load(["openai"]).records["openai"].version == K
+    record = BreakerRecord(version=version, run=1, updated_by="someone")
+    redis_store.raw.set(key, record.to_json())
+
+    assert (reader.load(["openai"]).invalid == ()) is valid  # Python's verdict
+    before = writer.stats()["invalid_records"]
+    result = writer.transition("openai", Op.ACQUIRE, policy(), "w-1")  # breaker.lua's
+    assert (writer.stats()["invalid_records"] == before) is valid
+    stored = BreakerRecord.from_json(redis_store.raw.get(key))
+    assert stored == (record if valid else BreakerRecord())
+    assert result.record == stored
+
+
+def test_the_version_wraps_to_one_instead_of_leaving_the_range(redis_store: Store) -> None:
+    key = redis_store.key("openai")
+    redis_store.raw.set(key, BreakerRecord(version=2**53 - 1).to_json())
+    backend = redis_store.backend()
+    result = backend.transition("openai", Op.FAILURE, policy(), "w-1")
+    expected = transition(BreakerRecord(version=2**53 - 1), Op.FAILURE, policy(), result.now, "w-1")
+    assert result == expected
+    assert result.record.version == 1
+    assert redis_store.raw.get(key) == expected.record.to_json().encode()
+    # Every reader takes the wrapped record: it went backwards, which is adopted.
+    assert backend.load(["openai"]).invalid == ()
+    assert redis_store.backend().load(["openai"]).records["openai"].version == 1
+
+
+def test_fcall_runs_the_same_code_as_evalsha(
+    redis_server: RedisProcess, make_backend: Callable[..., RedisSyncBackend]
+) -> None:
+    """Redis Functions wrap breaker.lua itself (one source): the same random operations
+    give the same records, flags and events through FCALL as through EVALSHA."""
+    clock = [1_764_180_000_000]
+    backends = {
+        functions: make_backend(
+            sync_config_for(
+                redis_server, key_prefix=f"p{functions}", redis_use_functions=functions
+            ),
+            store_clock=lambda: clock[0],
+        )
+        for functions in (False, True)
+    }
+    rng = random.Random(7)
+    for step in range(300):
+        op = rng.choice(OPS)
+        open_for = rng.choice(OPEN_FOR) if op is Op.TRIP else None
+        tally = random_tally(rng) if op in (Op.FAILURE, Op.REPORT) else NO_TALLY
+        if op is Op.REPORT:
+            reports = [backends[f].report({"openai": tally}, TINY, "w") for f in (False, True)]
+            assert reports[0] == reports[1], f"step {step}"
+        else:
+            results = [
+                backends[f].transition("openai", op, TINY, "w", open_for=open_for, tally=tally)
+                for f in (False, True)
+            ]
+            assert results[0] == results[1], f"step {step}: {op}"
+        clock[0] += rng.choice(STEPS_MS)
+    with redis_server.client() as r:
+        assert r.get("pFalse:state:openai") == r.get("pTrue:state:openai")
+        assert r.function_list()  # it really ran as a function

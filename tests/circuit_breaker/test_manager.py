@@ -229,7 +229,7 @@ def test_a_burst_of_forged_events_costs_a_few_reads_and_a_real_one_still_counts(
     forged = BreakerRecord(
         state=CircuitState.OPEN, version=10**15, open_until=2**52, updated_by="forger"
     )
-    event = SyncEvent(EventType.OPENED, "openai", "forger", 1, forged)
+    event = SyncEvent(EventType.OPENED, "openai", "forger", 1, forged, prefix="flexiai")
     with client_for(redis_server, fake, mode="pubsub", flush_interval=60) as client:
         client.generate("warm up")  # subscribed from here on
         manager = client._state

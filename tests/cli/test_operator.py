@@ -357,3 +357,64 @@ def test_importing_the_commands_imports_neither_rich_nor_redis() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- reset under load: it answers within --timeout, or says what it could not do ---------------
+
+
+def test_reset_against_a_frozen_server_gives_up_within_its_timeout_and_says_so(
+    redis_server: RedisProcess, store: RedisSyncBackend
+) -> None:
+    """SIGSTOP: connections are accepted by the kernel, then nothing answers."""
+    open_breaker(store, "openai")
+    redis_server.freeze()
+    try:
+        result = run_command("reset", "--redis-url", redis_server.url, "--timeout", "1")
+    finally:
+        redis_server.thaw()
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("flexiai reset: ")
+    assert lines[0].endswith("nothing was reset")
+    # Nothing was: the breaker is still open.
+    assert store.load(["openai"]).records["openai"].state is CircuitState.OPEN
+
+
+def test_reset_that_fails_half_way_says_what_was_and_was_not_reset(
+    flexiai: Any, redis_server: RedisProcess, store: RedisSyncBackend
+) -> None:
+    """A user that may write anthropic's key but not openai's: the first reset lands, the
+    second is refused, and the answer lists both."""
+    open_breaker(store, "anthropic")
+    open_breaker(store, "openai")
+    open_breaker(store, "zeta")
+    with redis_server.client() as admin:
+        admin.script_load(_breaker_source())
+        admin.execute_command(
+            "ACL", "SETUSER", "half", "on", ">pw", "%R~flexiai:state:*",
+            "~flexiai:state:anthropic", "resetchannels", "&flexiai:events", "-@all",
+            "+evalsha", "+scan", "+mget", "+get", "+set", "+publish", "+time", "+ping",
+        )  # fmt: skip
+    url = f"redis://half:pw@{redis_server.host}:{redis_server.port}/0"
+    result = flexiai("reset", "--redis-url", url)
+    assert result.code == 2
+    assert "anthropic: OPEN -> CLOSED for the whole fleet" in result.out
+    line = result.err.strip()
+    assert "NOPERM" in line or "permission" in line.lower()
+    assert line.endswith(
+        "reset: anthropic; not reset: zeta; unknown whether openai was reset (its reset was sent)"
+    )
+    records = store.load(["anthropic", "openai", "zeta"]).records
+    assert [records[p].state for p in ("anthropic", "openai", "zeta")] == [
+        CircuitState.CLOSED,
+        CircuitState.OPEN,
+        CircuitState.OPEN,
+    ]
+
+
+def _breaker_source() -> str:
+    from flexiai.circuit_breaker.stores.redis import _script_source
+
+    return _script_source("breaker.lua")

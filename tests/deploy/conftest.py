@@ -35,6 +35,7 @@ NETWORK = {
 #: A value other than template.yaml's default for every option the drift test follows.
 NON_DEFAULT_CONTEXT = {
     "openaiModel": "gpt-4.1-mini",
+    "openaiBaseUrl": "https://llm.example.com/v1",
     "anthropicModel": "claude-sonnet-4-0",
     "cacheName": "fleet-breakers",
     "valkeyMajorVersion": "7",
@@ -50,7 +51,7 @@ NON_DEFAULT_CONTEXT = {
     "logRetentionDays": "365",
     "architecture": "arm64",
     "reservedConcurrency": "25",
-    "powertoolsVersion": "3.37.0",
+    "powertoolsLayerVersion": "20",
     "apiThrottleRateLimit": "50",
     "apiThrottleBurstLimit": "100",
     "alarmTopicArn": ALARM_TOPIC_ARN,

@@ -236,6 +236,7 @@ def test_functions_environment(synthesized: dict[str, Any]) -> None:
         "FLEXIAI_PROVIDER_1_NAME": "openai",
         "FLEXIAI_PROVIDER_1_API_KEY": f"secretsmanager:{OPENAI_ARN}#api_key",
         "FLEXIAI_PROVIDER_1_PRIORITY": "1",
+        "FLEXIAI_PROVIDER_1_BASE_URL": "",  # declared, unset for the library (as in SAM)
         "FLEXIAI_PROVIDER_2_NAME": "anthropic",
         "FLEXIAI_PROVIDER_2_API_KEY": f"secretsmanager:{ANTHROPIC_ARN}#api_key",
         "FLEXIAI_PROVIDER_3_NAME": "bedrock",
@@ -259,16 +260,35 @@ def test_cdk_sets_the_same_variables_as_the_sam_template(synthesized: dict[str, 
     assert cdk_names == sam_names
 
 
-def test_functions_run_python312_in_the_vpc_with_powertools_from_ssm(
+def _joined(value: Any) -> str:
+    """A synthesized Fn::Join as text, pseudo parameters as ${Name} (as in a Fn::Sub)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Ref" in value:
+        return "${" + str(value["Ref"]) + "}"
+    separator, parts = value["Fn::Join"]
+    return str(separator).join(_joined(part) for part in parts)
+
+
+def test_functions_run_python312_in_the_vpc_with_the_public_powertools_layer(
     synthesized: dict[str, Any],
 ) -> None:
+    """The same literal layer ARN as template.yaml: region, architecture, layer version."""
     template = _json(synthesized, "iam")
-    (powertools,) = [
-        name
-        for name, parameter in template["Parameters"].items()
-        if parameter["Type"] == "AWS::SSM::Parameter::Value<String>"
-        and parameter["Default"] == "/aws/service/powertools/python/x86_64/python3.12/latest"
-    ]
+    powertools = (
+        "arn:${AWS::Partition}:lambda:${AWS::Region}:017000801446:layer:"
+        "AWSLambdaPowertoolsPythonV3-python312-x86_64:27"
+    )
+    sam = load_template(REPO_ROOT / "template.yaml")
+    sam_layer = sam["Globals"]["Function"]["Layers"][0]["Fn::Sub"]
+    assert (
+        sam_layer.replace("${Architecture}", "x86_64").replace(
+            "${PowertoolsLayerVersion}", str(sam["Parameters"]["PowertoolsLayerVersion"]["Default"])
+        )
+        == powertools
+    )
+    parameters = template.get("Parameters", {}).values()
+    assert not [p for p in parameters if "powertools" in str(p.get("Default", ""))]
     layer = _logical_id(template, "AWS::Lambda::LayerVersion", "FunctionsFlexiAILayer")
     functions = _of_type(template, "AWS::Lambda::Function")
     assert len(functions) == 2
@@ -277,7 +297,7 @@ def test_functions_run_python312_in_the_vpc_with_powertools_from_ssm(
         assert props["Runtime"] == "python3.12"
         assert props["Architectures"] == ["x86_64"]
         assert props["TracingConfig"] == {"Mode": "Active"}
-        assert props["Layers"] == [{"Ref": powertools}, {"Ref": layer}]
+        assert [_joined(props["Layers"][0]), props["Layers"][1]] == [powertools, {"Ref": layer}]
         assert props["VpcConfig"]["SubnetIds"] == NETWORK["privateSubnetIds"].split(",")
     handlers = sorted(fn["Properties"]["Handler"] for fn in functions.values())
     assert handlers == ["breaker_status.handler", "generate.handler"]
@@ -432,19 +452,15 @@ def _option_checks() -> dict[str, Any]:
         return [u["Properties"] for u in _of_type(t, "AWS::ElastiCache::User").values()]
 
     def powertools(t: dict[str, Any]) -> str:
-        (path,) = [
-            p["Default"]
-            for p in t["Parameters"].values()
-            if p["Type"] == "AWS::SSM::Parameter::Value<String>"
-            and p["Default"].startswith("/aws/service/powertools/")
-        ]
-        return str(path)
+        (arn,) = {_joined(f["Layers"][0]) for f in functions(t)}
+        return arn
 
     def stage(t: dict[str, Any]) -> dict[str, Any]:
         return _only(t, "AWS::ApiGatewayV2::Stage")
 
     return {
         "openaiModel": lambda t, v: env(t, "FLEXIAI_PROVIDER_1_MODEL") == v,
+        "openaiBaseUrl": lambda t, v: env(t, "FLEXIAI_PROVIDER_1_BASE_URL") == v,
         "anthropicModel": lambda t, v: env(t, "FLEXIAI_PROVIDER_2_MODEL") == v,
         "cacheName": lambda t, v: (
             _only(t, "AWS::ElastiCache::ServerlessCache")["ServerlessCacheName"] == v
@@ -497,12 +513,12 @@ def _option_checks() -> dict[str, Any]:
         "architecture": lambda t, v: (
             all(f["Architectures"] == [v] for f in functions(t))
             and _only(t, "AWS::Lambda::LayerVersion")["CompatibleArchitectures"] == [v]
-            and f"/python/{v}/python3.12/" in powertools(t)
+            and f"-python312-{v}:" in powertools(t)
         ),
         "reservedConcurrency": lambda t, v: all(
             f["ReservedConcurrentExecutions"] == int(v) for f in functions(t)
         ),
-        "powertoolsVersion": lambda t, v: powertools(t).endswith(f"/python3.12/{v}"),
+        "powertoolsLayerVersion": lambda t, v: powertools(t).endswith(f":{v}"),
         "apiThrottleRateLimit": lambda t, v: (
             stage(t)["DefaultRouteSettings"]["ThrottlingRateLimit"] == int(v)
         ),
@@ -593,9 +609,11 @@ def test_sam_parameters_reach_the_resources_they_name() -> None:
         ]
     }
     assert globals_["Layers"][0] == {
-        "Fn::Sub": "{{resolve:ssm:/aws/service/powertools/python/${Architecture}/python3.12/"
-        "${PowertoolsVersion}}}"
+        "Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:017000801446:layer:"
+        "AWSLambdaPowertoolsPythonV3-python312-${Architecture}:${PowertoolsLayerVersion}"
     }
+    variables = globals_["Environment"]["Variables"]
+    assert variables["FLEXIAI_PROVIDER_1_BASE_URL"] == {"Ref": "OpenAIBaseUrl"}
     log_groups = [
         r["Properties"]["RetentionInDays"]
         for r in sam["Resources"].values()

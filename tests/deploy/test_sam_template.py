@@ -27,8 +27,8 @@ POWERTOOLS_VARIABLES = {
     "POWERTOOLS_LOG_LEVEL",
 }
 POWERTOOLS_LAYER = {
-    "Fn::Sub": "{{resolve:ssm:/aws/service/powertools/python/${Architecture}/python3.12/"
-    "${PowertoolsVersion}}}"
+    "Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:017000801446:layer:"
+    "AWSLambdaPowertoolsPythonV3-python312-${Architecture}:${PowertoolsLayerVersion}"
 }
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
@@ -334,3 +334,72 @@ def test_app_user_may_run_only_the_commands_the_acl_tests_prove_necessary(
     assert status_commands == set(STATUS_COMMANDS.split())
     writes = {"+set", "+publish", "+evalsha", "+eval", "+script|load", "+del", "+@all"}
     assert not status_commands & writes
+
+
+def test_every_variable_the_docs_env_json_sets_is_declared_for_sam_local_invoke(
+    template: dict[str, Any],
+) -> None:
+    """`sam local invoke --env-vars` passes on only the variables a template declares: an
+    example env.json naming another one would be silently ignored."""
+    import json
+    import re
+
+    declared = set(_environment(template))
+    pattern = re.compile(r"cat > env\.json <<'JSON'\n(.*?)\nJSON\n", re.S)
+    examples = [
+        (page.name, json.loads(block))
+        for page in sorted((REPO_ROOT / "docs").glob("*.md"))
+        for block in pattern.findall(page.read_text())
+    ]
+    assert examples, "no env.json example found in docs/"
+    for page, example in examples:
+        for function, variables in example.items():
+            assert set(variables) <= declared, (page, function, set(variables) - declared)
+
+
+_SAM_LOCAL_VIEW = """
+import json, sys
+from samcli.lib.providers.sam_function_provider import SamFunctionProvider
+from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
+
+overrides = {"VpcId": "vpc-0", "SubnetIds": "subnet-0",
+             "OpenAISecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x-AbCdEf"}
+stacks, _ = SamLocalStackProvider.get_stacks(
+    sys.argv[1], parameter_overrides=overrides,
+    global_parameter_overrides={"AWS::Region": "eu-west-1"})
+function = SamFunctionProvider(stacks).get("GenerateFunction")
+print(json.dumps({
+    "layers": [[layer.arn, layer.version, layer.is_defined_within_template]
+               for layer in function.layers],
+    "variables": sorted((function.environment or {}).get("Variables", {})),
+}))
+"""
+
+
+def test_sam_local_resolves_the_powertools_layer_and_declares_the_base_url(
+    tmp_path: Path,
+) -> None:
+    """What `sam local invoke` sees, read by the SAM CLI's own function provider: a layer ARN
+    with a version its downloader accepts (a {{resolve:ssm:...}} reference is refused), and
+    FLEXIAI_PROVIDER_1_BASE_URL among the variables --env-vars may set."""
+    import json
+
+    from tests.deploy.test_scanners import _sam_python
+
+    script = tmp_path / "sam_local_view.py"
+    script.write_text(_SAM_LOCAL_VIEW)
+    result = subprocess.run(
+        [str(_sam_python()), str(script), str(REPO_ROOT / "template.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    view = json.loads(result.stdout.strip().splitlines()[-1])
+    assert view["layers"][0] == [
+        "arn:aws:lambda:eu-west-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:27",
+        27,
+        False,
+    ]
+    assert view["layers"][1][0] == "FlexiAILayerX8664"  # built by sam build
+    assert "FLEXIAI_PROVIDER_1_BASE_URL" in view["variables"]

@@ -10,15 +10,16 @@ transform (samtranslator from the aws-sam-cli environment), since the Control To
 read only the CloudFormation types SAM generates. CDK and SAM suppress the same findings on
 the same kinds of resources (infra/flexiai_infra/_scanners.py).
 
-The scanners are not Python dependencies of the project; each test skips, saying how to get
-the tool, when it is missing:
+The scanners are not Python dependencies of the project: scripts/bootstrap installs them
+once per machine under ``~/.cache/flexiai-tools`` (scripts/_tools.sh pins their versions)
+and links them into the clone. Each test skips, saying how to get the tool, when it is
+missing:
 
-- checkov: ``$CHECKOV``, ``checkov`` on PATH, or ``.venv-checkov/bin/checkov``
-  (``python3 -m venv .venv-checkov && .venv-checkov/bin/pip install checkov``);
+- checkov: ``$CHECKOV``, ``checkov`` on PATH, or ``.venv-checkov/bin/checkov`` (a link to the
+  shared virtualenv);
 - cfn-guard and the rules: ``$CFN_GUARD_VALIDATOR_DIR``, or ``node_modules`` of the npm package
-  ``@cdklabs/cdk-validator-cfnguard`` in ``~/.cache/flexiai-cfnguard``, the repository or npm's
-  global root (``npm install --prefix ~/.cache/flexiai-cfnguard
-  @cdklabs/cdk-validator-cfnguard``);
+  ``@cdklabs/cdk-validator-cfnguard`` under ``.venv-cfnguard`` (a link to the shared install),
+  ``~/.cache/flexiai-cfnguard``, the repository or npm's global root;
 - samtranslator: the SAM CLI's virtualenv, ``$SAM_VENV`` (default ``.venv-sam``, made by
   scripts/bootstrap or scripts/sam-validate.sh).
 """
@@ -42,14 +43,8 @@ from tests.deploy.conftest import REPO_ROOT
 TEMPLATE = REPO_ROOT / "template.yaml"
 SAM_VENV = Path(os.environ.get("SAM_VENV", REPO_ROOT / ".venv-sam"))
 VALIDATOR_PACKAGE = Path("node_modules") / "@cdklabs" / "cdk-validator-cfnguard"
-CHECKOV_HINT = (
-    "checkov is not installed: python3 -m venv .venv-checkov && "
-    ".venv-checkov/bin/pip install checkov (or set $CHECKOV)"
-)
-GUARD_HINT = (
-    "cfn-guard is not installed: npm install --prefix ~/.cache/flexiai-cfnguard "
-    "@cdklabs/cdk-validator-cfnguard (or set $CFN_GUARD_VALIDATOR_DIR)"
-)
+CHECKOV_HINT = "checkov is not installed: run scripts/bootstrap (or set $CHECKOV)"
+GUARD_HINT = "cfn-guard is not installed: run scripts/bootstrap (or set $CFN_GUARD_VALIDATOR_DIR)"
 
 # A SAM template that samtranslator can take offline: local code paths become S3 URIs, and
 # each function's Metadata (its suppressions) is copied to the resources generated from it.
@@ -92,6 +87,7 @@ def cfn_guard() -> tuple[Path, Path]:
     """(the cfn-guard binary, the Control Tower rules directory) of the npm package."""
     roots = [os.environ.get("CFN_GUARD_VALIDATOR_DIR")]
     roots += [
+        str(REPO_ROOT / ".venv-cfnguard" / VALIDATOR_PACKAGE),
         str(Path.home() / ".cache" / "flexiai-cfnguard" / VALIDATOR_PACKAGE),
         str(REPO_ROOT / VALIDATOR_PACKAGE),
     ]

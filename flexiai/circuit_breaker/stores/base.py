@@ -39,6 +39,10 @@ class SyncBackend(ABC):
     name: str
     #: True when the state is visible to other processes.
     shared: bool
+    #: The key prefix this store's events carry; an event with another one belongs to
+    #: another app on the same channel and is dropped unread. None: no filtering (a store
+    #: private to this process).
+    key_prefix: str | None = None
 
     @abstractmethod
     def load(self, providers: Sequence[str]) -> StoreSnapshot:

@@ -33,12 +33,13 @@ the store raises ``StateStoreError``; deciding what to do about it is the manage
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.resources
 import logging
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, TypeVar, cast
 
@@ -46,7 +47,7 @@ from flexiai._clock import Clock, SystemClock, epoch_ms
 from flexiai._fork import forget_parent_state
 from flexiai.circuit_breaker import SyncEvent, decode_event
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
-from flexiai.circuit_breaker._record import BreakerRecord
+from flexiai.circuit_breaker._record import BreakerRecord, version_jumped
 from flexiai.circuit_breaker.stores import connections
 from flexiai.circuit_breaker.stores.base import (
     AsyncBackend,
@@ -62,6 +63,8 @@ from flexiai.models import SyncConfig
 __all__ = [
     "RedisSyncBackend",
     "ScriptInputs",
+    "function_library",
+    "op_spec",
     "report_args",
     "state_key",
     "state_key_pattern",
@@ -120,6 +123,58 @@ def _script_source(name: str) -> str:
     )
 
 
+@cache
+def function_library() -> tuple[str, str]:
+    """breaker.lua as a Redis Functions library: ``(name, code)``. The same source, wrapped
+    in one registered function; the name carries a hash of the code, so a fleet in a rolling
+    upgrade calls the version it was built with while both are loaded. Loaded once by an
+    operator (``flexiai functions load``), called with FCALL by workers whose ACL allows
+    FCALL but no EVAL, EVALSHA or SCRIPT: they can run flexiai's code and no other."""
+    body = _script_source("breaker.lua")
+    name = "flexiai_breaker_" + hashlib.sha256(body.encode()).hexdigest()[:16]
+    code = (
+        f"#!lua name={name}\nredis.register_function('{name}', function(KEYS, ARGV)\n{body}\nend)\n"
+    )
+    return name, code
+
+
+class _Function:
+    """``FCALL`` of flexiai's function library, with the ``Script`` call shape. A server
+    that does not have the library yet gets it loaded once (FUNCTION LOAD), when this user
+    may; otherwise the error says how to load it."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self._client: Any = client
+        self._name, self._code = function_library()
+
+    def __call__(self, keys: Sequence[str], args: Sequence[str]) -> Any:
+        try:
+            return self._client.fcall(self._name, len(keys), *keys, *args)
+        except Exception as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+        try:
+            self._client.function_load(self._code)
+        except Exception as exc:
+            if "already exists" not in str(exc):
+                # No cause: the fallback warning shows this message, which says what to do.
+                raise StateStoreError(
+                    f"redis function {self._name} is not loaded and this user cannot load "
+                    f"it ({type(exc).__name__}); run `flexiai functions load` once"
+                ) from None
+        return self._client.fcall(self._name, len(keys), *keys, *args)
+
+
+def op_spec(
+    op: str, tally: Tally = NO_TALLY, open_for: int | None = None, known: int | None = None
+) -> str:
+    """One key's operation as breaker.lua reads it: ``op successes slow age open_for
+    known``, where ``known`` is the version this worker last read for the key (a record
+    further ahead than ``MAX_VERSION_STEP`` is garbage)."""
+    duration = "-" if open_for is None else str(open_for)
+    return f"{op} {tally.wire} {duration} {'-' if known is None else known}"
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -127,18 +182,21 @@ def _text(value: Any) -> str:
 @dataclass(frozen=True, slots=True)
 class ScriptInputs:
     """What every run of breaker.lua takes besides its operations: the config (TTL,
-    channel) and, in tests, the time standing in for the server's ``TIME``."""
+    channel, key prefix), in tests the time standing in for the server's ``TIME``, and the
+    version this worker last read for each provider (a record further ahead is garbage)."""
 
     config: SyncConfig
     now: int | None = None
+    versions: Mapping[str, int] = field(default_factory=dict)
 
 
 def _script_args(
     inputs: ScriptInputs, policy: Policy, worker_id: str, *, publish: bool
 ) -> list[str]:
     now = "" if inputs.now is None else str(inputs.now)
-    channel = inputs.config.channel if publish else ""
-    return [worker_id, policy.wire, str(inputs.config.state_ttl * 1000), channel, now]
+    config = inputs.config
+    channel = config.channel if publish else ""
+    return [worker_id, policy.wire, str(config.state_ttl * 1000), channel, now, config.key_prefix]
 
 
 def transition_args(
@@ -154,8 +212,7 @@ def transition_args(
 ) -> list[str]:
     """breaker.lua's ARGV for one operation on ``provider``'s key (KEYS[1]). The blocking
     and the asyncio backend both build their arguments here, and only here."""
-    duration = "-" if open_for is None else str(open_for)
-    spec = f"{op.value} {tally.wire} {duration}"
+    spec = op_spec(op.value, tally, open_for, inputs.versions.get(provider))
     return [*_script_args(inputs, policy, worker_id, publish=publish), provider, spec]
 
 
@@ -171,7 +228,10 @@ def report_args(
     args = _script_args(inputs, policy, worker_id, publish=True)
     for name in names:
         tally = tallies.get(name)
-        args += [name, "read 0 0 - -" if tally is None else f"report {tally.wire} -"]
+        if tally is None:
+            args += [name, op_spec("read")]
+        else:
+            args += [name, op_spec("report", tally, known=inputs.versions.get(name))]
     return args
 
 
@@ -203,6 +263,7 @@ class RedisSyncBackend(SyncBackend):
         store_clock: Callable[[], int] | None = None,
     ) -> None:
         self._config = config
+        self.key_prefix = config.key_prefix
         self._clock = clock or SystemClock()
         # Tests replace the server's TIME (milliseconds) to make the script deterministic.
         self._store_clock = store_clock
@@ -222,6 +283,8 @@ class RedisSyncBackend(SyncBackend):
         # The last raw string read for each provider and its parsed record: on the snapshot
         # path a healthy fleet's records rarely change, so most reads skip parsing.
         self._parsed: dict[str, tuple[Any, BreakerRecord]] = {}
+        # The version last read for each provider: a record far ahead of it is garbage.
+        self._versions: dict[str, int] = {}
         # (server TIME - local monotonic clock, local monotonic time it was measured at),
         # and the latest server time seen, below which ``now`` never goes.
         self._clock_sync: tuple[float, float] | None = None
@@ -335,7 +398,7 @@ class RedisSyncBackend(SyncBackend):
     def script_inputs(self) -> ScriptInputs:
         """What every run of breaker.lua takes besides its operations."""
         now = None if self._store_clock is None else self._store_clock()
-        return ScriptInputs(self._config, now)
+        return ScriptInputs(self._config, now, self._versions)
 
     def clock_due(self) -> bool:
         """The measured offset to the server's clock is missing or ``_CLOCK_RESAMPLE`` old:
@@ -371,7 +434,7 @@ class RedisSyncBackend(SyncBackend):
         for i, name in enumerate(names):
             part = reply[1 + 3 * i : 4 + 3 * i]
             try:
-                records[name] = self._result(name, part, now).record
+                records[name] = self._result(name, part, now, verify=True).record
             except ValueError:  # a key only read is parsed here, as after an MGET
                 records[name] = _FRESH
                 invalid.append(name)
@@ -464,6 +527,23 @@ class RedisSyncBackend(SyncBackend):
 
         return self._run("scan", scan)
 
+    def load_functions(self) -> tuple[str, bool]:
+        """Load flexiai's function library (``redis_use_functions``) on the server: its
+        name, and False if it was already there (for ``flexiai functions load``)."""
+        name, code = function_library()
+
+        def load() -> bool:
+            client: Any = self._client()
+            try:
+                client.function_load(code)
+            except Exception as exc:
+                if "already exists" in str(exc):
+                    return False
+                raise
+            return True
+
+        return name, self._run("function load", load)
+
     # -- internals --------------------------------------------------------------------
 
     def _client(self) -> RedisClient:
@@ -480,8 +560,13 @@ class RedisSyncBackend(SyncBackend):
         client = self._client()
         scripts = self._scripts
         if scripts is None or scripts.client is not client:
-            # register_script only hashes the source: EVALSHA, then SCRIPT LOAD on NOSCRIPT.
-            scripts = _Scripts(client, client.register_script(_script_source("breaker.lua")))
+            breaker: Script
+            if self._config.redis_use_functions:
+                breaker = _Function(client)
+            else:
+                # register_script only hashes the source: EVALSHA, then SCRIPT LOAD on NOSCRIPT.
+                breaker = client.register_script(_script_source("breaker.lua"))
+            scripts = _Scripts(client, breaker)
             self._scripts = scripts
         return scripts
 
@@ -550,7 +635,7 @@ class RedisSyncBackend(SyncBackend):
         invalid: list[str] = []
         for provider, raw in zip(providers, raws, strict=True):
             try:
-                records[provider] = self._parse(provider, raw)
+                records[provider] = self._accept(provider, raw)
             except ValueError:
                 invalid.append(provider)
                 records[provider] = _FRESH
@@ -571,8 +656,12 @@ class RedisSyncBackend(SyncBackend):
                 )
         self._invalid_logged = set(invalid) | (self._invalid_logged - set(records))
 
-    def _result(self, provider: str, part: Sequence[Any], now: int) -> Transition:
-        """One key's part of breaker.lua's reply: flags, event, the stored JSON."""
+    def _result(
+        self, provider: str, part: Sequence[Any], now: int, *, verify: bool = False
+    ) -> Transition:
+        """One key's part of breaker.lua's reply: flags, event, the stored JSON. breaker.lua
+        checked the version step of every record it changed; with ``verify``, one it did
+        not change (a key only read) is checked here, as after an MGET."""
         flags, event = _text(part[0]), _text(part[1])
         raw = part[2]
         if flags[2] == "1" and raw:  # garbage that this operation overwrote
@@ -581,6 +670,13 @@ class RedisSyncBackend(SyncBackend):
                 "overwrote invalid breaker state for %s in %s", provider, self.describe()
             )
         record = self._parse(provider, raw or None)  # the script answers '' for no record
+        if (
+            verify
+            and flags[0] == "0"
+            and version_jumped(self._versions.get(provider), record.version)
+        ):
+            raise ValueError("breaker record version jumped ahead")
+        self._versions[provider] = record.version
         return Transition(
             record=record,
             changed=flags[0] == "1",
@@ -588,6 +684,16 @@ class RedisSyncBackend(SyncBackend):
             event=EventType(event) if event else None,
             now=now,
         )
+
+    def _accept(self, provider: str, raw: Any) -> BreakerRecord:
+        """A record read (not written) by this worker: parsed, and garbage if its version
+        jumped further ahead of the last one read than a fleet can go. Raises
+        ``ValueError`` on garbage; the last version read moves only on a valid record."""
+        record = self._parse(provider, raw)
+        if version_jumped(self._versions.get(provider), record.version):
+            raise ValueError("breaker record version jumped ahead")
+        self._versions[provider] = record.version
+        return record
 
     def _parse(self, provider: str, raw: Any) -> BreakerRecord:
         """A stored record (None: no key), parsed once per distinct string. Raises

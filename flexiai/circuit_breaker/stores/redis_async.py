@@ -31,6 +31,7 @@ from flexiai.circuit_breaker.stores.base import AsyncBackend, StoreSnapshot
 from flexiai.circuit_breaker.stores.redis import (
     RedisSyncBackend,
     _script_source,
+    function_library,
     report_args,
     transition_args,
 )
@@ -166,9 +167,38 @@ class AsyncRedisBackend(AsyncBackend):
         made = self._clients.get(loop)
         if made is None:
             client, close = build_async_client(self._config)
-            breaker = client.register_script(_script_source("breaker.lua"))
+            breaker: Any
+            if self._config.redis_use_functions:
+                breaker = _AsyncFunction(client)
+            else:
+                breaker = client.register_script(_script_source("breaker.lua"))
             made = self._clients[loop] = _LoopClient(client, breaker, close)
         return made
+
+
+class _AsyncFunction:
+    """``FCALL`` of flexiai's function library over asyncio: ``redis._Function``'s twin
+    (loads the library once if this user may, else says how to)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._name, self._code = function_library()
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[str]) -> Any:
+        try:
+            return await self._client.fcall(self._name, len(keys), *keys, *args)
+        except Exception as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+        try:
+            await self._client.function_load(self._code)
+        except Exception as exc:
+            if "already exists" not in str(exc):
+                raise StateStoreError(
+                    f"redis function {self._name} is not loaded and this user cannot load "
+                    f"it ({type(exc).__name__}); run `flexiai functions load` once"
+                ) from None
+        return await self._client.fcall(self._name, len(keys), *keys, *args)
 
 
 def build_async_client(config: SyncConfig) -> tuple[Any, Any]:

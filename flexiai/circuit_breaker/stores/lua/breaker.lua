@@ -7,9 +7,10 @@
 -- ARGV[3]  state_ttl in ms
 -- ARGV[4]  the channel to publish events on ('' = publish nothing)
 -- ARGV[5]  now in ms ('' = the server's TIME; tests pass it to be deterministic)
+-- ARGV[6]  the key prefix, carried by every event so other apps on the channel drop it
 -- then for each key: the provider's name, and its operation
---          'op successes slow age open_for' (age and open_for in ms, '-' for none);
---          op 'read' only reads.
+--          'op successes slow age open_for known' (age and open_for in ms; known: the
+--          version this worker last read for the key; '-' for none); op 'read' only reads.
 -- Returns  {now, then for each key: flags, event, record}: flags are three '0'/'1' for
 --          changed, granted and invalid; event is '' for none; record is the stored JSON
 --          after the operation (BreakerRecord.to_json(), byte for byte), or '' for none.
@@ -17,10 +18,14 @@
 -- Every time is integer milliseconds on the server's clock, so workers' clocks never have
 -- to agree and no float is ever formatted. A key that holds garbage (another type, over
 -- 4096 bytes, or JSON Python's BreakerRecord.from_json would reject) reads as a fresh
--- CLOSED record and is overwritten by the next operation that is not a read. A record of a
--- newer schema is never written (see circuit_breaker/_record.py).
+-- CLOSED record and is overwritten by the next operation that is not a read. So is a record
+-- whose version is more than MAX_VERSION_STEP ahead of the one the caller last read
+-- (_record.version_jumped). A record of a newer schema is never written (see
+-- circuit_breaker/_record.py). Versions wrap to 1 instead of reaching 2^53
+-- (_record.next_version).
 
 local SCHEMA, MAX_BYTES, MAX_BUCKETS, MAX_TEXT, MAX_INT = 2, 4096, 64, 800, 2^53
+local MAX_VERSION_STEP = 2^32 -- _record.MAX_VERSION_STEP
 local CLOCK_TOLERANCE = 5000 -- _machine.CLOCK_TOLERANCE
 local STATES = {CLOSED = true, OPEN = true, HALF_OPEN = true}
 local REASONS = {[''] = true, failure_rate = true, consecutive_failures = true,
@@ -195,8 +200,8 @@ local function get(key)
   return raw or nil, false
 end
 
--- The stored string, the record, and whether it was garbage.
-local function read(key)
+-- The stored string, the record, and whether it was garbage (or jumped ahead of known).
+local function read(key, known)
   local raw, wrongtype = get(key)
   if wrongtype then return nil, fresh(), true end
   if not raw then return nil, fresh(), false end
@@ -205,6 +210,7 @@ local function read(key)
   if not ok then return nil, fresh(), true end
   local record = parse(doc)
   if not record then return nil, fresh(), true end
+  if known and record.version > known + MAX_VERSION_STEP then return nil, fresh(), true end
   return raw, record, false
 end
 
@@ -364,8 +370,8 @@ local function optional(token)
   return tonumber(token)
 end
 
-local worker_id, policy, state_ttl_ms, channel = ARGV[1], cjson.decode(ARGV[2]),
-  tonumber(ARGV[3]), ARGV[4]
+local worker_id, policy, state_ttl_ms, channel, prefix = ARGV[1], cjson.decode(ARGV[2]),
+  tonumber(ARGV[3]), ARGV[4], ARGV[6]
 local now = tonumber(ARGV[5])
 if not now then
   local clock = redis.call('TIME')
@@ -374,9 +380,9 @@ end
 
 local reply = {n(now)}
 for i, key in ipairs(KEYS) do
-  local provider, spec = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
-  local op, successes, slow, age, open_for = string.match(
-    spec, '^(%a+) (%d+) (%d+) ([%d-]+) ([%d-]+)$')
+  local provider, spec = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
+  local op, successes, slow, age, open_for, known = string.match(
+    spec, '^(%a+) (%d+) (%d+) ([%d-]+) ([%d-]+) ([%d-]+)$')
   local raw, record, invalid
   if op == 'read' then
     -- Only read: the caller validates the string, as it does an MGET's.
@@ -384,7 +390,7 @@ for i, key in ipairs(KEYS) do
     raw, wrongtype = get(key)
     invalid = wrongtype
   else
-    raw, record, invalid = read(key)
+    raw, record, invalid = read(key, optional(known))
   end
   local flags, event, json = '0', '', raw or ''
   local granted = false
@@ -396,6 +402,7 @@ for i, key in ipairs(KEYS) do
     if changed then
       new = copy(new)
       new.version, new.updated_by, new.updated_at = record.version + 1, worker_id, now
+      if new.version >= MAX_INT then new.version = 1 end -- _record.next_version
       event = ev or ''
     elseif op == 'reset' then
       event = ev or '' -- announced even when unchanged: every worker reads the key again
@@ -416,7 +423,8 @@ for i, key in ipairs(KEYS) do
     -- for a reset of an absent key, the fresh record it reads as).
     local body = json
     if body == '' then body = encode(record) end
-    redis.call('PUBLISH', channel, '{"v":2,"type":"' .. event .. '","provider":'
+    redis.call('PUBLISH', channel, '{"v":2,"prefix":' .. json_string(prefix) .. ',"type":"'
+      .. event .. '","provider":'
       .. json_string(provider) .. ',"worker_id":' .. json_string(worker_id) .. ',"ts":'
       .. n(now) .. ',"record":' .. body .. '}')
   end

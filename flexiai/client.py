@@ -57,6 +57,7 @@ from flexiai.models import ChatMessage, FlexiAIConfig, ProviderConfig, UnifiedRe
 if TYPE_CHECKING:
     import httpx
 
+    from flexiai.circuit_breaker._sharing import StoreFailures
     from flexiai.providers.base import ChatRequest, Provider
     from flexiai.providers.transport import HttpPool
 
@@ -235,29 +236,32 @@ class FlexiAI:
         **options: Any,
     ) -> UnifiedResponse:
         request = self._request(messages, system, temperature, max_tokens, options)
-        flow = self._failover(request)
-        outcome: Any = None
-        store_error: StateStoreError | None = None
-        while True:
-            try:
-                step = flow.send(outcome) if store_error is None else flow.throw(store_error)
-            except StopIteration as done:
-                result: UnifiedResponse = done.value
-                return result
-            outcome, store_error = None, None
-            if isinstance(step, StoreCall):
+        # Counted per request: the rest of a request that waited for a failed store
+        # operation goes local (see StateSyncManager.counting_failures).
+        with self._state.counting_failures() as store_failures:
+            flow = self._failover(request, store_failures)
+            outcome: Any = None
+            store_error: StateStoreError | None = None
+            while True:
                 try:
-                    outcome = self._state.perform(step)
-                except StateStoreError as exc:
-                    store_error = exc
-                continue
-            if isinstance(step, _Sleep):
-                self._clock.sleep(step.seconds)
-                continue
-            try:
-                outcome = self._provider(step.provider).complete(request, timeout=step.timeout)
-            except (ProviderError, SecretResolutionError) as exc:
-                outcome = exc
+                    step = flow.send(outcome) if store_error is None else flow.throw(store_error)
+                except StopIteration as done:
+                    result: UnifiedResponse = done.value
+                    return result
+                outcome, store_error = None, None
+                if isinstance(step, StoreCall):
+                    try:
+                        outcome = self._state.perform(step)
+                    except StateStoreError as exc:
+                        store_error = exc
+                    continue
+                if isinstance(step, _Sleep):
+                    self._clock.sleep(step.seconds)
+                    continue
+                try:
+                    outcome = self._provider(step.provider).complete(request, timeout=step.timeout)
+                except (ProviderError, SecretResolutionError) as exc:
+                    outcome = exc
 
     async def agenerate(
         self,
@@ -286,31 +290,34 @@ class FlexiAI:
         **options: Any,
     ) -> UnifiedResponse:
         request = self._request(messages, system, temperature, max_tokens, options)
-        flow = self._failover(request)
-        outcome: Any = None
-        store_error: StateStoreError | None = None
-        while True:
-            try:
-                step = flow.send(outcome) if store_error is None else flow.throw(store_error)
-            except StopIteration as done:
-                result: UnifiedResponse = done.value
-                return result
-            outcome, store_error = None, None
-            if isinstance(step, StoreCall):
+        # Counted per request: the rest of a request that waited for a failed store
+        # operation goes local (see StateSyncManager.counting_failures).
+        with self._state.counting_failures() as store_failures:
+            flow = self._failover(request, store_failures)
+            outcome: Any = None
+            store_error: StateStoreError | None = None
+            while True:
                 try:
-                    outcome = await self._state.aperform(step)
-                except StateStoreError as exc:
-                    store_error = exc
-                continue
-            if isinstance(step, _Sleep):
-                await self._clock.asleep(step.seconds)
-                continue
-            try:
-                outcome = await self._provider(step.provider).acomplete(
-                    request, timeout=step.timeout
-                )
-            except (ProviderError, SecretResolutionError) as exc:
-                outcome = exc
+                    step = flow.send(outcome) if store_error is None else flow.throw(store_error)
+                except StopIteration as done:
+                    result: UnifiedResponse = done.value
+                    return result
+                outcome, store_error = None, None
+                if isinstance(step, StoreCall):
+                    try:
+                        outcome = await self._state.aperform(step)
+                    except StateStoreError as exc:
+                        store_error = exc
+                    continue
+                if isinstance(step, _Sleep):
+                    await self._clock.asleep(step.seconds)
+                    continue
+                try:
+                    outcome = await self._provider(step.provider).acomplete(
+                        request, timeout=step.timeout
+                    )
+                except (ProviderError, SecretResolutionError) as exc:
+                    outcome = exc
 
     def get_provider_status(self) -> dict[str, ProviderStatus]:
         """Every provider's breaker as this worker sees it (refreshed from the store first),
@@ -451,10 +458,11 @@ class FlexiAI:
             return None
         return min(provider.timeout, left)
 
-    def _failover(self, request: ChatRequest) -> _Flow:
+    def _failover(self, request: ChatRequest, store_failures: StoreFailures) -> _Flow:
         """The whole decision process for one request. It yields the provider calls, sleeps
         and breaker-store calls for its driver to perform (blocking or awaited); a store
-        call that fails is thrown back in and the manager falls back to local breakers."""
+        call that fails is thrown back in and the manager falls back to local breakers
+        (``store_failures`` counts them: at most one per request)."""
         yield from self._state.before_request_flow()
         started = self._clock.monotonic()
         retry = self.config.retry
@@ -494,6 +502,7 @@ class FlexiAI:
                             "latency_ms": round((self._clock.monotonic() - started) * 1000, 3),
                             "failovers": gave_up_on,
                             "worker_id": self.worker_id,
+                            "store_failures": store_failures.count,
                         }
                     )
                     return outcome

@@ -489,6 +489,10 @@ class ResponseMeta(BaseModel):
     #: Providers given up on (failed or skipped) before the one that answered.
     failovers: list[str] = Field(default_factory=list)
     worker_id: str = ""
+    #: Shared breaker-store operations that failed or timed out during this request, each
+    #: costing at most one ``redis_socket_timeout``; after the first, the request uses
+    #: local breakers, so this is 0 or 1.
+    store_failures: int = 0
 
     def __getitem__(self, key: str) -> Any:
         if key not in type(self).model_fields:

@@ -32,7 +32,10 @@ during the run). ``FleetResult.phase(start, end)`` gives the figures of such a s
 (``PhaseSummary``: the primary's share of answers, waste, time until the whole fleet skips
 it, probes at recovery). ``breaker="pybreaker"`` runs the same fleet with pybreaker and its
 Redis storage instead of flexiai's breakers, as the peer to compare with; ``run_fleets``
-plays several fleets at once (a pub/sub one and a snapshot one, say).
+plays several fleets at once (a pub/sub one and a snapshot one, say). ``RedisFaults`` does
+to the Redis they share what an outage, a careless neighbour or an attacker would (freeze,
+kill and restart, FLUSHALL, poisoned keys, forged and garbage events), as ``actions`` of a
+run; each request's record says how many store operations it waited for and saw fail.
 
 Everything is bounded: workers stop at the end of the run, after ``max_requests``, when
 their stdin closes (the parent died) or when told to; the parent kills what is left and
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import math
 import os
@@ -78,6 +82,8 @@ __all__ = [
     "FleetSummary",
     "HttpController",
     "PhaseSummary",
+    "RedisFaults",
+    "RedisServer",
     "RequestRecord",
     "Step",
     "SyncMode",
@@ -345,6 +351,8 @@ class RequestRecord:
     provider: str | None
     calls: tuple[Call, ...]
     error: str | None = None
+    #: shared-store operations that failed while the request waited (``ResponseMeta``)
+    store_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,6 +589,252 @@ class HttpController:
 
     def close(self) -> None:
         self._client.close()
+
+
+# -- faults of the shared store -------------------------------------------------------------------
+
+
+class RedisServer(Protocol):
+    """What ``RedisFaults`` needs of a server: ``flexiai_dev.servers.RedisProcess`` is one."""
+
+    def freeze(self) -> None: ...
+
+    def thaw(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def start(self) -> object: ...
+
+    def client(self, **options: Any) -> Any: ...
+
+
+#: Records that parse as JSON but must be refused (issue 11, findings 3 and 4): each would
+#: keep a provider out, or cost the server time, if it were believed.
+_ABSURD_RECORDS: dict[str, dict[str, Any]] = {
+    "open-until-1e308": {"state": "OPEN", "version": 7, "open_until": 1e308},
+    "negative-version": {"state": "OPEN", "version": -5, "open_until": 2**52},
+    "negative-time": {"state": "OPEN", "version": 8, "opened_at": -1, "open_until": -1},
+    "version-not-int": {"state": "OPEN", "version": "9", "open_until": 2**52},
+    "unknown-state": {"state": "EXPLODED", "version": 10},
+    "bucket-garbage": {"state": "CLOSED", "version": 11, "buckets": [[1, "x", None]]},
+}
+#: Values that are not a record at all.
+_GARBAGE_RECORDS: dict[str, bytes] = {
+    "not-json": b"\xff\xfe{{ not json",
+    "json-array": b"[1, 2, 3]",
+    "json-string": b'"OPEN"',
+    "nan": b'{"schema":2,"state":"OPEN","version":NaN,"open_until":Infinity}',
+    "deep": b"[" * 50_000,
+    "empty": b"",
+}
+#: A big record (finding 4): a valid record with a huge extra field.
+_BIG_RECORD_BYTES = 5 * 1024 * 1024
+
+
+class RedisFaults:
+    """Faults of one Redis that fleets share, to play during ``Fleet.run`` (or
+    ``run_fleets``) as ``actions``: each method does one fault now, and ``soak_actions``
+    spreads every kind over a run. What was done is kept in ``done``, as ``(time, what)``.
+
+    * ``freeze``/``thaw``: SIGSTOP and SIGCONT (a server that accepts but never answers);
+    * ``kill``/``restart``: SIGKILL, then a new, empty server on the same port;
+    * ``flushall``: the store loses every key (a failover that lost writes, a restore);
+    * ``poison``: garbage, absurd or huge values in the fleets' state keys, and a key of
+      another type;
+    * ``forge``: well-formed events that lie (OPENED far into the future with a huge
+      version, CLOSED) and ``garbage_events``: payloads that are not events at all.
+
+    ``specs`` are the fleets whose keys and channels are attacked. None of this needs the
+    fleet's cooperation: it is what a careless neighbour or an attacker on the same Redis
+    can do.
+    """
+
+    def __init__(self, server: RedisServer, specs: Sequence[FleetSpec]) -> None:
+        if not specs:
+            raise ValueError("RedisFaults needs the specs of the fleets it attacks")
+        self.server = server
+        self.specs = tuple(specs)
+        self.done: list[tuple[float, str]] = []
+        self._admin: Any = None
+
+    # -- one fault each ---------------------------------------------------------------
+
+    def freeze(self) -> None:
+        self.server.freeze()
+        self._note("freeze")
+
+    def thaw(self) -> None:
+        self.server.thaw()
+        self._note("thaw")
+
+    def kill(self) -> None:
+        self._close_admin()
+        self.server.kill()
+        self._note("kill")
+
+    def restart(self) -> None:
+        """Start the killed server again: same port, no data (nothing was persisted)."""
+        self.server.start()
+        self._note("restart")
+
+    def flushall(self) -> None:
+        self._client().flushall()
+        self._note("flushall")
+
+    def poison(self, kind: str) -> None:
+        """Write one kind of bad value (``poison_kinds()``) into every provider's key."""
+        client = self._client()
+        for key in self._keys():
+            if kind == "wrong-type":
+                client.delete(key)
+                client.hset(key, "state", "OPEN")
+            elif kind == "big":
+                doc = {
+                    "schema": 2,
+                    "state": "CLOSED",
+                    "version": 12,
+                    "pad": "x" * _BIG_RECORD_BYTES,
+                }
+                client.set(key, json.dumps(doc))
+            elif kind in _GARBAGE_RECORDS:
+                client.set(key, _GARBAGE_RECORDS[kind])
+            else:
+                client.set(key, json.dumps({"schema": 2, **_ABSURD_RECORDS[kind]}))
+        self._note(f"poison {kind}")
+
+    @staticmethod
+    def poison_kinds() -> list[str]:
+        return [*_GARBAGE_RECORDS, *_ABSURD_RECORDS, "wrong-type", "big"]
+
+    def forge(self, state: Literal["OPEN", "CLOSED"], *, copies: int = 3) -> None:
+        """Publish well-formed events that lie about every provider: OPENED for a day with
+        a version no real record will reach soon, or CLOSED with one just as high."""
+        from flexiai.circuit_breaker import BreakerRecord, CircuitState, EventType, OpenReason
+        from flexiai.circuit_breaker._wire import SyncEvent, encode_event
+
+        now = int(time.time() * 1000)
+        if state == "OPEN":
+            record = BreakerRecord(
+                state=CircuitState.OPEN,
+                version=10**15,
+                opened_at=now,
+                open_until=now + 86_400_000,
+                opened_because=OpenReason.CONSECUTIVE_FAILURES,
+                updated_by="forger",
+                updated_at=now,
+            )
+            kind = EventType.OPENED
+        else:
+            record = BreakerRecord(version=10**15 + 1, updated_by="forger", updated_at=now)
+            kind = EventType.CLOSED
+        client = self._client()
+        for spec in self.specs:
+            for name, _ in spec.providers:
+                # with the fleet's own prefix: the strongest lie, which costs a read
+                event = SyncEvent(kind, name, "forger", now, record, prefix=spec.key_prefix)
+                for _ in range(copies):
+                    client.publish(spec.events_channel, encode_event(event))
+        self._note(f"forge {state}")
+
+    def garbage_events(self) -> None:
+        """Publish payloads that are not events (finding 9): each must be dropped at once."""
+        payloads: list[bytes] = [
+            b"",
+            b"\xff\xfe\x00garbage",
+            b"[" * 50_000,
+            b"x" * 1_000_000,
+            b"[1,2,3]",
+            b'{"v":1,"type":"OPENED"}',
+            b'{"v":2,"type":"OPENED","provider":"openai","worker_id":"x","ts":1,"record":[]}',
+            b'{"v":2,"type":"BOOM","provider":"openai","worker_id":"x","ts":1,"record":{}}',
+            b'{"v":2,"type":"OPENED","provider":"openai","worker_id":"x","ts":-1,"record":{}}',
+            b'{"v":2,"type":"OPENED","provider":{"a":1},"worker_id":"x","ts":1,"record":{}}',
+            json.dumps({"v": 2, "n": 1e308, "deep": [[[[[[[[[[1]]]]]]]]]]}).encode(),
+        ]
+        client = self._client()
+        for spec in self.specs:
+            for payload in payloads:
+                client.publish(spec.events_channel, payload)
+        self._note("garbage events")
+
+    # -- a whole soak -----------------------------------------------------------------
+
+    def soak_actions(
+        self, duration: float, *, quiet_tail: float = 8.0
+    ) -> list[tuple[float, Action]]:
+        """Every fault above, spread over ``[1 s, duration - quiet_tail)``: freezes of a
+        second and a half, a kill with the server back a second and a half later, FLUSHALLs,
+        every kind of poison, forged and garbage events, some of them close together. The
+        tail is quiet, so that the fleets can be checked against the store at the end."""
+        busy = duration - quiet_tail
+        if busy < 10.0:
+            raise ValueError("a soak needs at least 10 s of faults before its quiet tail")
+
+        def t(fraction: float) -> float:
+            return round(1.0 + fraction * (busy - 1.0), 3)
+
+        # The server is unreachable during these: nothing else can be done to it then.
+        windows = [(t(0.15), 1.5, self.freeze, self.thaw)]
+        windows += [(t(0.40), 1.5, self.kill, self.restart)]
+        windows += [(t(0.65), 1.5, self.freeze, self.thaw)]
+        others: list[tuple[float, Action]] = [
+            (t(0.08), functools.partial(self.forge, "OPEN")),
+            (t(0.10), self.garbage_events),
+            (t(0.30), self.flushall),
+            (t(0.32), functools.partial(self.forge, "OPEN")),
+            (t(0.55), functools.partial(self.forge, "CLOSED")),
+            (t(0.56), self.garbage_events),
+            (t(0.80), self.flushall),
+            (t(0.85), functools.partial(self.forge, "OPEN")),
+            (t(0.86), self.garbage_events),
+            (t(0.95), functools.partial(self.poison, "big")),
+        ]
+        poisons = self.poison_kinds()
+        others += [  # a poison every so often, over the whole run
+            (t((i + 0.5) / len(poisons)), functools.partial(self.poison, kind))
+            for i, kind in enumerate(poisons)
+        ]
+        plan: list[tuple[float, Action]] = []
+        for start, seconds, begin, end in windows:
+            plan += [(start, begin), (round(start + seconds, 3), end)]
+        for when, action in others:
+            for start, seconds, _, _ in windows:
+                if start - 0.2 <= when <= start + seconds + 0.2:
+                    when = round(start + seconds + 0.3, 3)
+            plan.append((when, action))
+        plan.sort(key=lambda step: step[0])
+        return plan
+
+    # -- internals --------------------------------------------------------------------
+
+    def _keys(self) -> list[str]:
+        from flexiai.circuit_breaker.stores.redis import state_key
+
+        return [
+            state_key(spec.key_prefix, name, False)
+            for spec in self.specs
+            for name, _ in spec.providers
+        ]
+
+    def _client(self) -> Any:
+        if self._admin is None:
+            self._admin = self.server.client(socket_timeout=10)
+        return self._admin
+
+    def _close_admin(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                admin.close()
+
+    def _note(self, what: str) -> None:
+        self.done.append((time.time(), what))
+
+    def close(self) -> None:
+        """Thaw the server if a fault left it frozen, and drop the admin connection."""
+        with contextlib.suppress(Exception):
+            self.server.thaw()
+        self._close_admin()
 
 
 # -- local servers --------------------------------------------------------------------------------
@@ -899,10 +1153,13 @@ def run_fleets(
     controller: Controller | None = None,
     *,
     on_ready: Callable[[Sequence[Fleet]], None] | None = None,
+    actions: Sequence[tuple[float, Action]] = (),
 ) -> list[FleetResult]:
     """Several fleets at once (say a pub/sub one and a snapshot one, each under its own key
     prefix, against the same providers): each is started and warmed up in turn, then all
-    play their scenarios together, each driven from its own thread. Every fleet is
+    play their scenarios together, each driven from its own thread. ``actions`` (faults of
+    a store they share, say) are run once, by the first fleet's driver, in the caller's
+    thread. Every fleet is
     stopped, whatever happens; the first error raised by any of them is raised."""
     with contextlib.ExitStack() as stack:
         fleets = [stack.enter_context(Fleet(spec, controller)) for spec in specs]
@@ -913,16 +1170,19 @@ def run_fleets(
 
         def play(index: int) -> None:
             try:
-                results[index] = fleets[index].run()
+                results[index] = fleets[index].run(actions=actions if index == 0 else ())
             except BaseException as exc:  # raised again from the caller's thread
                 errors.append(exc)
 
+        # The first fleet is driven from the caller's thread, so that a server one of the
+        # actions (re)starts outlives the run: servers die with the thread that started them.
         threads = [
             threading.Thread(target=play, args=(i,), name=f"fleet-driver-{i}", daemon=True)
-            for i in range(len(fleets))
+            for i in range(1, len(fleets))
         ]
         for thread in threads:
             thread.start()
+        play(0)
         for thread in threads:
             thread.join()
         if errors:
@@ -946,6 +1206,7 @@ def _request_record(index: int, message: dict[str, Any], t0: float) -> RequestRe
         provider=message.get("p"),
         calls=tuple(Call(p, t - t0, s, st) for p, t, s, st in message["calls"]),
         error=message.get("err"),
+        store_failures=message.get("sf", 0),
     )
 
 
@@ -1135,9 +1396,11 @@ def _worker(spec_path: str, index: int) -> int:
             started = time.time()
             provider: str | None = None
             error: str | None = None
+            store_failures = 0
             try:
                 response = client.generate(f"request {sent} from worker {index}")
                 provider = response.provider
+                store_failures = response.metadata.store_failures
             except FlexiAIError as exc:
                 error = type(exc).__name__
             sent += 1
@@ -1149,6 +1412,7 @@ def _worker(spec_path: str, index: int) -> int:
                     "ok": error is None,
                     "p": provider,
                     "err": error,
+                    "sf": store_failures,
                     "calls": list(calls),
                 }
             )

@@ -28,13 +28,15 @@ The pub/sub subscriber and the flusher stay threads: they are not on the loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -50,7 +52,14 @@ from flexiai.models import CircuitBreakerConfig
 if TYPE_CHECKING:
     from flexiai.circuit_breaker._breaker import CircuitBreaker
 
-__all__ = ["StateSyncManager", "StoreCall", "StoreFlow", "StoreHealth", "generate_worker_id"]
+__all__ = [
+    "StateSyncManager",
+    "StoreCall",
+    "StoreFailures",
+    "StoreFlow",
+    "StoreHealth",
+    "generate_worker_id",
+]
 
 logger = logging.getLogger("flexiai.sync.manager")
 
@@ -72,6 +81,25 @@ class StoreCall:
 #: A sans-I/O operation on the store: yields ``StoreCall``s, receives their replies (a
 #: failed call is thrown in as ``StateStoreError``), returns its result.
 StoreFlow = Generator[StoreCall, Any, _T]
+
+
+class StoreFailures:
+    """How many shared-store operations failed (or timed out) while one request ran: the
+    request's own ones, not the subscriber's or the flusher's, which never make it wait.
+    Each costs at most one ``redis_socket_timeout``, and the first one degrades the
+    manager, so the rest of the request uses local breakers: normally 0, at most 1."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+#: The counter of the request running in this thread or task (a ContextVar, so concurrent
+#: async requests each count their own; background threads start with none).
+_request_failures: ContextVar[StoreFailures | None] = ContextVar(
+    "flexiai_store_failures", default=None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +256,18 @@ class StateSyncManager:
                 error = exc
 
     # -- the request path --------------------------------------------------------------
+    @contextlib.contextmanager
+    def counting_failures(self) -> Iterator[StoreFailures]:
+        """Count the store failures of the request running in this thread or task, for as
+        long as it runs (``ResponseMeta.store_failures``); outside it, nothing is counted
+        and nothing is kept local because of it."""
+        counter = StoreFailures()
+        token = _request_failures.set(counter)
+        try:
+            yield counter
+        finally:
+            _request_failures.reset(token)
+
     def before_request(self) -> None:
         """Bring the breakers' views up to date: cheap when nothing is due."""
         self.run(self.before_request_flow())
@@ -333,7 +373,10 @@ class StateSyncManager:
         tally: Tally = NO_TALLY,
     ) -> StoreFlow[Transition]:
         """One atomic operation on the store, or on the local fallback while degraded."""
-        if self._degraded_until is None:
+        # A request that already waited for a failed operation goes local for the rest of
+        # it, even if another thread has reconnected meanwhile: one timeout per request.
+        counter = _request_failures.get()
+        if self._degraded_until is None and (counter is None or counter.count == 0):
             try:
                 result: Transition = yield StoreCall(
                     "transition",
@@ -424,21 +467,28 @@ class StateSyncManager:
         """Called by the backend after every (re)connection of its subscriber."""
         self.refresh()
 
-    def _on_event(self, event: SyncEvent) -> None:
+    def _on_event(self, event: SyncEvent) -> bool:
         """An event says when to look, never what to believe: every record is read again
         (one MGET), so a forged, foreign or stale event cannot change this worker's view,
         and a store that lost its keys (FLUSHALL, a failover that lost writes) is adopted.
         This worker's own events are already in its view. Another app's events (another
-        key_prefix on a shared channel) do not even cost a read: they are dropped, counted."""
+        key_prefix on a shared channel) do not even cost a read: they are dropped, counted.
+        True when the store was read: that read covers every event received before it,
+        which the backend then skips, so a burst (or a flood of forged events) costs one
+        read, not one per event."""
         prefix = self.backend.key_prefix
         if prefix is not None and event.prefix != prefix:
             with self._lock:
                 self.foreign_events += 1
-            return
+            return False
         if event.worker_id != self.worker_id and event.provider in self._breakers:
-            self.refresh()
+            return self.refresh()
+        return False
 
     def _degrade(self, exc: BaseException) -> None:
+        counter = _request_failures.get()
+        if counter is not None:
+            counter.count += 1
         with self._lock:
             first = self._degraded_until is None
             self._degraded_until = self._clock.monotonic() + self._reconnect_backoff

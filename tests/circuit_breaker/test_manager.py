@@ -3,7 +3,9 @@ healthy path, and ride out a Redis outage with one log line each way."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,8 +13,10 @@ from typing import Any
 import pytest
 
 from flexiai import FlexiAI
+from flexiai.circuit_breaker._machine import EventType, Op
 from flexiai.circuit_breaker._record import BreakerRecord, CircuitState
-from flexiai.circuit_breaker.stores.redis import state_key
+from flexiai.circuit_breaker._wire import SyncEvent, encode_event
+from flexiai.circuit_breaker.stores.redis import RedisSyncBackend, state_key
 from flexiai.models import CircuitBreakerConfig, FlexiAIConfig, ProviderConfig, RetryConfig
 from flexiai.testing import FakeLLMServer
 from flexiai_dev.servers import RedisProcess
@@ -125,6 +129,134 @@ def test_a_frozen_redis_never_fails_a_request_and_logs_once_each_way(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("falling back" in m for m in messages) == 1
     assert sum("reconnected" in m for m in messages) == 1
+
+
+@pytest.mark.parametrize("mode", ["pubsub", "snapshot"])
+def test_store_failures_counts_the_store_operations_a_request_waited_for(
+    redis_server: RedisProcess, fake: FakeLLMServer, mode: str
+) -> None:
+    # A long flush_interval keeps the pub/sub flusher out of it: every store operation
+    # here is made by a request, so which request pays for the frozen server is known.
+    with client_for(
+        redis_server,
+        fake,
+        mode=mode,
+        snapshot_max_age=0,
+        reconnect_backoff=60,
+        flush_interval=60,
+    ) as client:
+        client.generate("warm up")
+        assert client.generate("healthy").metadata.store_failures == 0
+        fake.down("openai")  # each request now fails a call, which is a store operation
+        redis_server.freeze()
+        try:
+            metas = [client.generate("x").metadata for _ in range(4)]
+        finally:
+            redis_server.thaw()
+    # The first operation times out and degrades the manager: the rest of that request, and
+    # the next ones within reconnect_backoff, use local breakers and wait for nothing.
+    assert [m.store_failures for m in metas] == [1, 0, 0, 0]
+    assert [m.provider for m in metas] == ["anthropic"] * 4
+
+
+def test_store_failures_are_counted_per_request_on_the_async_path_too(
+    redis_server: RedisProcess, fake: FakeLLMServer
+) -> None:
+    async def requests(client: FlexiAI) -> list[int]:
+        # The async API awaits the store: both requests wait for the frozen store at once,
+        # and each counts its own failure, not the other's. The next one finds the manager
+        # degraded and waits for nothing.
+        first = asyncio.create_task(client.agenerate("first"))
+        await asyncio.sleep(0)  # the first is now waiting for the store
+        second = asyncio.create_task(client.agenerate("second"))
+        answers = [*await asyncio.gather(first, second), await client.agenerate("third")]
+        await client.aclose()  # the async HTTP client belongs to this loop
+        return [a.metadata.store_failures for a in answers]
+
+    with client_for(
+        redis_server, fake, mode="snapshot", snapshot_max_age=0, reconnect_backoff=60
+    ) as client:
+        client.generate("warm up")
+        redis_server.freeze()
+        try:
+            counts = asyncio.run(requests(client))
+        finally:
+            redis_server.thaw()
+    assert counts == [1, 1, 0]
+
+
+def test_a_request_that_waited_once_for_the_store_does_not_wait_again(
+    redis_server: RedisProcess, fake: FakeLLMServer
+) -> None:
+    # no flush in the background: every script call here is the test's
+    with client_for(
+        redis_server, fake, mode="pubsub", reconnect_backoff=60, flush_interval=60
+    ) as client:
+        client.generate("warm up")
+        manager = client._state
+        policy = client._breakers["openai"].policy
+        manager.transition("openai", Op.ACQUIRE, policy)  # loads the script
+
+        def evalsha() -> int:
+            return commands(redis_server).get("evalsha", 0)
+
+        with manager.counting_failures() as counter:  # as a request does
+            redis_server.freeze()
+            try:
+                manager.transition("openai", Op.ACQUIRE, policy)  # times out: degraded
+            finally:
+                redis_server.thaw()
+            assert counter.count == 1
+            # Another thread (the subscriber after a reconnection, say) reads the store.
+            reconnect = threading.Thread(target=manager.refresh)
+            reconnect.start()
+            reconnect.join()
+            assert not manager.degraded
+            before = evalsha()
+            manager.transition("openai", Op.ACQUIRE, policy)  # the same request: local
+            assert evalsha() == before
+            assert counter.count == 1
+        manager.transition("openai", Op.ACQUIRE, policy)  # outside it: the store again
+        assert evalsha() == before + 1
+        with manager.counting_failures():  # and in the next request
+            manager.transition("openai", Op.ACQUIRE, policy)
+        assert evalsha() == before + 2
+
+
+def test_a_burst_of_forged_events_costs_a_few_reads_and_a_real_one_still_counts(
+    redis_server: RedisProcess, fake: FakeLLMServer
+) -> None:
+    forged = BreakerRecord(
+        state=CircuitState.OPEN, version=10**15, open_until=2**52, updated_by="forger"
+    )
+    event = SyncEvent(EventType.OPENED, "openai", "forger", 1, forged, prefix="flexiai")
+    with client_for(redis_server, fake, mode="pubsub", flush_interval=60) as client:
+        client.generate("warm up")  # subscribed from here on
+        manager = client._state
+        wait_until(manager.backend.health_check, what="the subscriber")
+        before = commands(redis_server).get("mget", 0)
+        with redis_server.client() as r, r.pipeline(transaction=False) as burst:
+            for _ in range(500):
+                burst.publish("flexiai:events", encode_event(event))
+            burst.execute()  # one round trip: they arrive together
+        # A real change after the burst: this worker must still see it.
+        other = RedisSyncBackend(sync_config_for(redis_server))
+        try:
+            policy = client._breakers["openai"].policy
+            other.transition("openai", Op.TRIP, policy, "a-real-worker", open_for=60_000)
+        finally:
+            other.close()
+        # then a malformed message: once it is counted, the subscriber has seen them all
+        with redis_server.client() as r:
+            r.publish("flexiai:events", b"the end")
+        backend = manager.backend
+        wait_until(lambda: backend.stats()["malformed_events"] == 1, what="the last message")
+        reads = commands(redis_server).get("mget", 0) - before
+        breaker = client._breakers["openai"]  # its view, as the subscriber left it
+        assert breaker.snapshot().state is CircuitState.OPEN
+        assert breaker.snapshot().updated_by == "a-real-worker"
+    # each read covers every event received before it: far fewer reads than events
+    assert 1 <= reads <= 50, reads
 
 
 def test_a_killed_and_restarted_redis_is_resynced(

@@ -6,7 +6,8 @@ its own key prefix, against the same fake providers; the primary (``openai``) fa
 seeded fraction of its calls with a transient 500. Assertions are on what was recorded:
 the events on each fleet's channel, the stored record (read through ``flexiai``), and
 every call each worker made with its view of the breaker then. Nothing here asserts how
-fast anything was.
+fast anything was. That 2 % noise for a minute never opens the breaker is asserted by the
+soak (tests/fleet/test_soak.py), under store faults too.
 """
 
 from __future__ import annotations
@@ -40,49 +41,6 @@ def primary_status(spec: FleetSpec) -> ProviderStatus:
 
 def failed_primary_calls(result: FleetResult) -> int:
     return sum(1 for _, call in result.calls(PRIMARY) if not call.ok)
-
-
-def views_left_closed(result: FleetResult) -> list[Any]:
-    return [e for e in result.events if e.provider == PRIMARY and e.new != "CLOSED"]
-
-
-def test_two_percent_errors_for_a_minute_never_open_the_fleets_breaker(
-    llm: Any, redis_server: Any, channel_recorder: Any
-) -> None:
-    fleets = specs(
-        llm,
-        redis_server,
-        duration=60.0,
-        rate=5.0,
-        failure_window=10.0,
-        error_rate=0.02,
-    )
-    channels = [channel_recorder(redis_server, spec) for spec in fleets]
-
-    results = run_fleets(fleets, llm)
-
-    for spec, channel, result in zip(fleets, channels, results, strict=True):
-        assert failed_primary_calls(result) >= 20, "the primary was not noisy"
-        assert result.summary().failed_requests == 0  # each failed call failed over
-        events = channel.of(PRIMARY)
-        # on failure, say why it opened and what led there: (worker, server ms, run) of the
-        # last events before each opening
-        opened = [
-            (
-                e.record.opened_because.value,
-                [(f.worker_id, f.timestamp, f.record.run) for f in events[: i + 1]][-6:],
-            )
-            for i, e in enumerate(events)
-            if e.type is not EventType.FAILURE
-        ]
-        assert {e.type for e in events} == {EventType.FAILURE}, (spec.sync, opened)
-        assert views_left_closed(result) == [], spec.sync
-        assert all(c.state == "CLOSED" for _, c in result.calls(PRIMARY))
-        status = primary_status(spec)
-        assert status["state"] == "CLOSED"
-        assert status["opened_because"] is None
-        assert status["window_calls"] >= spec.minimum_calls  # the fleet's calls were counted
-        assert 0 < status["failure_rate"] < spec.failure_rate_threshold
 
 
 def test_half_the_calls_failing_opens_the_breaker_on_the_fleets_failure_rate(

@@ -19,7 +19,9 @@ from flexiai.circuit_breaker._wire import SyncEvent
 
 __all__ = ["AsyncBackend", "EventHandler", "StoreSnapshot", "SyncBackend", "ThreadedAsyncBackend"]
 
-EventHandler = Callable[[SyncEvent], None]
+#: Called with each event; it may return True to say it has just re-read every record, so
+#: the events received before it was called are covered and need not be delivered.
+EventHandler = Callable[[SyncEvent], bool | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,8 @@ class SyncBackend(ABC):
     @abstractmethod
     def subscribe(self, handler: EventHandler, on_connect: Callable[[], None]) -> None:
         """Start delivering other workers' events to ``handler``; call ``on_connect`` after
-        every (re)connection so the caller can resync. Idempotent."""
+        every (re)connection so the caller can resync. Idempotent. When ``handler`` returns
+        True, the events already received when it was called may be dropped undelivered."""
 
     @abstractmethod
     def health_check(self) -> bool:

@@ -45,7 +45,7 @@ from typing import Any, TypeVar, cast
 
 from flexiai._clock import Clock, SystemClock, epoch_ms
 from flexiai._fork import forget_parent_state
-from flexiai.circuit_breaker import decode_event
+from flexiai.circuit_breaker import SyncEvent, decode_event
 from flexiai.circuit_breaker._machine import NO_TALLY, EventType, Op, Policy, Tally, Transition
 from flexiai.circuit_breaker._record import BreakerRecord, version_jumped
 from flexiai.circuit_breaker.stores import connections
@@ -80,6 +80,9 @@ _POLL_SECONDS = 0.2
 #: Subscriber reconnect backoff (redis-py EqualJitterBackoff): doubling from this base up
 #: to ``reconnect_backoff``, half of it random, so a fleet does not reconnect in step.
 _RECONNECT_BASE = 0.1
+#: At most this many messages already received are handled as one batch, in which one
+#: re-read of the store covers every event (see ``_Subscriber``).
+_BATCH = 256
 #: How long ``close()`` waits for the subscriber thread.
 _JOIN_SECONDS = 2.0
 #: Repeated problems are logged on the first occurrence and then every this many.
@@ -716,6 +719,11 @@ class _Subscriber:
     A ``subscribe`` confirmation from the server marks every (re)connection, including the
     ones redis-py makes by itself inside ``get_message``; each one calls ``on_connect`` so
     the manager resyncs whatever it missed.
+
+    Messages already received are taken as one batch. Once the handler says it re-read the
+    store for one of them, the rest of the batch is covered (each was published after its
+    record was written, and received before that read began): they are still decoded and
+    counted when malformed, but not delivered. A burst costs one read, not one per event.
     """
 
     def __init__(
@@ -768,6 +776,7 @@ class _Subscriber:
                     pubsub = self._pubsub = self._backend._client().pubsub()
                     pubsub.subscribe(self._channel)
                 message = pubsub.get_message(timeout=_POLL_SECONDS)
+                batch = [] if message is None else self._drain(pubsub, message)
             except Exception as exc:
                 self.connected = False
                 pubsub = self._pubsub = self._discard(pubsub)
@@ -784,15 +793,30 @@ class _Subscriber:
                 )
                 self._stopping.wait(self._backoff.compute(failures))
                 continue
-            if message is None or self._stopping.is_set():
-                continue
-            kind = _text(message.get("type"))
-            if kind == "subscribe":
-                failures = 0
-                self._connected()
-            elif kind == "message":
-                self._deliver(message.get("data"))
+            covered = False
+            for message in batch:
+                if self._stopping.is_set():
+                    break
+                kind = _text(message.get("type"))
+                if kind == "subscribe":
+                    failures = 0
+                    self._connected()
+                elif kind == "message":
+                    event = self._decode(message.get("data"))
+                    if event is not None and not covered:
+                        covered = self._deliver(event)
         self._discard(pubsub)
+
+    @staticmethod
+    def _drain(pubsub: Any, first: Any) -> list[Any]:
+        """``first`` and whatever else has already arrived (no waiting), up to ``_BATCH``."""
+        batch = [first]
+        while len(batch) < _BATCH:
+            message = pubsub.get_message(timeout=0)
+            if message is None:
+                break
+            batch.append(message)
+        return batch
 
     def _connected(self) -> None:
         self.connected = True
@@ -805,9 +829,10 @@ class _Subscriber:
         except Exception:
             self._handler_failed("on_connect")
 
-    def _deliver(self, data: Any) -> None:
+    def _decode(self, data: Any) -> SyncEvent | None:
+        """The event, or None for a malformed message (dropped, counted, logged sparingly)."""
         try:
-            event = decode_event(data)
+            return decode_event(data)
         except Exception as exc:  # MalformedEventError, or a payload that is not even text
             count = self._backend._count("malformed_events")
             if count == 1 or count % _LOG_EVERY == 0:
@@ -817,11 +842,15 @@ class _Subscriber:
                     exc,
                     count,
                 )
-            return
+            return None
+
+    def _deliver(self, event: SyncEvent) -> bool:
+        """Hand ``event`` over; True when the handler says it re-read the store."""
         try:
-            self._handler(event)
+            return self._handler(event) is True
         except Exception:
             self._handler_failed("event handler")
+            return False
 
     def _handler_failed(self, what: str) -> None:
         count = self._backend._count("handler_errors")

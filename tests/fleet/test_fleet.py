@@ -133,15 +133,17 @@ def test_other_workers_stop_calling_the_primary_without_calling_it_themselves(
     mode: str, llm: Any, redis_server: Any
 ) -> None:
     # Worker 0 sends 40 requests a second and meets the outage first; the seven others send
-    # one a second, the first of them 0.45 s after the primary went down.
+    # one a second, the first of them 1.5 s after the primary went down: worker 0 needs
+    # about 0.15 s to open the breaker, and the rest is slack for a loaded machine, where
+    # processes and the subscriber thread get the CPU late.
     down = 1.0
     spec = fleet_spec(
         llm,
         redis_server,
         sync=mode,
-        duration=3.0,
+        duration=4.0,
         rates=(40.0, *[1.0] * 7),
-        offsets=(0.0, *(0.45 + 0.01 * i for i in range(7))),
+        offsets=(0.0, *(down + 1.5 + 0.01 * i for i in range(7))),
         snapshot_max_age=0.25,
         script=(Step(down, "down", PRIMARY),),
     )

@@ -140,9 +140,14 @@ def _one_runtime(variant: Variant, python: str, log: Any, options: tuple[str, ..
     variant.rss_mb.append(first.rss_mb)
 
 
-def _import_costs(
-    variant: Variant, python: str, top: int = 8
-) -> dict[str, list[tuple[str, float]]]:
+@dataclass
+class ImportProfile:
+    cumulative: list[tuple[str, float]]  # the biggest top-level imports
+    by_package: list[tuple[str, float]]  # the packages' own time, wherever imported from
+    total_ms: float  # every module's own time
+
+
+def _import_costs(variant: Variant, python: str, top: int = 8) -> ImportProfile:
     """One cold start under ``-X importtime``: the biggest top-level imports (cumulative ms),
     and the packages that cost most wherever they are imported from (the sum of their
     modules' own ms): pydantic, imported by flexiai.models, is not a top-level import."""
@@ -163,10 +168,11 @@ def _import_costs(
             costs[module] = costs.get(module, 0) + int(match.group(2)) / 1000
     for name in [n for n in costs if n.startswith("encodings") or n in ("site", "awslambdaric")]:
         costs.pop(name, None)
-    return {
-        "cumulative": sorted(costs.items(), key=lambda kv: -kv[1])[:top],
-        "by package": sorted(packages.items(), key=lambda kv: -kv[1])[:top],
-    }
+    return ImportProfile(
+        cumulative=sorted(costs.items(), key=lambda kv: -kv[1])[:top],
+        by_package=sorted(packages.items(), key=lambda kv: -kv[1])[:top],
+        total_ms=sum(packages.values()),
+    )
 
 
 def _has_bytecode(layer: Path) -> bool:
@@ -284,9 +290,13 @@ def report(result: dict[str, Any], runtimes: int) -> list[str]:
             verdict = "met" if rss <= RSS_TARGET else "NOT met"
             lines.append(f"{v.name}: RSS {rss:.2f}x the floor (target <= {RSS_TARGET}x): {verdict}")
     for name, profile in result["imports"].items():
-        for kind, costs in profile.items():
-            listed = ", ".join(f"{module} {ms:.0f} ms" for module, ms in costs)
-            lines.append(f"imports of {name} (-X importtime, {kind}): {listed}")
+        total = profile.total_ms
+        cumulative = ", ".join(f"{module} {ms:.0f} ms" for module, ms in profile.cumulative)
+        lines.append(f"imports of {name} (-X importtime, cumulative): {cumulative}")
+        packages = ", ".join(
+            f"{package} {ms:.0f} ms ({ms / total:.0%})" for package, ms in profile.by_package
+        )
+        lines.append(f"imports of {name} (by package, share of all {total:.0f} ms): {packages}")
     lines.append(f"command: {COMMAND}")
     return lines
 

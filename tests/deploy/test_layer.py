@@ -157,6 +157,14 @@ def test_compile_bytecode_writes_reproducible_unchecked_hash_pyc_for_opt_python(
     ]
     # Another build directory, the same bytes: nothing of the build's own path is recorded.
     assert all((first / p).read_bytes() == (second / p).read_bytes() for p in compiled)
+    # The check the layer build test relies on sees a source changed after compiling, and
+    # a source never compiled.
+    (first / "pkg" / "mod.py").write_text("VALUE = 2\n")
+    (first / "late.py").write_text("")
+    assert _bytecode_offenders(python312, first).splitlines() == [
+        "no .pyc: late.py",
+        "stale (hash differs from the source): pkg/__pycache__/mod.cpython-312.pyc",
+    ]
 
 
 def test_compile_bytecode_fails_naming_bytecode_python_without_the_runtimes_python(

@@ -6,23 +6,23 @@ alike. Per environment: the init phase (process start to the runtime's first pol
 interpreter, awslambdaric, the handler module's imports), the first invocation, one warm
 invocation, and the process's RSS after the first invocation. Same event
 (``events/generate.json``), same fake OpenAI-compatible server, Powertools' layer stood in
-for by ``aws-lambda-powertools[all]`` built for python3.12, and no ``.pyc`` written (as on
-Lambda's read-only file system):
+for by ``aws-lambda-powertools[all]`` built for python3.12 (with its bytecode, as pip installs
+it), and no ``.pyc`` written at run time (as on Lambda's read-only file system):
 
 * ``floor``: bench/lambda_floor/floor_handler.py, Powertools Logger + one httpx client;
 * ``generate, sync off``: handlers/generate.py with ``FLEXIAI_SYNC_ENABLED=false``;
 * ``generate, redis snapshot``: the same with snapshot sync on a real redis-server;
 * ``openai SDK``: bench/lambda_openai/openai_handler.py (the SDK in a layer of its own).
 
-``--compiled`` runs with a copy of the flexiai layer that carries python3.12 bytecode
-(``compileall``), to show what shipping ``.pyc`` files in the layer would save; the layer
-``layer/Makefile`` builds ships none.
+The flexiai layer is ``layer/Makefile``'s, which ships python3.12 bytecode
+(``layer/compile-bytecode.sh``); the report says when a given layer has none. The floor takes
+httpx from that layer too, so it gets the same bytecode.
 
 Targets (issue 13): init + first invocation at most 1.3x the floor with sync off and 1.5x
 with the snapshot; RSS after the first invocation at most 1.2x the floor's. ``--importtime``
 adds the biggest imports (``python -X importtime`` in the runtime) of each variant.
 
-    python bench/lambda_cold_start.py [--runtimes 10] [--layer DIR] [--importtime] [--compiled]
+    python bench/lambda_cold_start.py [--runtimes 10] [--layer DIR] [--importtime]
 """
 
 from __future__ import annotations
@@ -85,34 +85,7 @@ def _spec(variant: Variant) -> Any:
 
 
 @contextlib.contextmanager
-def _flexiai_layer(given: str | None, python: str, compiled: bool) -> Iterator[Path]:
-    """The layer to measure; with ``compiled``, a copy with python3.12 bytecode."""
-    with _built_layer(given) as layer:
-        if not compiled:
-            yield layer
-            return
-        with tempfile.TemporaryDirectory(prefix="flexiai-layer-pyc-") as tmp:
-            shutil.copytree(layer / "python", Path(tmp) / "python")
-            subprocess.run(
-                [
-                    python,
-                    "-m",
-                    "compileall",
-                    "-q",
-                    "-j",
-                    "0",
-                    "--invalidation-mode",
-                    "unchecked-hash",
-                    str(Path(tmp) / "python"),
-                ],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-            yield Path(tmp)
-
-
-@contextlib.contextmanager
-def _built_layer(given: str | None) -> Iterator[Path]:
+def _built_layer(given: str | None, python: str) -> Iterator[Path]:
     """``given``, else the ``sam build`` output's, else one built now by layer/Makefile."""
     if given:
         yield Path(given)
@@ -131,6 +104,7 @@ def _built_layer(given: str | None) -> Iterator[Path]:
                 "build-FlexiAILayerX8664",
                 f"ARTIFACTS_DIR={tmp}",
                 f"PYTHON={sys.executable}",
+                f"BYTECODE_PYTHON={python}",
             ],
             cwd=tmp,
             check=True,
@@ -166,23 +140,47 @@ def _one_runtime(variant: Variant, python: str, log: Any, options: tuple[str, ..
     variant.rss_mb.append(first.rss_mb)
 
 
-def _import_costs(variant: Variant, python: str, top: int = 8) -> list[tuple[str, float]]:
-    """The biggest top-level imports (cumulative ms) of one cold start, via -X importtime."""
+@dataclass
+class ImportProfile:
+    cumulative: list[tuple[str, float]]  # the biggest top-level imports
+    by_package: list[tuple[str, float]]  # the packages' own time, wherever imported from
+    total_ms: float  # every module's own time
+
+
+def _import_costs(variant: Variant, python: str, top: int = 8) -> ImportProfile:
+    """One cold start under ``-X importtime``: the biggest top-level imports (cumulative ms),
+    and the packages that cost most wherever they are imported from (the sum of their
+    modules' own ms): pydantic, imported by flexiai.models, is not a top-level import."""
     with tempfile.TemporaryFile("w+") as log:
         _one_runtime(variant, python, log, ("-X", "importtime"))
         log.seek(0)
         text = log.read()
     costs: dict[str, float] = {}
+    packages: dict[str, float] = {}
     for line in text.splitlines():
-        match = re.match(r"import time:\s+\d+\s+\|\s+(\d+)\s+\|( *)(\S+)", line)
-        if match and len(match.group(2)) <= 1:  # top-level imports only
-            costs[match.group(3)] = costs.get(match.group(3), 0) + int(match.group(1)) / 1000
+        match = re.match(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|( *)(\S+)", line)
+        if not match:
+            continue
+        module = match.group(4)
+        package = module.split(".")[0]
+        packages[package] = packages.get(package, 0) + int(match.group(1)) / 1000
+        if len(match.group(3)) <= 1:  # top-level imports only
+            costs[module] = costs.get(module, 0) + int(match.group(2)) / 1000
     for name in [n for n in costs if n.startswith("encodings") or n in ("site", "awslambdaric")]:
         costs.pop(name, None)
-    return sorted(costs.items(), key=lambda kv: -kv[1])[:top]
+    return ImportProfile(
+        cumulative=sorted(costs.items(), key=lambda kv: -kv[1])[:top],
+        by_package=sorted(packages.items(), key=lambda kv: -kv[1])[:top],
+        total_ms=sum(packages.values()),
+    )
 
 
-def run(runtimes: int, layer: str | None, importtime: bool, compiled: bool) -> dict[str, Any]:
+def _has_bytecode(layer: Path) -> bool:
+    """Whether the layer carries python3.12 bytecode for flexiai (layer/Makefile's does)."""
+    return (layer / "python" / "flexiai" / "__pycache__" / "client.cpython-312.pyc").is_file()
+
+
+def run(runtimes: int, layer: str | None, importtime: bool) -> dict[str, Any]:
     from flexiai.testing import FakeLLMServer
     from flexiai_dev.lambda_runtime import find_python, package_layer, powertools_layer
     from flexiai_dev.servers import LocalRedis
@@ -195,7 +193,7 @@ def run(runtimes: int, layer: str | None, importtime: bool, compiled: bool) -> d
     powertools = powertools_layer(python, "powertools")
     openai_layer = package_layer(python, f"openai=={importlib.metadata.version('openai')}")
     with (
-        _flexiai_layer(layer, python, compiled) as flexiai,
+        _built_layer(layer, python) as flexiai,
         FakeLLMServer() as fake,
         LocalRedis(shutil.which("redis-server")) as redis_server,
     ):
@@ -253,6 +251,7 @@ def run(runtimes: int, layer: str | None, importtime: bool, compiled: bool) -> d
                 for variant in variants:
                     _one_runtime(variant, python, log)
         imports = {v.name: _import_costs(v, python) for v in variants} if importtime else {}
+        compiled = _has_bytecode(flexiai)
     return {"variants": variants, "imports": imports, "python": python, "compiled": compiled}
 
 
@@ -263,7 +262,9 @@ def report(result: dict[str, Any], runtimes: int) -> list[str]:
     lines = [
         f"Lambda cold start: awslambdaric in {result['python']}, {runtimes} fresh runtimes per "
         "variant, medians (ratio vs the floor); flexiai layer "
-        + ("with python3.12 bytecode (--compiled)" if result["compiled"] else "as built (no .pyc)"),
+        + (
+            "with python3.12 bytecode" if result["compiled"] else "WITHOUT bytecode (an old build?)"
+        ),
         f"{'variant':<26}{'init':>16}{'first invoke':>16}{'init+first':>16}{'warm':>14}"
         f"{'RSS after 1st':>18}",
     ]
@@ -288,9 +289,14 @@ def report(result: dict[str, Any], runtimes: int) -> list[str]:
             rss = med(v.rss_mb) / med(floor.rss_mb)
             verdict = "met" if rss <= RSS_TARGET else "NOT met"
             lines.append(f"{v.name}: RSS {rss:.2f}x the floor (target <= {RSS_TARGET}x): {verdict}")
-    for name, costs in result["imports"].items():
-        listed = ", ".join(f"{module} {ms:.0f} ms" for module, ms in costs)
-        lines.append(f"imports of {name} (-X importtime, cumulative): {listed}")
+    for name, profile in result["imports"].items():
+        total = profile.total_ms
+        cumulative = ", ".join(f"{module} {ms:.0f} ms" for module, ms in profile.cumulative)
+        lines.append(f"imports of {name} (-X importtime, cumulative): {cumulative}")
+        packages = ", ".join(
+            f"{package} {ms:.0f} ms ({ms / total:.0%})" for package, ms in profile.by_package
+        )
+        lines.append(f"imports of {name} (by package, share of all {total:.0f} ms): {packages}")
     lines.append(f"command: {COMMAND}")
     return lines
 
@@ -300,9 +306,8 @@ def main() -> None:
     parser.add_argument("--runtimes", type=int, default=10, help="fresh runtimes per variant")
     parser.add_argument("--layer", help="a built flexiai layer (default: .aws-sam/build's)")
     parser.add_argument("--importtime", action="store_true", help="list the biggest imports")
-    parser.add_argument("--compiled", action="store_true", help="the layer with .pyc files")
     args = parser.parse_args()
-    result = run(args.runtimes, args.layer, args.importtime, args.compiled)
+    result = run(args.runtimes, args.layer, args.importtime)
     print("\n".join(report(result, args.runtimes)))
 
 

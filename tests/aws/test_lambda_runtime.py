@@ -440,3 +440,36 @@ def test_the_runtime_pin_is_the_dev_extras() -> None:
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert AWSLAMBDARIC_PIN in project["optional-dependencies"]["dev"]
+
+
+@needs_python312
+def test_the_cold_start_bench_prints_every_variant_its_targets_and_the_command(
+    built_layer: Path,
+) -> None:
+    """Shape only (one runtime per variant): every variant's row with init, first invoke,
+    init+first, warm and RSS, a verdict per target, and the command that reproduces it."""
+    run = subprocess.run(
+        [sys.executable, "bench/lambda_cold_start.py", "--runtimes", "1", "--layer",
+         str(built_layer)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    out = run.stdout
+    assert "with python3.12 bytecode" in out
+    for variant in (
+        "floor ",
+        "floor + Tracer, Metrics",
+        "generate, sync off",
+        "generate, redis snapshot",
+        "openai SDK",
+    ):
+        row = next((line for line in out.splitlines() if line.startswith(variant)), None)
+        assert row is not None, f"no row for {variant!r}:\n{out}"
+        assert row.count(" ms ") == 4 and row.count(" MB ") == 1, row
+    for target in ("generate, sync off", "generate, redis snapshot"):
+        assert f"{target}: init+first " in out and "the floor (target <= " in out
+        assert f"{target}: RSS " in out
+    assert "command: python bench/lambda_cold_start.py --runtimes 10" in out

@@ -17,6 +17,8 @@ rest.
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -35,6 +37,10 @@ pytest_plugins = [
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A run started in the background by a script (as CI may be) inherits SIGINT ignored,
+    # and so would every subprocess: the tests that press Ctrl-C on the demo need it live.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # Registered so that --strict-markers reaches the clear error below, not a generic one.
     config.addinivalue_line("markers", "timeout: refused here (see tests/conftest.py)")
     # pytest-xdist registers it too; here for a run without the plugin (-p no:xdist).

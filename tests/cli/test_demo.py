@@ -21,6 +21,10 @@ from tests.cli.conftest import command, processes_with_tmpdir, run_command
 
 pytestmark = pytest.mark.slow
 
+#: How long a stopped demo may take to exit before the test gives up on it: a guard
+#: against a hang, far above what a busy machine needs (it once needed over 30 s).
+HANG_GUARD = 300
+
 VERDICT = re.compile(r"wasted fewer calls on the dead provider: (\d+) vs (\d+) per-process")
 NOISY = re.compile(
     r"While openai was noisy \((\d+)% of its calls failed\), the shared breaker stayed "
@@ -132,7 +136,7 @@ def test_stopping_the_demo_midway_leaves_nothing_behind(tmp_path: Path, signum: 
             time.sleep(0.05)
         time.sleep(3.0)  # the workers are warmed up and sending requests by now
         process.send_signal(signum)
-        _, err = process.communicate(timeout=30)
+        _, err = process.communicate(timeout=HANG_GUARD)
     finally:
         if process.poll() is None:
             process.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -177,7 +178,10 @@ def test_a_short_timeout_does_not_shorten_a_later_long_call(
     fake_llm: FakeLLMServer, bedrock: Any
 ) -> None:
     provider = bedrock()
-    provider.complete(ask(), timeout=0.3)  # builds a client with 0.3 s socket timeouts
+    # Builds a client with 0.3 s socket timeouts; whether this call beats them on a busy
+    # machine does not matter here.
+    with contextlib.suppress(ProviderTimeout):
+        provider.complete(ask(), timeout=0.3)
     fake_llm.script("bedrock", [Slow(0.8)])
 
     response = provider.complete(ask("later"), timeout=5)

@@ -67,6 +67,8 @@ FIXTURE_GROUPS = {
     "synthesized": "deploy",
     "redis_cluster": "redis-topology",
     "sentinel_redis": "redis-topology",
+    # the flexiai layer for the real Lambda runtime: built once, by the worker that runs them
+    "built_layer": "lambda-runtime",
 }
 #: Other tests marked ``slow`` (multi-process) take turns with the fleet.
 SLOW_GROUP = "processes"

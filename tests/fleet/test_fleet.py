@@ -65,7 +65,11 @@ def test_the_fleet_opens_after_a_run_of_failure_threshold_failures_in_total(
     # fleet's. Calls already in flight when it opened fail too but are not counted.
     assert all(failed_primary_calls(result, w) < threshold for w in range(spec.workers))
     assert len({e.worker_id for e in events}) > 1
-    assert threshold <= failed_primary_calls(result) <= threshold + spec.workers
+    # How many more fail before every worker knows depends on the machine's load
+    # (bench/fleet.py and bench/noisy.py measure it against threshold + one per worker);
+    # that nobody calls the primary once its own view is OPEN does not.
+    assert failed_primary_calls(result) >= threshold
+    assert all(c.state == "CLOSED" for _, c in result.calls(PRIMARY) if not c.ok)
     assert result.summary().failed_requests == 0
     assert {s["views"][PRIMARY] for s in result.worker_stats.values()} == {"OPEN"}
 

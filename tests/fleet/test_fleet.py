@@ -8,6 +8,7 @@ here asserts how fast anything was.
 
 from __future__ import annotations
 
+import time
 from itertools import pairwise
 from typing import Any
 
@@ -189,7 +190,17 @@ def test_a_redis_restart_fails_no_request_and_the_fleet_resyncs_from_the_store(
         script=(Step(0.5, "down", PRIMARY), Step(1.2, "up", PRIMARY)),
     )
 
-    result = run_fleet(spec, llm, actions=[(1.0, redis_server.kill), (restart, redis_server.start)])
+    def kill_once_open() -> None:
+        # The story needs the fleet's breaker OPEN in the store before Redis dies; on a
+        # loaded machine the run can take longer than the 0.5 s the schedule allows, so
+        # wait for it (the driver runs steps in order: the primary comes back after this).
+        guard = time.monotonic() + 120
+        while stored_record(redis_server, spec, PRIMARY).state is not CircuitState.OPEN:
+            assert time.monotonic() < guard, "the fleet never opened the primary's breaker"
+            time.sleep(0.02)
+        redis_server.kill()
+
+    result = run_fleet(spec, llm, actions=[(1.0, kill_once_open), (restart, redis_server.start)])
 
     assert result.summary().failed_requests == 0
     for worker in range(spec.workers):

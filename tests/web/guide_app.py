@@ -6,7 +6,7 @@ test machine neither trips the store's 0.25 s socket timeout (a worker would fal
 local breakers) nor lets the breaker half-open during the test; the worker id in the
 reply; and a startup hook that records each worker's id in a file, so the test counts
 workers without depending on how gunicorn spreads connections. Run by
-tests/web/test_gunicorn_preload.py under ``gunicorn --preload``.
+tests/web/test_guide_app_workers.py under ``gunicorn --preload`` and ``uvicorn --workers``.
 """
 
 import os

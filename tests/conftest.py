@@ -52,6 +52,10 @@ def pytest_configure(config: pytest.Config) -> None:
 #: session's one CDK synthesis is shared only by tests on the same worker; layer, SAM and
 #: package builds) and the Redis topologies (a cluster and sentinel groups of 5 servers).
 XDIST_GROUPS: tuple[tuple[str, str], ...] = (
+    # The minute-long soak takes turns with nothing: its assertions (no failed request, at
+    # most one store failure per request, 2 % noise never opens) are counts that CPU
+    # contention cannot change, and beside the other fleet tests it halves the critical path.
+    ("tests/fleet/test_soak.py", "soak"),
     ("tests/fleet/", "processes"),
     ("tests/web/", "processes"),
     ("tests/bench/", "processes"),

@@ -151,18 +151,34 @@ class _Function:
         try:
             return self._client.fcall(self._name, len(keys), *keys, *args)
         except Exception as exc:
-            if "function not found" not in str(exc).lower():
+            if not function_missing(exc):
                 raise
         try:
             self._client.function_load(self._code)
         except Exception as exc:
-            if "already exists" not in str(exc):
-                # No cause: the fallback warning shows this message, which says what to do.
-                raise StateStoreError(
-                    f"redis function {self._name} is not loaded and this user cannot load "
-                    f"it ({type(exc).__name__}); run `flexiai functions load` once"
-                ) from None
+            function_load_failed(self._name, exc)
         return self._client.fcall(self._name, len(keys), *keys, *args)
+
+
+def function_missing(exc: Exception) -> bool:
+    """True when ``exc`` says the server has no function library of that name yet."""
+    return "function not found" in str(exc).lower()
+
+
+def library_exists(exc: Exception) -> bool:
+    """True when FUNCTION LOAD failed because the library is already on the server."""
+    return "already exists" in str(exc)
+
+
+def function_load_failed(name: str, exc: Exception) -> None:
+    """FUNCTION LOAD failed with ``exc``: fine if another worker loaded the library first,
+    otherwise a ``StateStoreError`` that says what to do (no cause: the fallback warning
+    shows this message)."""
+    if not library_exists(exc):
+        raise StateStoreError(
+            f"redis function {name} is not loaded and this user cannot load "
+            f"it ({type(exc).__name__}); run `flexiai functions load` once"
+        ) from None
 
 
 def op_spec(
@@ -537,7 +553,7 @@ class RedisSyncBackend(SyncBackend):
             try:
                 client.function_load(code)
             except Exception as exc:
-                if "already exists" in str(exc):
+                if library_exists(exc):
                     return False
                 raise
             return True

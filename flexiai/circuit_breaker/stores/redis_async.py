@@ -32,6 +32,8 @@ from flexiai.circuit_breaker.stores.redis import (
     RedisSyncBackend,
     _script_source,
     function_library,
+    function_load_failed,
+    function_missing,
     report_args,
     transition_args,
 )
@@ -188,16 +190,12 @@ class _AsyncFunction:
         try:
             return await self._client.fcall(self._name, len(keys), *keys, *args)
         except Exception as exc:
-            if "function not found" not in str(exc).lower():
+            if not function_missing(exc):
                 raise
         try:
             await self._client.function_load(self._code)
         except Exception as exc:
-            if "already exists" not in str(exc):
-                raise StateStoreError(
-                    f"redis function {self._name} is not loaded and this user cannot load "
-                    f"it ({type(exc).__name__}); run `flexiai functions load` once"
-                ) from None
+            function_load_failed(self._name, exc)
         return await self._client.fcall(self._name, len(keys), *keys, *args)
 
 

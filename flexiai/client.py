@@ -50,7 +50,6 @@ from flexiai.exceptions import (
     ProviderError,
     RateLimited,
     SecretResolutionError,
-    StateStoreError,
 )
 from flexiai.models import ChatMessage, FlexiAIConfig, ProviderConfig, UnifiedResponse
 
@@ -236,32 +235,20 @@ class FlexiAI:
         **options: Any,
     ) -> UnifiedResponse:
         request = self._request(messages, system, temperature, max_tokens, options)
+
+        def perform(step: _Call | _Sleep) -> _Outcome | None:
+            if isinstance(step, _Sleep):
+                self._clock.sleep(step.seconds)
+                return None
+            try:
+                return self._provider(step.provider).complete(request, timeout=step.timeout)
+            except (ProviderError, SecretResolutionError) as exc:
+                return exc
+
         # Counted per request: the rest of a request that waited for a failed store
         # operation goes local (see StateSyncManager.counting_failures).
         with self._state.counting_failures() as store_failures:
-            flow = self._failover(request, store_failures)
-            outcome: Any = None
-            store_error: StateStoreError | None = None
-            while True:
-                try:
-                    step = flow.send(outcome) if store_error is None else flow.throw(store_error)
-                except StopIteration as done:
-                    result: UnifiedResponse = done.value
-                    return result
-                outcome, store_error = None, None
-                if isinstance(step, StoreCall):
-                    try:
-                        outcome = self._state.perform(step)
-                    except StateStoreError as exc:
-                        store_error = exc
-                    continue
-                if isinstance(step, _Sleep):
-                    self._clock.sleep(step.seconds)
-                    continue
-                try:
-                    outcome = self._provider(step.provider).complete(request, timeout=step.timeout)
-                except (ProviderError, SecretResolutionError) as exc:
-                    outcome = exc
+            return self._state.run(self._failover(request, store_failures), perform)
 
     async def agenerate(
         self,
@@ -290,34 +277,18 @@ class FlexiAI:
         **options: Any,
     ) -> UnifiedResponse:
         request = self._request(messages, system, temperature, max_tokens, options)
-        # Counted per request: the rest of a request that waited for a failed store
-        # operation goes local (see StateSyncManager.counting_failures).
+
+        async def perform(step: _Call | _Sleep) -> _Outcome | None:
+            if isinstance(step, _Sleep):
+                await self._clock.asleep(step.seconds)
+                return None
+            try:
+                return await self._provider(step.provider).acomplete(request, timeout=step.timeout)
+            except (ProviderError, SecretResolutionError) as exc:
+                return exc
+
         with self._state.counting_failures() as store_failures:
-            flow = self._failover(request, store_failures)
-            outcome: Any = None
-            store_error: StateStoreError | None = None
-            while True:
-                try:
-                    step = flow.send(outcome) if store_error is None else flow.throw(store_error)
-                except StopIteration as done:
-                    result: UnifiedResponse = done.value
-                    return result
-                outcome, store_error = None, None
-                if isinstance(step, StoreCall):
-                    try:
-                        outcome = await self._state.aperform(step)
-                    except StateStoreError as exc:
-                        store_error = exc
-                    continue
-                if isinstance(step, _Sleep):
-                    await self._clock.asleep(step.seconds)
-                    continue
-                try:
-                    outcome = await self._provider(step.provider).acomplete(
-                        request, timeout=step.timeout
-                    )
-                except (ProviderError, SecretResolutionError) as exc:
-                    outcome = exc
+            return await self._state.arun(self._failover(request, store_failures), perform)
 
     def get_provider_status(self) -> dict[str, ProviderStatus]:
         """Every provider's breaker as this worker sees it (refreshed from the store first),

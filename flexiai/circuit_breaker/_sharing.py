@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -205,7 +205,6 @@ class StateSyncManager:
             return self.backend.now()
         return epoch_ms(self._clock)
 
-    # -- the request path --------------------------------------------------------------
     # -- drivers -----------------------------------------------------------------------
     @property
     def async_backend(self) -> AsyncBackend:
@@ -223,35 +222,49 @@ class StateSyncManager:
         """One store call, awaited on the async twin. Raises ``StateStoreError``."""
         return await getattr(self.async_backend, call.method)(*call.args, **call.kwargs)
 
-    def run(self, flow: StoreFlow[_T]) -> _T:
-        """Drive ``flow`` to its end with blocking store calls."""
+    def run(self, flow: Generator[Any, Any, _T], other: Callable[[Any], Any] | None = None) -> _T:
+        """Drive ``flow`` to its end with blocking store calls. Steps that are not store
+        calls (the client's provider calls and sleeps) go to ``other``, whose return value
+        is sent back in."""
         reply: Any = None
         error: StateStoreError | None = None
         while True:
             try:
-                call = flow.send(reply) if error is None else flow.throw(error)
+                step = flow.send(reply) if error is None else flow.throw(error)
             except StopIteration as done:
                 result: _T = done.value
                 return result
             reply, error = None, None
+            if not isinstance(step, StoreCall):
+                assert other is not None, f"no driver for {step!r}"
+                reply = other(step)
+                continue
             try:
-                reply = self.perform(call)
+                reply = self.perform(step)
             except StateStoreError as exc:
                 error = exc
 
-    async def arun(self, flow: StoreFlow[_T]) -> _T:
-        """Drive ``flow`` to its end with awaited store calls: the loop never blocks."""
+    async def arun(
+        self,
+        flow: Generator[Any, Any, _T],
+        other: Callable[[Any], Awaitable[Any]] | None = None,
+    ) -> _T:
+        """``run`` with awaited store calls and steps: the loop never blocks."""
         reply: Any = None
         error: StateStoreError | None = None
         while True:
             try:
-                call = flow.send(reply) if error is None else flow.throw(error)
+                step = flow.send(reply) if error is None else flow.throw(error)
             except StopIteration as done:
                 result: _T = done.value
                 return result
             reply, error = None, None
+            if not isinstance(step, StoreCall):
+                assert other is not None, f"no driver for {step!r}"
+                reply = await other(step)
+                continue
             try:
-                reply = await self.aperform(call)
+                reply = await self.aperform(step)
             except StateStoreError as exc:
                 error = exc
 

@@ -337,7 +337,7 @@ class RedisSyncBackend(SyncBackend):
         def read() -> StoreSnapshot:
             client = self._client()
             raws = client.mget(keys) if keys else []
-            if self._store_clock is None and self.clock_due():
+            if self.clock_due():
                 options: dict[str, Any] = {}
                 if self._cluster and keys:
                     # The node that holds the records runs the scripts: use its clock.

@@ -9,8 +9,9 @@ request to the same server, the floor measured in the same run.
 
 * Redis healthy: snapshot mode with ``snapshot_max_age=0``, so every request reads the
   shared breaker (one awaited MGET) before calling the provider: the store's worst case.
-* Redis frozen (SIGSTOP): a fresh client, warmed up while Redis answers, then Redis is
-  frozen and the round fires: every request's store read waits its socket timeout
+* Redis frozen (SIGSTOP): a fresh client, warmed up by one burst while Redis answers (so
+  its connection pool is as warm as the bare client's), then Redis is frozen and the round
+  fires: every request's store read waits its socket timeout
   (0.25 s) on the loop's selector, then the client falls back to local breakers. Its p99
   latency therefore includes one socket timeout by design; the stall must not.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import subprocess
 import sys
@@ -45,14 +47,19 @@ class _Ticker:
 
     def __init__(self) -> None:
         self.worst = 0.0
+        self.worst_on_cpu = 0.0
         self._stop = False
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while not self._stop:
-            before = time.perf_counter()
+            before, cpu_before = time.perf_counter(), time.thread_time()
             await asyncio.sleep(TICK)
-            self.worst = max(self.worst, time.perf_counter() - before - TICK)
+            late = time.perf_counter() - before - TICK
+            if late > self.worst:
+                self.worst = late
+                # How much of it this thread ran: the rest the OS gave other processes.
+                self.worst_on_cpu = time.thread_time() - cpu_before
 
     async def __aenter__(self) -> _Ticker:
         self._task = asyncio.create_task(self._run())
@@ -63,6 +70,30 @@ class _Ticker:
         self._stop = True
         assert self._task is not None
         await self._task
+
+
+class _FullCollections:
+    """The durations (ms) of CPython's full (generation 2) collections while it is active:
+    they stop every thread, the loop included, for as long as they walk the whole heap."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((time.perf_counter() - self._started) * 1000)
+
+    def __enter__(self) -> _FullCollections:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
 
 
 async def _round(call: Callable[[int], Awaitable[Any]], n: int) -> tuple[float, list[float]]:
@@ -119,7 +150,9 @@ def _client(base_url: str, redis_host: str, redis_port: int) -> Any:
     return FlexiAI(config)
 
 
-async def _measure(args: argparse.Namespace, base_url: str, redis: Any) -> list[Row]:
+async def _measure(
+    args: argparse.Namespace, base_url: str, redis: Any, *, freeze: bool
+) -> list[Row]:
     import httpx
 
     n = args.concurrency
@@ -128,6 +161,7 @@ async def _measure(args: argparse.Namespace, base_url: str, redis: Any) -> list[
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # as HttpPool
     stalls: dict[str, list[float]] = {"flexiai": [], "bare": [], "frozen": [], "bare2": []}
     lats: dict[str, list[float]] = {key: [] for key in stalls}
+    collections: dict[str, list[float]] = {key: [] for key in stalls}
     warm: dict[str, float] = {}
     host, port = redis.host, redis.port
 
@@ -144,11 +178,16 @@ async def _measure(args: argparse.Namespace, base_url: str, redis: Any) -> list[
 
             warm["bare"] = (await _round(bare_call, n))[0]
             warm["flexiai"] = (await _round(flexiai_call, n))[0]
+            if freeze:  # what a server does once it has started (see the docstring)
+                gc.collect()
+                gc.freeze()
             for _ in range(args.rounds):
                 for key, call in (("bare", bare_call), ("flexiai", flexiai_call)):
-                    stall, latency = await _round(call, n)
+                    with _FullCollections() as full:
+                        stall, latency = await _round(call, n)
                     stalls[key].append(stall)
                     lats[key] += latency
+                    collections[key] += full.pauses
 
         for index in range(args.rounds + 1):  # the first frozen round is the warm-up
             async with _client(base_url, host, port) as client:
@@ -156,29 +195,39 @@ async def _measure(args: argparse.Namespace, base_url: str, redis: Any) -> list[
                 async def frozen_call(i: int, client: Any = client) -> Any:
                     return await client.agenerate("hi")
 
-                for _ in range(3):  # connected and warm while Redis answers
-                    await client.agenerate("hi")
+                # Warm while Redis answers, as the bare client is: its pool holds as many
+                # kept-alive connections as a burst leaves, its store link is up.
+                await _round(frozen_call, n)
                 redis.freeze()
                 try:
-                    stall, latency = await _round(frozen_call, n)
+                    with _FullCollections() as frozen_full:
+                        stall, latency = await _round(frozen_call, n)
                 finally:
                     redis.thaw()
                 assert client.store_health().degraded, "the frozen store was not noticed"
-            bare_stall, bare_latency = await _round(bare_call, n)
+            with _FullCollections() as bare_full:
+                bare_stall, bare_latency = await _round(bare_call, n)
             if index == 0:
                 warm["frozen"] = stall
                 continue
             stalls["frozen"].append(stall)
             lats["frozen"] += latency
+            collections["frozen"] += frozen_full.pauses
             stalls["bare2"].append(bare_stall)
             lats["bare2"] += bare_latency
+            collections["bare2"] += bare_full.pauses
+        if freeze:
+            gc.unfreeze()
+
+    gc_setup = "gc.freeze()" if freeze else "default gc"
 
     def stall_rows(figure: str, key: str, peer: str) -> list[Row]:
         worst, peer_worst = max(stalls[key]), max(stalls[peer])
+        full, peer_full = collections[key], collections[peer]
         return [
             row(
                 "async_loop",
-                f"{figure}: worst loop stall (max of {args.rounds} rounds)",
+                f"{figure}, {gc_setup}: worst loop stall (max of {args.rounds} rounds)",
                 worst,
                 "ms",
                 peer="bare httpx",
@@ -188,18 +237,27 @@ async def _measure(args: argparse.Namespace, base_url: str, redis: Any) -> list[
             ),
             row(
                 "async_loop",
-                f"{figure}: a round's worst stall, median of {args.rounds}",
+                f"{figure}, {gc_setup}: a round's worst stall, median of {args.rounds}",
                 median(stalls[key]),
                 "ms",
                 peer="bare httpx",
                 peer_value=median(stalls[peer]),
+            ),
+            row(
+                "async_loop",
+                f"{figure}, {gc_setup}: full gc passes in those rounds "
+                f"({len(full)}; bare httpx {len(peer_full)}), the longest",
+                max(full, default=0.0),
+                "ms",
+                peer="bare httpx",
+                peer_value=max(peer_full, default=0.0),
             ),
         ]
 
     def p99_row(figure: str, key: str, peer: str) -> Row:
         return row(
             "async_loop",
-            f"{figure}: p99 latency, {n} concurrent",
+            f"{figure}, {gc_setup}: p99 latency, {n} concurrent",
             percentile(lats[key], 99),
             "ms",
             peer="bare httpx",
@@ -211,9 +269,14 @@ async def _measure(args: argparse.Namespace, base_url: str, redis: Any) -> list[
         p99_row("Redis healthy", "flexiai", "bare"),
         *stall_rows("Redis frozen", "frozen", "bare2"),
         p99_row("Redis frozen", "frozen", "bare2"),
-        row("async_loop", "warm-up round (one-time costs): bare httpx", warm["bare"], "ms"),
-        row("async_loop", "warm-up round (one-time costs): Redis healthy", warm["flexiai"], "ms"),
-        row("async_loop", "warm-up round (one-time costs): Redis frozen", warm["frozen"], "ms"),
+        *(
+            row("async_loop", f"{gc_setup}: warm-up round (one-time costs): {name}", value, "ms")
+            for name, value in (
+                ("bare httpx", warm["bare"]),
+                ("Redis healthy", warm["flexiai"]),
+                ("Redis frozen", warm["frozen"]),
+            )
+        ),
     ]
 
 
@@ -230,7 +293,10 @@ def run(rounds: int = 5, concurrency: int = 100) -> list[Row]:
     try:
         with contextlib.ExitStack() as stack:
             redis = start_server(stack, name="bench-async")
-            return asyncio.run(_measure(args, base_url, redis))
+            return [
+                *asyncio.run(_measure(args, base_url, redis, freeze=False)),
+                *asyncio.run(_measure(args, base_url, redis, freeze=True)),
+            ]
     finally:
         fake.terminate()
         fake.wait()

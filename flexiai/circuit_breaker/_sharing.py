@@ -29,6 +29,7 @@ The pub/sub subscriber and the flusher stay threads: they are not on the loop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -50,6 +51,8 @@ from flexiai.exceptions import StateStoreError
 from flexiai.models import CircuitBreakerConfig
 
 if TYPE_CHECKING:
+    import asyncio
+
     from flexiai.circuit_breaker._breaker import CircuitBreaker
 
 __all__ = [
@@ -152,6 +155,8 @@ class StateSyncManager:
         self._flusher: _Flusher | None = None
         self._fallback = MemorySyncBackend(clock=self._clock)
         self._async_backend: AsyncBackend | None = None  # built on the first async call
+        # Store reads in flight, by loop and keys: see aperform.
+        self._loads_in_flight: dict[tuple[Any, ...], asyncio.Task[Any]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._policy = Policy.from_config(CircuitBreakerConfig())  # replaced by attach()
         self._lock = threading.Lock()
@@ -177,6 +182,7 @@ class StateSyncManager:
         self._lock = threading.Lock()
         self._flusher = None
         self._subscribed = False
+        self._loads_in_flight = {}  # the parent's loop's tasks
         self._snapshot_at = None
         self._hurried = False
         self._fallback._hub.lock = threading.Lock()
@@ -219,8 +225,36 @@ class StateSyncManager:
         return getattr(self.backend, call.method)(*call.args, **call.kwargs)
 
     async def aperform(self, call: StoreCall) -> Any:
-        """One store call, awaited on the async twin. Raises ``StateStoreError``."""
-        return await getattr(self.async_backend, call.method)(*call.args, **call.kwargs)
+        """One store call, awaited on the async twin. Raises ``StateStoreError``.
+
+        Concurrent reads of the same keys on one loop share one round trip: a burst of 100
+        requests that each want a fresh snapshot sends one MGET, not 100, and with the store
+        frozen 100 requests wait out one socket timeout instead of 100 timeouts that all
+        expire, and are handled, in the same loop iteration. A request that joins a read in
+        flight gets state read no earlier than that read was sent: at most one round trip
+        older than a read of its own."""
+        if call.method != "load":
+            return await getattr(self.async_backend, call.method)(*call.args, **call.kwargs)
+        import asyncio  # loaded already: this runs on a loop
+
+        from flexiai._loop_turns import take_turn_after
+
+        loop = asyncio.get_running_loop()
+        key = (loop, tuple(call.args[0]))
+        shared = self._loads_in_flight.get(key)
+        if shared is None:
+            shared = loop.create_task(self.async_backend.load(*call.args))
+            self._loads_in_flight[key] = shared
+            shared.add_done_callback(functools.partial(self._load_done, key))
+        # Not awaited itself: a waiter cancelled (a deadline, a disconnect) leaves the read
+        # to the others, and the waiters take turns handling its outcome.
+        await take_turn_after(shared)
+        return shared.result()
+
+    def _load_done(self, key: tuple[Any, ...], task: asyncio.Task[Any]) -> None:
+        self._loads_in_flight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # every waiter may be gone: not an "exception never retrieved"
 
     def run(self, flow: Generator[Any, Any, _T], other: Callable[[Any], Any] | None = None) -> _T:
         """Drive ``flow`` to its end with blocking store calls. Steps that are not store
@@ -249,16 +283,22 @@ class StateSyncManager:
         flow: Generator[Any, Any, _T],
         other: Callable[[Any], Awaitable[Any]] | None = None,
     ) -> _T:
-        """``run`` with awaited store calls and steps: the loop never blocks."""
+        """``run`` with awaited store calls and steps: the loop never blocks, and a burst of
+        concurrent requests takes turns on it (``flexiai._loop_turns``) both before a step
+        starts (building and sending it) and before its reply is handled."""
+        from flexiai._loop_turns import take_turn  # asyncio: not loaded for sync callers
+
         reply: Any = None
         error: StateStoreError | None = None
         while True:
+            await take_turn()
             try:
                 step = flow.send(reply) if error is None else flow.throw(error)
             except StopIteration as done:
                 result: _T = done.value
                 return result
             reply, error = None, None
+            await take_turn()
             if not isinstance(step, StoreCall):
                 assert other is not None, f"no driver for {step!r}"
                 reply = await other(step)

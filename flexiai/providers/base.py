@@ -208,6 +208,8 @@ class HttpProvider(Provider):
     async def acomplete(self, request: ChatRequest, *, timeout: float) -> UnifiedResponse:
         import anyio  # httpx's own dependency; imported here to keep it off the cold start
 
+        from flexiai._loop_turns import take_turn  # asyncio: imported by async callers only
+
         started = time.perf_counter()
         with attempt_deadline(timeout) as ends_at:
             spec = self.build_request(request)
@@ -219,6 +221,9 @@ class HttpProvider(Provider):
                 with anyio.fail_after(max(0.0, ends_at - time.monotonic())):
                     response = await http.send(outgoing, stream=True)
                     try:
+                        # Reading the body and handing the connection back to the pool
+                        # (which scans every pooled connection) is a burst's costliest part.
+                        await take_turn()
                         raw = await self._aread_body(response, ends_at)
                     finally:
                         await response.aclose()

@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flexiai._deadline import remaining_time
 from flexiai._fork import forget_parent_state
@@ -37,12 +37,14 @@ from flexiai._fork import forget_parent_state
 if TYPE_CHECKING:
     import asyncio
     import ssl
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     import httpcore
     import httpx
 
 __all__ = ["HttpPool"]
+
+_T = TypeVar("_T")
 
 _log = logging.getLogger("flexiai.providers")
 
@@ -164,25 +166,85 @@ def shared_ssl_context() -> ssl.SSLContext:
     return _ssl_context
 
 
-def _deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+def _with_backend(transport: _T, wrap: Callable[[Any], Any], lost: str) -> _T:
     """httpx's own transport (TLS, proxies and limits as httpx configures them) whose
-    connection pool opens its sockets through ``_deadline_backend``.
+    connection pool opens its sockets through ``wrap(its backend)``.
 
     httpx builds its httpcore pool without a way to pass a network backend, so the pool's
     backend is swapped before the pool has opened anything (httpx 0.27 and 0.28 name it
     ``_pool._network_backend``). Should a future httpx lay this out differently, the plain
-    transport is used and a warning says that only per-read timeouts apply.
+    transport is used and a warning says what is ``lost``.
     """
-    import httpx
-
-    transport = httpx.HTTPTransport(limits=limits, verify=shared_ssl_context())
-    pool: httpcore.ConnectionPool | None = getattr(transport, "_pool", None)
+    pool = getattr(transport, "_pool", None)
     backend = getattr(pool, "_network_backend", None)
     if pool is None or backend is None:  # pragma: no cover - depends on the httpx version
-        _log.warning("flexiai: this httpx cannot bound whole exchanges; per-read timeouts only")
+        _log.warning("flexiai: this httpx does not let flexiai wrap its sockets: %s", lost)
         return transport
-    pool._network_backend = _deadline_backend(backend)
+    pool._network_backend = wrap(backend)
     return transport
+
+
+def _deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """The sync pool's transport: every socket operation honours the attempt's deadline."""
+    import httpx
+
+    return _with_backend(
+        httpx.HTTPTransport(limits=limits, verify=shared_ssl_context()),
+        _deadline_backend,
+        "whole exchanges are not bounded, per-read timeouts only",
+    )
+
+
+def _turn_taking_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    """The async pool's transport: a connection is opened in its turn on the loop
+    (``flexiai._loop_turns``). A burst that needs new connections otherwise opens them all
+    at once, and anyio's connect (a task group racing the addresses, then cancelling the
+    losers) makes that the costliest thing a burst does on the loop."""
+    import httpx
+
+    return _with_backend(
+        httpx.AsyncHTTPTransport(limits=limits, verify=shared_ssl_context()),
+        _turn_taking_backend_class(),
+        "a burst opens its connections all in the same loop iteration",
+    )
+
+
+@functools.cache
+def _turn_taking_backend_class() -> Any:
+    import httpcore
+
+    from flexiai._loop_turns import take_turn
+
+    class TurnTakingBackend(httpcore.AsyncNetworkBackend):
+        def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
+            self._backend = backend
+
+        async def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Iterable[Any] | None = None,
+        ) -> httpcore.AsyncNetworkStream:
+            await take_turn()
+            return await self._backend.connect_tcp(
+                host, port, timeout, local_address, socket_options
+            )
+
+        async def connect_unix_socket(
+            self,
+            path: str,
+            timeout: float | None = None,
+            socket_options: Iterable[Any] | None = None,
+        ) -> httpcore.AsyncNetworkStream:
+            await take_turn()
+            return await self._backend.connect_unix_socket(path, timeout, socket_options)
+
+        async def sleep(self, seconds: float) -> None:
+            await self._backend.sleep(seconds)
+
+    return TurnTakingBackend
 
 
 class HttpPool:
@@ -223,9 +285,10 @@ class HttpPool:
 
             with self._lock:
                 if self._async is None:
+                    limits = httpx.Limits(max_keepalive_connections=20, keepalive_expiry=60)
                     self._async = httpx.AsyncClient(
-                        transport=self._async_transport,
-                        limits=httpx.Limits(max_keepalive_connections=20, keepalive_expiry=60),
+                        transport=self._async_transport or _turn_taking_transport(limits),
+                        limits=limits,
                         verify=shared_ssl_context(),
                         headers={"user-agent": "flexiai"},
                     )

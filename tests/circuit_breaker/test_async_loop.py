@@ -33,6 +33,7 @@ class _Watched(AsyncBackend):
         self.inner = inner
         self.pending = 0
         self.calls = 0
+        self.loads = 0
 
     async def _watch(self, call: Any) -> Any:
         self.pending += 1
@@ -43,6 +44,7 @@ class _Watched(AsyncBackend):
             self.pending -= 1
 
     async def load(self, providers: Sequence[str]) -> StoreSnapshot:
+        self.loads += 1
         result: StoreSnapshot = await self._watch(self.inner.load(providers))
         return result
 
@@ -190,3 +192,39 @@ def test_async_requests_share_the_breaker_through_redis(
         FlexiAIConfig(providers=[provider_config(fake_llm, "openai")], sync=sync)
     ) as other:
         assert other.get_provider_status()["openai"].state is CircuitState.OPEN
+
+
+def test_a_burst_shares_one_store_read_and_its_one_timeout(
+    redis_server: RedisProcess, fake_llm: FakeLLMServer
+) -> None:
+    # Snapshot mode with no caching: every request wants a fresh read. With Redis frozen,
+    # the requests that arrive while one read is in flight join it, so the burst waits out
+    # one socket timeout (2 s, far longer than it takes 40 requests to start) instead of
+    # sending 40 reads whose 40 timeouts then expire together.
+    sync = sync_config_for(
+        redis_server,
+        mode="snapshot",
+        snapshot_max_age=0.0,
+        redis_socket_timeout=2.0,
+        reconnect_backoff=60.0,
+    )
+    client, backend = _client(fake_llm, sync)
+
+    async def scenario() -> list[Any]:
+        async with client:
+            await client.agenerate("warm-up")  # connected while Redis answers
+            assert backend.watched is not None
+            loads_before = backend.watched.loads
+            redis_server.freeze()
+            try:
+                responses = await asyncio.gather(*(client.agenerate(f"q{i}") for i in range(40)))
+            finally:
+                redis_server.thaw()
+            assert backend.watched.loads - loads_before == 1
+            return responses
+
+    responses = asyncio.run(scenario())
+    assert [r.provider for r in responses] == ["openai"] * 40
+    # Each request waited for that one failed read, and only for it.
+    assert [r.metadata.store_failures for r in responses] == [1] * 40
+    assert client.store_health().degraded

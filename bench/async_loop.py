@@ -11,9 +11,18 @@ request to the same server, the floor measured in the same run.
   shared breaker (one awaited MGET) before calling the provider: the store's worst case.
 * Redis frozen (SIGSTOP): a fresh client, warmed up by one burst while Redis answers (so
   its connection pool is as warm as the bare client's), then Redis is frozen and the round
-  fires: every request's store read waits its socket timeout
-  (0.25 s) on the loop's selector, then the client falls back to local breakers. Its p99
-  latency therefore includes one socket timeout by design; the stall must not.
+  fires: the requests share one store read (see ``StateSyncManager.aperform``), which waits
+  its socket timeout (0.25 s) on the loop's selector, then the client falls back to local
+  breakers. Its p99 latency therefore includes one socket timeout by design; the stall
+  must not.
+
+Everything runs twice, with CPython's default collector and after ``gc.freeze()`` (what a
+server does once it has started, as gunicorn's and Instagram's write-ups recommend): a full
+collection walks every object in the process and stops the loop for as long, 15-35 ms on
+this VM, whoever allocated them; the report counts those passes and their longest, for
+flexiai and for bare httpx, so a stall is not blamed on the wrong party. For the worst stall
+it also says how much of it the loop's thread actually ran: on 2 cores the fake provider and
+Redis take their turns too, and the OS may preempt the loop in the middle of a tick.
 
 A warm-up round of each kind runs first and is reported on its own: lazy imports, the
 first connections, the TLS context and pydantic's first validations are one-time costs,
@@ -96,8 +105,9 @@ class _FullCollections:
         gc.callbacks.remove(self)
 
 
-async def _round(call: Callable[[int], Awaitable[Any]], n: int) -> tuple[float, list[float]]:
-    """(worst stall in ms, each call's latency in ms) for ``n`` concurrent calls."""
+async def _round(call: Callable[[int], Awaitable[Any]], n: int) -> tuple[float, float, list[float]]:
+    """(worst stall in ms, how much of it this thread ran in ms, each call's latency in ms)
+    for ``n`` concurrent calls."""
 
     async def timed(i: int) -> float:
         started = time.perf_counter()
@@ -106,7 +116,7 @@ async def _round(call: Callable[[int], Awaitable[Any]], n: int) -> tuple[float, 
 
     async with _Ticker() as ticker:
         latencies = await asyncio.gather(*(timed(i) for i in range(n)))
-    return ticker.worst * 1000, list(latencies)
+    return ticker.worst * 1000, ticker.worst_on_cpu * 1000, list(latencies)
 
 
 def _start_fake_llm() -> tuple[subprocess.Popen[str], str]:
@@ -162,6 +172,7 @@ async def _measure(
     stalls: dict[str, list[float]] = {"flexiai": [], "bare": [], "frozen": [], "bare2": []}
     lats: dict[str, list[float]] = {key: [] for key in stalls}
     collections: dict[str, list[float]] = {key: [] for key in stalls}
+    on_cpus: dict[str, list[float]] = {key: [] for key in stalls}
     warm: dict[str, float] = {}
     host, port = redis.host, redis.port
 
@@ -184,8 +195,9 @@ async def _measure(
             for _ in range(args.rounds):
                 for key, call in (("bare", bare_call), ("flexiai", flexiai_call)):
                     with _FullCollections() as full:
-                        stall, latency = await _round(call, n)
+                        stall, on_cpu, latency = await _round(call, n)
                     stalls[key].append(stall)
+                    on_cpus[key].append(on_cpu)
                     lats[key] += latency
                     collections[key] += full.pauses
 
@@ -201,19 +213,21 @@ async def _measure(
                 redis.freeze()
                 try:
                     with _FullCollections() as frozen_full:
-                        stall, latency = await _round(frozen_call, n)
+                        stall, on_cpu, latency = await _round(frozen_call, n)
                 finally:
                     redis.thaw()
                 assert client.store_health().degraded, "the frozen store was not noticed"
             with _FullCollections() as bare_full:
-                bare_stall, bare_latency = await _round(bare_call, n)
+                bare_stall, bare_on_cpu, bare_latency = await _round(bare_call, n)
             if index == 0:
                 warm["frozen"] = stall
                 continue
             stalls["frozen"].append(stall)
+            on_cpus["frozen"].append(on_cpu)
             lats["frozen"] += latency
             collections["frozen"] += frozen_full.pauses
             stalls["bare2"].append(bare_stall)
+            on_cpus["bare2"].append(bare_on_cpu)
             lats["bare2"] += bare_latency
             collections["bare2"] += bare_full.pauses
         if freeze:
@@ -224,6 +238,10 @@ async def _measure(
     def stall_rows(figure: str, key: str, peer: str) -> list[Row]:
         worst, peer_worst = max(stalls[key]), max(stalls[peer])
         full, peer_full = collections[key], collections[peer]
+
+        def on_cpu(of: str) -> float:  # the worst round's worst stall, on this thread's CPU
+            return on_cpus[of][stalls[of].index(max(stalls[of]))]
+
         return [
             row(
                 "async_loop",
@@ -242,6 +260,14 @@ async def _measure(
                 "ms",
                 peer="bare httpx",
                 peer_value=median(stalls[peer]),
+            ),
+            row(
+                "async_loop",
+                f"{figure}, {gc_setup}: the worst stall's time on the loop thread's CPU",
+                on_cpu(key),
+                "ms",
+                peer="bare httpx",
+                peer_value=on_cpu(peer),
             ),
             row(
                 "async_loop",

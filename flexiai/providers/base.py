@@ -221,10 +221,12 @@ class HttpProvider(Provider):
                 with anyio.fail_after(max(0.0, ends_at - time.monotonic())):
                     response = await http.send(outgoing, stream=True)
                     try:
-                        # Reading the body and handing the connection back to the pool
-                        # (which scans every pooled connection) is a burst's costliest part.
+                        # Reading the body, and handing the connection back to the pool
+                        # (which scans every pooled connection), are a burst's costliest
+                        # steps: each in its turn.
                         await take_turn()
                         raw = await self._aread_body(response, ends_at)
+                        await take_turn()
                     finally:
                         await response.aclose()
             except TimeoutError:

@@ -17,6 +17,13 @@ it), and no ``.pyc`` written at run time (as on Lambda's read-only file system):
 * ``generate, redis snapshot``: the same with snapshot sync on a real redis-server;
 * ``openai SDK``: bench/lambda_openai/openai_handler.py (the SDK in a layer of its own).
 
+``--causes`` adds peers that split the generate handler's distance to the floor into its
+causes, each peer the one before plus one thing (bench/lambda_causes/): ``+ pydantic`` (the
+observed floor with a pydantic model on the request path), ``+ pydantic, event handler``
+(routed by Powertools' ``APIGatewayHttpResolver``, as flexiai.aws.http_events does) and
+``+ pydantic, event handler, redis`` (one redis-py MGET per invocation). The report then
+lists what each step adds to init+first and to RSS; what is left is flexiai's own code.
+
 The flexiai layer is ``layer/Makefile``'s, which ships python3.12 bytecode
 (``layer/compile-bytecode.sh``); the report says when a given layer has none. The floor takes
 httpx from that layer too, so it gets the same bytecode.
@@ -25,7 +32,7 @@ Targets (issue 13): init + first invocation at most 1.3x the floor with sync off
 with the snapshot; RSS after the first invocation at most 1.2x the floor's. ``--importtime``
 adds the biggest imports (``python -X importtime`` in the runtime) of each variant.
 
-    python bench/lambda_cold_start.py [--runtimes 10] [--layer DIR] [--importtime]
+    python bench/lambda_cold_start.py [--runtimes 10] [--layer DIR] [--importtime] [--causes]
 """
 
 from __future__ import annotations
@@ -55,6 +62,21 @@ TARGETS = {"generate, sync off": 1.3, "generate, redis snapshot": 1.5}
 RSS_TARGET = 1.2
 FLOOR = "floor"
 OBSERVED_FLOOR = "floor + Tracer, Metrics"
+WITH_PYDANTIC = "+ pydantic"
+WITH_EVENT_HANDLER = "+ pydantic, event handler"
+WITH_REDIS = "+ pydantic, event handler, redis"
+SYNC_OFF = "generate, sync off"
+SNAPSHOT = "generate, redis snapshot"
+#: --causes: what each cause adds, as (cause, variants added, variants taken away): each
+#: peer is the one before it plus one thing, so each difference isolates that thing.
+CAUSES = (
+    ("Tracer, Metrics", [OBSERVED_FLOOR], [FLOOR]),
+    ("pydantic", [WITH_PYDANTIC], [OBSERVED_FLOOR]),
+    ("Powertools event handler", [WITH_EVENT_HANDLER], [WITH_PYDANTIC]),
+    ("flexiai (sync off)", [SYNC_OFF], [WITH_EVENT_HANDLER]),
+    ("redis-py", [WITH_REDIS], [WITH_EVENT_HANDLER]),
+    ("flexiai's snapshot sync", [SNAPSHOT, WITH_EVENT_HANDLER], [SYNC_OFF, WITH_REDIS]),
+)
 
 
 @dataclass
@@ -184,7 +206,7 @@ def _has_bytecode(layer: Path) -> bool:
     return (layer / "python" / "flexiai" / "__pycache__" / "client.cpython-312.pyc").is_file()
 
 
-def run(runtimes: int, layer: str | None, importtime: bool) -> dict[str, Any]:
+def run(runtimes: int, layer: str | None, importtime: bool, causes: bool) -> dict[str, Any]:
     from flexiai.testing import FakeLLMServer
     from flexiai_dev.lambda_runtime import find_python, package_layer, powertools_layer
     from flexiai_dev.servers import LocalRedis
@@ -232,14 +254,14 @@ def run(runtimes: int, layer: str | None, importtime: bool) -> dict[str, Any]:
                 provider,
             ),
             Variant(
-                "generate, sync off",
+                SYNC_OFF,
                 ROOT / "handlers",
                 "generate.handler",
                 [powertools, flexiai],
                 {**provider, "FLEXIAI_SYNC_ENABLED": "false"},
             ),
             Variant(
-                "generate, redis snapshot",
+                SNAPSHOT,
                 ROOT / "handlers",
                 "generate.handler",
                 [powertools, flexiai],
@@ -253,6 +275,31 @@ def run(runtimes: int, layer: str | None, importtime: bool) -> dict[str, Any]:
                 provider,
             ),
         ]
+        if causes:
+            peers = ROOT / "bench" / "lambda_causes"
+            variants[2:2] = [
+                Variant(
+                    WITH_PYDANTIC,
+                    peers,
+                    "pydantic_handler.handler",
+                    [powertools, flexiai],
+                    provider,
+                ),
+                Variant(
+                    WITH_EVENT_HANDLER,
+                    peers,
+                    "event_handler_handler.handler",
+                    [powertools, flexiai],
+                    provider,
+                ),
+                Variant(
+                    WITH_REDIS,
+                    peers,
+                    "redis_handler.handler",
+                    [powertools, flexiai],
+                    {**provider, **snapshot},
+                ),
+            ]
         with Path(os.devnull).open("w") as log:
             for variant in variants:  # one discarded round: page cache, pip caches
                 _one_runtime(variant, python, log)
@@ -271,13 +318,14 @@ def report(result: dict[str, Any], runtimes: int) -> list[str]:
     floor = next(v for v in variants if v.name == FLOOR)
     observed = next((v for v in variants if v.name == OBSERVED_FLOOR), None)
     med = statistics.median
+    width = max(26, *(len(v.name) + 2 for v in variants))
     lines = [
         f"Lambda cold start: awslambdaric in {result['python']}, {runtimes} fresh runtimes per "
         "variant, medians (ratio vs the floor); flexiai layer "
         + (
             "with python3.12 bytecode" if result["compiled"] else "WITHOUT bytecode (an old build?)"
         ),
-        f"{'variant':<26}{'init':>16}{'first invoke':>16}{'init+first':>16}{'warm':>14}"
+        f"{'variant':<{width}}{'init':>16}{'first invoke':>16}{'init+first':>16}{'warm':>14}"
         f"{'RSS after 1st':>18}",
     ]
 
@@ -285,7 +333,7 @@ def report(result: dict[str, Any], runtimes: int) -> list[str]:
         return f"{med(values):8.1f} {unit} {med(values) / med(floor_values):4.2f}x"
 
     lines += [
-        f"{v.name:<26}{cell(v.init_ms, floor.init_ms):>16}"
+        f"{v.name:<{width}}{cell(v.init_ms, floor.init_ms):>16}"
         f"{cell(v.first_ms, floor.first_ms):>16}{cell(v.cold_ms(), floor.cold_ms()):>16}"
         f"{cell(v.warm_ms, floor.warm_ms):>14}{cell(v.rss_mb, floor.rss_mb, 'MB'):>18}"
         for v in variants
@@ -307,6 +355,7 @@ def report(result: dict[str, Any], runtimes: int) -> list[str]:
                     f"{med(v.cold_ms()) / med(observed.cold_ms()):.2f}x, "
                     f"RSS {med(v.rss_mb) / med(observed.rss_mb):.2f}x"
                 )
+    lines += _causes(variants)
     for name, profile in result["imports"].items():
         total = profile.total_ms
         cumulative = ", ".join(f"{module} {ms:.0f} ms" for module, ms in profile.cumulative)
@@ -319,13 +368,37 @@ def report(result: dict[str, Any], runtimes: int) -> list[str]:
     return lines
 
 
+def _causes(variants: list[Variant]) -> list[str]:
+    """What each --causes step adds to init+first and RSS (sums and differences of medians)."""
+    by_name = {v.name: v for v in variants}
+    if WITH_PYDANTIC not in by_name:
+        return []
+    med = statistics.median
+
+    def total(names: list[str], series: str) -> float:
+        return sum(
+            med(by_name[n].cold_ms() if series == "cold" else by_name[n].rss_mb) for n in names
+        )
+
+    lines = ["what the distance to the floor is made of (--causes; differences of medians):"]
+    for cause, added, taken in CAUSES:
+        ms = total(added, "cold") - total(taken, "cold")
+        mb = total(added, "rss") - total(taken, "rss")
+        how = " + ".join(repr(n) for n in added) + " - " + " - ".join(repr(n) for n in taken)
+        lines.append(f"  {cause:<26}{ms:+8.1f} ms init+first{mb:+7.1f} MB RSS   ({how})")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runtimes", type=int, default=10, help="fresh runtimes per variant")
     parser.add_argument("--layer", help="a built flexiai layer (default: .aws-sam/build's)")
     parser.add_argument("--importtime", action="store_true", help="list the biggest imports")
+    parser.add_argument(
+        "--causes", action="store_true", help="add peers that split the gap into its causes"
+    )
     args = parser.parse_args()
-    result = run(args.runtimes, args.layer, args.importtime)
+    result = run(args.runtimes, args.layer, args.importtime, args.causes)
     print("\n".join(report(result, args.runtimes)))
 
 

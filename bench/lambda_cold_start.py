@@ -30,7 +30,9 @@ httpx from that layer too, so it gets the same bytecode.
 
 Targets (issue 13): init + first invocation at most 1.3x the floor with sync off and 1.5x
 with the snapshot; RSS after the first invocation at most 1.2x the floor's. ``--importtime``
-adds the biggest imports (``python -X importtime`` in the runtime) of each variant.
+adds the biggest imports (``python -X importtime`` in the runtime) of each variant, and
+apart those its invocations did: work a handler defers to its first call, which the init
+column does not show.
 
     python bench/lambda_cold_start.py [--runtimes 10] [--layer DIR] [--importtime] [--causes]
 """
@@ -171,33 +173,51 @@ class ImportProfile:
     cumulative: list[tuple[str, float]]  # the biggest top-level imports
     by_package: list[tuple[str, float]]  # the packages' own time, wherever imported from
     total_ms: float  # every module's own time
+    first_invoke: list[tuple[str, float]]  # the biggest top-level imports after the init
+    first_invoke_ms: float  # every module's own time after the init
 
 
 def _import_costs(variant: Variant, python: str, top: int = 8) -> ImportProfile:
     """One cold start under ``-X importtime``: the biggest top-level imports (cumulative ms),
     and the packages that cost most wherever they are imported from (the sum of their
-    modules' own ms): pydantic, imported by flexiai.models, is not a top-level import."""
+    modules' own ms): pydantic, imported by flexiai.models, is not a top-level import.
+
+    The runtime's ``START`` line, written once the init is over, splits the log: what is
+    imported after it was imported by the invocations, so a handler that defers work to
+    its first call shows it there."""
     with tempfile.TemporaryFile("w+") as log:
         _one_runtime(variant, python, log, ("-X", "importtime"))
         log.seek(0)
         text = log.read()
     costs: dict[str, float] = {}
     packages: dict[str, float] = {}
+    after_init: dict[str, float] = {}
+    after_init_ms = 0.0
+    initialized = False
     for line in text.splitlines():
+        initialized = initialized or line.startswith("START RequestId:")
         match = re.match(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|( *)(\S+)", line)
         if not match:
             continue
         module = match.group(4)
         package = module.split(".")[0]
-        packages[package] = packages.get(package, 0) + int(match.group(1)) / 1000
-        if len(match.group(3)) <= 1:  # top-level imports only
+        own_ms = int(match.group(1)) / 1000
+        packages[package] = packages.get(package, 0) + own_ms
+        top_level = len(match.group(3)) <= 1
+        if top_level:
             costs[module] = costs.get(module, 0) + int(match.group(2)) / 1000
+        if initialized:
+            after_init_ms += own_ms
+            if top_level:
+                after_init[module] = after_init.get(module, 0) + int(match.group(2)) / 1000
     for name in [n for n in costs if n.startswith("encodings") or n in ("site", "awslambdaric")]:
         costs.pop(name, None)
     return ImportProfile(
         cumulative=sorted(costs.items(), key=lambda kv: -kv[1])[:top],
         by_package=sorted(packages.items(), key=lambda kv: -kv[1])[:top],
         total_ms=sum(packages.values()),
+        first_invoke=sorted(after_init.items(), key=lambda kv: -kv[1])[:top],
+        first_invoke_ms=after_init_ms,
     )
 
 
@@ -364,6 +384,12 @@ def report(result: dict[str, Any], runtimes: int) -> list[str]:
             f"{package} {ms:.0f} ms ({ms / total:.0%})" for package, ms in profile.by_package
         )
         lines.append(f"imports of {name} (by package, share of all {total:.0f} ms): {packages}")
+        if profile.first_invoke:
+            later = ", ".join(f"{module} {ms:.0f} ms" for module, ms in profile.first_invoke)
+            lines.append(
+                f"imports of {name} after its init ({profile.first_invoke_ms:.0f} ms of all "
+                f"{total:.0f} ms, cumulative): {later}"
+            )
     lines.append(f"command: {COMMAND}")
     return lines
 

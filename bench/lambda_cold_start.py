@@ -17,15 +17,24 @@ it), and no ``.pyc`` written at run time (as on Lambda's read-only file system):
 * ``generate, redis snapshot``: the same with snapshot sync on a real redis-server;
 * ``openai SDK``: bench/lambda_openai/openai_handler.py (the SDK in a layer of its own).
 
+``--causes`` adds peers that split the generate handler's distance to the floor into its
+causes, each peer the one before plus one thing (bench/lambda_causes/): ``+ pydantic`` (the
+observed floor with a pydantic model on the request path), ``+ pydantic, event handler``
+(routed by Powertools' ``APIGatewayHttpResolver``, as flexiai.aws.http_events does) and
+``+ pydantic, event handler, redis`` (one redis-py MGET per invocation). The report then
+lists what each step adds to init+first and to RSS; what is left is flexiai's own code.
+
 The flexiai layer is ``layer/Makefile``'s, which ships python3.12 bytecode
 (``layer/compile-bytecode.sh``); the report says when a given layer has none. The floor takes
 httpx from that layer too, so it gets the same bytecode.
 
 Targets (issue 13): init + first invocation at most 1.3x the floor with sync off and 1.5x
 with the snapshot; RSS after the first invocation at most 1.2x the floor's. ``--importtime``
-adds the biggest imports (``python -X importtime`` in the runtime) of each variant.
+adds the biggest imports (``python -X importtime`` in the runtime) of each variant, and
+apart those its invocations did: work a handler defers to its first call, which the init
+column does not show.
 
-    python bench/lambda_cold_start.py [--runtimes 10] [--layer DIR] [--importtime]
+    python bench/lambda_cold_start.py [--runtimes 10] [--layer DIR] [--importtime] [--causes]
 """
 
 from __future__ import annotations
@@ -55,6 +64,21 @@ TARGETS = {"generate, sync off": 1.3, "generate, redis snapshot": 1.5}
 RSS_TARGET = 1.2
 FLOOR = "floor"
 OBSERVED_FLOOR = "floor + Tracer, Metrics"
+WITH_PYDANTIC = "+ pydantic"
+WITH_EVENT_HANDLER = "+ pydantic, event handler"
+WITH_REDIS = "+ pydantic, event handler, redis"
+SYNC_OFF = "generate, sync off"
+SNAPSHOT = "generate, redis snapshot"
+#: --causes: what each cause adds, as (cause, variants added, variants taken away): each
+#: peer is the one before it plus one thing, so each difference isolates that thing.
+CAUSES = (
+    ("Tracer, Metrics", [OBSERVED_FLOOR], [FLOOR]),
+    ("pydantic", [WITH_PYDANTIC], [OBSERVED_FLOOR]),
+    ("Powertools event handler", [WITH_EVENT_HANDLER], [WITH_PYDANTIC]),
+    ("flexiai (sync off)", [SYNC_OFF], [WITH_EVENT_HANDLER]),
+    ("redis-py", [WITH_REDIS], [WITH_EVENT_HANDLER]),
+    ("flexiai's snapshot sync", [SNAPSHOT, WITH_EVENT_HANDLER], [SYNC_OFF, WITH_REDIS]),
+)
 
 
 @dataclass
@@ -149,33 +173,51 @@ class ImportProfile:
     cumulative: list[tuple[str, float]]  # the biggest top-level imports
     by_package: list[tuple[str, float]]  # the packages' own time, wherever imported from
     total_ms: float  # every module's own time
+    first_invoke: list[tuple[str, float]]  # the biggest top-level imports after the init
+    first_invoke_ms: float  # every module's own time after the init
 
 
 def _import_costs(variant: Variant, python: str, top: int = 8) -> ImportProfile:
     """One cold start under ``-X importtime``: the biggest top-level imports (cumulative ms),
     and the packages that cost most wherever they are imported from (the sum of their
-    modules' own ms): pydantic, imported by flexiai.models, is not a top-level import."""
+    modules' own ms): pydantic, imported by flexiai.models, is not a top-level import.
+
+    The runtime's ``START`` line, written once the init is over, splits the log: what is
+    imported after it was imported by the invocations, so a handler that defers work to
+    its first call shows it there."""
     with tempfile.TemporaryFile("w+") as log:
         _one_runtime(variant, python, log, ("-X", "importtime"))
         log.seek(0)
         text = log.read()
     costs: dict[str, float] = {}
     packages: dict[str, float] = {}
+    after_init: dict[str, float] = {}
+    after_init_ms = 0.0
+    initialized = False
     for line in text.splitlines():
+        initialized = initialized or line.startswith("START RequestId:")
         match = re.match(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|( *)(\S+)", line)
         if not match:
             continue
         module = match.group(4)
         package = module.split(".")[0]
-        packages[package] = packages.get(package, 0) + int(match.group(1)) / 1000
-        if len(match.group(3)) <= 1:  # top-level imports only
+        own_ms = int(match.group(1)) / 1000
+        packages[package] = packages.get(package, 0) + own_ms
+        top_level = len(match.group(3)) <= 1
+        if top_level:
             costs[module] = costs.get(module, 0) + int(match.group(2)) / 1000
+        if initialized:
+            after_init_ms += own_ms
+            if top_level:
+                after_init[module] = after_init.get(module, 0) + int(match.group(2)) / 1000
     for name in [n for n in costs if n.startswith("encodings") or n in ("site", "awslambdaric")]:
         costs.pop(name, None)
     return ImportProfile(
         cumulative=sorted(costs.items(), key=lambda kv: -kv[1])[:top],
         by_package=sorted(packages.items(), key=lambda kv: -kv[1])[:top],
         total_ms=sum(packages.values()),
+        first_invoke=sorted(after_init.items(), key=lambda kv: -kv[1])[:top],
+        first_invoke_ms=after_init_ms,
     )
 
 
@@ -184,7 +226,7 @@ def _has_bytecode(layer: Path) -> bool:
     return (layer / "python" / "flexiai" / "__pycache__" / "client.cpython-312.pyc").is_file()
 
 
-def run(runtimes: int, layer: str | None, importtime: bool) -> dict[str, Any]:
+def run(runtimes: int, layer: str | None, importtime: bool, causes: bool) -> dict[str, Any]:
     from flexiai.testing import FakeLLMServer
     from flexiai_dev.lambda_runtime import find_python, package_layer, powertools_layer
     from flexiai_dev.servers import LocalRedis
@@ -232,14 +274,14 @@ def run(runtimes: int, layer: str | None, importtime: bool) -> dict[str, Any]:
                 provider,
             ),
             Variant(
-                "generate, sync off",
+                SYNC_OFF,
                 ROOT / "handlers",
                 "generate.handler",
                 [powertools, flexiai],
                 {**provider, "FLEXIAI_SYNC_ENABLED": "false"},
             ),
             Variant(
-                "generate, redis snapshot",
+                SNAPSHOT,
                 ROOT / "handlers",
                 "generate.handler",
                 [powertools, flexiai],
@@ -253,6 +295,31 @@ def run(runtimes: int, layer: str | None, importtime: bool) -> dict[str, Any]:
                 provider,
             ),
         ]
+        if causes:
+            peers = ROOT / "bench" / "lambda_causes"
+            variants[2:2] = [
+                Variant(
+                    WITH_PYDANTIC,
+                    peers,
+                    "pydantic_handler.handler",
+                    [powertools, flexiai],
+                    provider,
+                ),
+                Variant(
+                    WITH_EVENT_HANDLER,
+                    peers,
+                    "event_handler_handler.handler",
+                    [powertools, flexiai],
+                    provider,
+                ),
+                Variant(
+                    WITH_REDIS,
+                    peers,
+                    "redis_handler.handler",
+                    [powertools, flexiai],
+                    {**provider, **snapshot},
+                ),
+            ]
         with Path(os.devnull).open("w") as log:
             for variant in variants:  # one discarded round: page cache, pip caches
                 _one_runtime(variant, python, log)
@@ -271,13 +338,14 @@ def report(result: dict[str, Any], runtimes: int) -> list[str]:
     floor = next(v for v in variants if v.name == FLOOR)
     observed = next((v for v in variants if v.name == OBSERVED_FLOOR), None)
     med = statistics.median
+    width = max(26, *(len(v.name) + 2 for v in variants))
     lines = [
         f"Lambda cold start: awslambdaric in {result['python']}, {runtimes} fresh runtimes per "
         "variant, medians (ratio vs the floor); flexiai layer "
         + (
             "with python3.12 bytecode" if result["compiled"] else "WITHOUT bytecode (an old build?)"
         ),
-        f"{'variant':<26}{'init':>16}{'first invoke':>16}{'init+first':>16}{'warm':>14}"
+        f"{'variant':<{width}}{'init':>16}{'first invoke':>16}{'init+first':>16}{'warm':>14}"
         f"{'RSS after 1st':>18}",
     ]
 
@@ -285,7 +353,7 @@ def report(result: dict[str, Any], runtimes: int) -> list[str]:
         return f"{med(values):8.1f} {unit} {med(values) / med(floor_values):4.2f}x"
 
     lines += [
-        f"{v.name:<26}{cell(v.init_ms, floor.init_ms):>16}"
+        f"{v.name:<{width}}{cell(v.init_ms, floor.init_ms):>16}"
         f"{cell(v.first_ms, floor.first_ms):>16}{cell(v.cold_ms(), floor.cold_ms()):>16}"
         f"{cell(v.warm_ms, floor.warm_ms):>14}{cell(v.rss_mb, floor.rss_mb, 'MB'):>18}"
         for v in variants
@@ -307,6 +375,7 @@ def report(result: dict[str, Any], runtimes: int) -> list[str]:
                     f"{med(v.cold_ms()) / med(observed.cold_ms()):.2f}x, "
                     f"RSS {med(v.rss_mb) / med(observed.rss_mb):.2f}x"
                 )
+    lines += _causes(variants)
     for name, profile in result["imports"].items():
         total = profile.total_ms
         cumulative = ", ".join(f"{module} {ms:.0f} ms" for module, ms in profile.cumulative)
@@ -315,7 +384,34 @@ def report(result: dict[str, Any], runtimes: int) -> list[str]:
             f"{package} {ms:.0f} ms ({ms / total:.0%})" for package, ms in profile.by_package
         )
         lines.append(f"imports of {name} (by package, share of all {total:.0f} ms): {packages}")
+        if profile.first_invoke:
+            later = ", ".join(f"{module} {ms:.0f} ms" for module, ms in profile.first_invoke)
+            lines.append(
+                f"imports of {name} after its init ({profile.first_invoke_ms:.0f} ms of all "
+                f"{total:.0f} ms, cumulative): {later}"
+            )
     lines.append(f"command: {COMMAND}")
+    return lines
+
+
+def _causes(variants: list[Variant]) -> list[str]:
+    """What each --causes step adds to init+first and RSS (sums and differences of medians)."""
+    by_name = {v.name: v for v in variants}
+    if WITH_PYDANTIC not in by_name:
+        return []
+    med = statistics.median
+
+    def total(names: list[str], series: str) -> float:
+        return sum(
+            med(by_name[n].cold_ms() if series == "cold" else by_name[n].rss_mb) for n in names
+        )
+
+    lines = ["what the distance to the floor is made of (--causes; differences of medians):"]
+    for cause, added, taken in CAUSES:
+        ms = total(added, "cold") - total(taken, "cold")
+        mb = total(added, "rss") - total(taken, "rss")
+        how = " + ".join(repr(n) for n in added) + " - " + " - ".join(repr(n) for n in taken)
+        lines.append(f"  {cause:<26}{ms:+8.1f} ms init+first{mb:+7.1f} MB RSS   ({how})")
     return lines
 
 
@@ -324,8 +420,11 @@ def main() -> None:
     parser.add_argument("--runtimes", type=int, default=10, help="fresh runtimes per variant")
     parser.add_argument("--layer", help="a built flexiai layer (default: .aws-sam/build's)")
     parser.add_argument("--importtime", action="store_true", help="list the biggest imports")
+    parser.add_argument(
+        "--causes", action="store_true", help="add peers that split the gap into its causes"
+    )
     args = parser.parse_args()
-    result = run(args.runtimes, args.layer, args.importtime)
+    result = run(args.runtimes, args.layer, args.importtime, args.causes)
     print("\n".join(report(result, args.runtimes)))
 
 

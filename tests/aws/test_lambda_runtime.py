@@ -447,9 +447,10 @@ def test_the_cold_start_bench_prints_every_variant_its_targets_and_the_command(
     built_layer: Path,
 ) -> None:
     """Shape only (one runtime per variant): every variant's row with init, first invoke,
-    init+first, warm and RSS, a verdict per target, and the command that reproduces it."""
+    init+first, warm and RSS, a verdict per target, the --causes peers and the breakdown
+    they give, and the command that reproduces it."""
     run = subprocess.run(
-        [sys.executable, "bench/lambda_cold_start.py", "--runtimes", "1", "--layer",
+        [sys.executable, "bench/lambda_cold_start.py", "--runtimes", "1", "--causes", "--layer",
          str(built_layer)],
         cwd=REPO,
         capture_output=True,
@@ -465,6 +466,9 @@ def test_the_cold_start_bench_prints_every_variant_its_targets_and_the_command(
         "generate, sync off",
         "generate, redis snapshot",
         "openai SDK",
+        "+ pydantic ",
+        "+ pydantic, event handler ",
+        "+ pydantic, event handler, redis ",
     ):
         row = next((line for line in out.splitlines() if line.startswith(variant)), None)
         assert row is not None, f"no row for {variant!r}:\n{out}"
@@ -472,4 +476,9 @@ def test_the_cold_start_bench_prints_every_variant_its_targets_and_the_command(
     for target in ("generate, sync off", "generate, redis snapshot"):
         assert f"{target}: init+first " in out and "the floor (target <= " in out
         assert f"{target}: RSS " in out
+    causes = out.split("what the distance to the floor is made of", 1)[-1].splitlines()[1:7]
+    for cause in ("Tracer, Metrics", "pydantic", "Powertools event handler", "flexiai (sync off)",
+                  "redis-py", "flexiai's snapshot sync"):  # fmt: skip
+        line = next((line for line in causes if line.strip().startswith(cause)), None)
+        assert line is not None and " ms init+first" in line and " MB RSS" in line, out
     assert "command: python bench/lambda_cold_start.py --runtimes 10" in out

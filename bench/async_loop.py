@@ -21,8 +21,9 @@ server does once it has started, as gunicorn's and Instagram's write-ups recomme
 collection walks every object in the process and stops the loop for as long, 15-35 ms on
 this VM, whoever allocated them; the report counts those passes and their longest, for
 flexiai and for bare httpx, so a stall is not blamed on the wrong party. For the worst stall
-it also says how much of it the loop's thread actually ran: on 2 cores the fake provider and
-Redis take their turns too, and the OS may preempt the loop in the middle of a tick.
+it also says how much CPU the loop's thread used meanwhile: on 2 cores the fake provider and
+Redis take their turns too, and the OS may preempt the loop in the middle of a tick, which
+shows as a stall the loop's own work did not cause.
 
 A warm-up round of each kind runs first and is reported on its own: lazy imports, the
 first connections, the TLS context and pydantic's first validations are one-time costs,
@@ -266,7 +267,8 @@ async def _measure(
             ),
             row(
                 "async_loop",
-                f"{figure}, {gc_setup}: the worst stall's time on the loop thread's CPU",
+                f"{figure}, {gc_setup}: CPU the loop thread used in the worst tick "
+                "(1 ms + the stall)",
                 on_cpu(key),
                 "ms",
                 peer="bare httpx",

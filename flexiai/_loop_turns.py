@@ -39,6 +39,11 @@ __all__ = ["SLICE_SECONDS", "take_turn", "take_turn_after"]
 SLICE_SECONDS = 0.0005
 #: The most queued steps one iteration lets through, however cheap they were.
 _MAX_BATCH = 64
+#: How long a whole loop iteration may take while steps are queued. A step's slice covers
+#: it only up to its first suspension; what it started goes on in later iterations as I/O
+#: and locks let it (httpcore takes a lock, yielding, before it sends), so the batches of
+#: a few iterations pile up in one. A 1 ms timer fires at most about two iterations late.
+_ITERATION_SECONDS = 0.002
 
 
 class _Turns:
@@ -48,6 +53,7 @@ class _Turns:
         "_batch",
         "_batch_ran",
         "_batch_started",
+        "_last_pump",
         "_loop",
         "_open",
         "_pumping",
@@ -67,6 +73,7 @@ class _Turns:
         self._batch_started: float | None = None
         self._batch_ran = 0
         self._requeued: list[asyncio.Future[None]] = []
+        self._last_pump: float | None = None  # while pumping: when the pump last ran
 
     def ticket(self) -> asyncio.Future[None] | None:
         """None to go on now, or a future to wait for: set when it is this step's turn."""
@@ -108,11 +115,17 @@ class _Turns:
     def _pump(self) -> None:
         # The steps woken last time ran just before this callback (their wake-ups were
         # queued first). Some waited again: the batch was too big, wake as many as ran.
-        # None did: the slice had room, wake more.
+        # The whole iteration took too long (earlier batches' work came due with it):
+        # shrink the batch in proportion. Neither: there is room, wake more.
+        now = time.perf_counter()
+        iteration = 0.0 if self._last_pump is None else now - self._last_pump
+        self._last_pump = now
         if self._requeued:
             self._batch = max(1, self._batch_ran)
             self._waiters.extendleft(reversed(self._requeued))
             self._requeued.clear()
+        if iteration > _ITERATION_SECONDS:
+            self._batch = max(1, int(self._batch * _ITERATION_SECONDS / iteration))
         elif self._batch_ran >= self._batch:
             self._batch = min(_MAX_BATCH, self._batch * 2)
         self._batch_started, self._batch_ran = None, 0
@@ -125,7 +138,7 @@ class _Turns:
         if woken:
             self._loop.call_soon(self._pump)
         else:
-            self._pumping = False
+            self._pumping, self._last_pump = False, None
 
 
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = weakref.WeakKeyDictionary()

@@ -50,6 +50,7 @@ class _Turns:
     """The turns on one event loop."""
 
     __slots__ = (
+        "_admitted",
         "_batch",
         "_batch_ran",
         "_batch_started",
@@ -66,6 +67,7 @@ class _Turns:
         self._loop = loop
         self._open = False  # a slice is open in this iteration
         self._started = 0.0
+        self._admitted = 0  # steps let straight through in this iteration's slice
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._pumping = False
         # The batch the pump wakes: sized by how many of the last one fitted in the slice.
@@ -80,10 +82,13 @@ class _Turns:
         if not self._waiters:  # first come, first served: no overtaking the queue
             now = time.perf_counter()
             if not self._open:
-                self._open, self._started = True, now
+                self._open, self._started, self._admitted = True, now, 1
                 self._loop.call_soon(self._close)  # runs first thing next iteration
                 return None
-            if now - self._started < SLICE_SECONDS:
+            # No more than a batch either: a step that suspends at once (httpcore takes a
+            # lock before it sends) costs its slice nothing and does its work later.
+            if now - self._started < SLICE_SECONDS and self._admitted < self._batch:
+                self._admitted += 1
                 return None
         waiter = self._loop.create_future()
         self.enqueue(waiter)

@@ -168,3 +168,35 @@ def test_each_event_loop_has_turns_of_its_own() -> None:
 
     assert asyncio.run(burst(cancel_some=True)) == 3
     assert asyncio.run(burst(cancel_some=False)) == 10
+
+
+def test_work_a_step_started_counts_against_the_iterations_it_lands_in() -> None:
+    # A step's own turn ends at its first suspension; like httpcore taking a lock before
+    # it sends, the rest of what it started runs an iteration later, outside any turn.
+    # The batches must shrink so that this late work does not pile up in one iteration.
+    log: list[str] = []
+
+    async def request() -> None:
+        await take_turn()
+        await asyncio.sleep(0)  # the lock's checkpoint
+        _busy(SLICE_SECONDS)
+        log.append("late")
+
+    async def bystander(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            log.append("bystander")
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        watching = asyncio.create_task(bystander(stop))
+        await asyncio.sleep(0)
+        await asyncio.gather(*(request() for _ in range(60)))
+        stop.set()
+        await watching
+
+    asyncio.run(scenario())
+    runs = "".join("l" if entry == "late" else "|" for entry in log).split("|")
+    assert sum(len(run) for run in runs) == 60
+    # Sized by the gated part alone (nearly free), the batch would grow to 64 at once.
+    assert max(len(run) for run in runs) <= 12

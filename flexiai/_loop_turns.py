@@ -12,12 +12,15 @@ without flexiai around httpx.
 ``take_turn()`` runs before each step of a request (a store call, a provider attempt, a
 backoff), before the step's reply is handled, before a provider's body is read and before
 a connection is opened. The first step of a loop iteration opens a slice of
-``SLICE_SECONDS``; later steps of the same iteration go on while the slice lasts. Past it, a
-step queues (first come, first served) and a pump, once per iteration, wakes a batch of
-queued steps for the next iteration: those that find the slice used up wait again at the
-head of the queue, and the batch is sized by how many fitted last time, so waiting costs
-nothing per iteration, unlike yielding and checking again. Outside a burst every step is the
-first of its iteration and goes straight on: one clock read and, once per iteration, one
+``SLICE_SECONDS``; later steps of the same iteration go on while the slice lasts and no more
+than a batch of them has gone. Past that, a step queues (first come, first served) and a
+pump, once per iteration, wakes a batch of queued steps for the next iteration: those that
+find the slice used up wait again at the head of the queue. The batch shrinks to as many as
+fitted in the slice, and in proportion when a whole iteration ran past
+``_ITERATION_SECONDS`` (a step's slice ends at its first suspension, and what it started
+comes due later, outside any turn); it doubles when there was room. Waiting costs nothing
+per iteration, unlike yielding and checking again. Outside a burst every step is the first
+of its iteration and goes straight on: one clock read and, once per iteration, one
 ``call_soon``. What still runs unsliced is httpx's and anyio's own handling of I/O as it
 arrives (headers, closed connections), which no caller of theirs can split.
 """

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from flexiai._loop_turns import SLICE_SECONDS, take_turn, take_turn_after
 
@@ -19,6 +21,26 @@ def _busy(seconds: float) -> None:
     until = time.perf_counter() + seconds
     while time.perf_counter() < until:
         pass
+
+
+def _beside_a_bystander(requests: list[Coroutine[Any, Any, None]], log: list[str]) -> None:
+    """Run ``requests`` concurrently while a bystander coroutine logs each time it gets the
+    loop: what lands in ``log`` between two bystander entries ran in one loop iteration."""
+
+    async def bystander(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            log.append("bystander")
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        watching = asyncio.create_task(bystander(stop))
+        await asyncio.sleep(0)
+        await asyncio.gather(*requests)
+        stop.set()
+        await watching
+
+    asyncio.run(scenario())
 
 
 def test_a_lone_step_goes_on_without_yielding_to_the_loop() -> None:
@@ -34,25 +56,12 @@ def test_a_lone_step_goes_on_without_yielding_to_the_loop() -> None:
 def test_a_burst_of_steps_lets_other_coroutines_run_in_between() -> None:
     log: list[str] = []
 
-    async def request(i: int) -> None:
+    async def request() -> None:
         await take_turn()
         _busy(SLICE_SECONDS)
         log.append("step")
 
-    async def bystander(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            log.append("bystander")
-            await asyncio.sleep(0)
-
-    async def scenario() -> None:
-        stop = asyncio.Event()
-        watching = asyncio.create_task(bystander(stop))
-        await asyncio.sleep(0)
-        await asyncio.gather(*(request(i) for i in range(40)))
-        stop.set()
-        await watching
-
-    asyncio.run(scenario())
+    _beside_a_bystander([request() for _ in range(40)], log)
     steps_at = [i for i, entry in enumerate(log) if entry == "step"]
     assert len(steps_at) == 40
     between = log[steps_at[0] : steps_at[-1]]
@@ -182,20 +191,7 @@ def test_work_a_step_started_counts_against_the_iterations_it_lands_in() -> None
         _busy(SLICE_SECONDS)
         log.append("late")
 
-    async def bystander(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            log.append("bystander")
-            await asyncio.sleep(0)
-
-    async def scenario() -> None:
-        stop = asyncio.Event()
-        watching = asyncio.create_task(bystander(stop))
-        await asyncio.sleep(0)
-        await asyncio.gather(*(request() for _ in range(60)))
-        stop.set()
-        await watching
-
-    asyncio.run(scenario())
+    _beside_a_bystander([request() for _ in range(60)], log)
     runs = "".join("l" if entry == "late" else "|" for entry in log).split("|")
     assert sum(len(run) for run in runs) == 60
     # Sized by the gated part alone (nearly free), the batch would grow to 64 at once.

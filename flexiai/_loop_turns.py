@@ -73,7 +73,8 @@ class _Turns:
         self._admitted = 0  # steps let straight through in this iteration's slice
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._pumping = False
-        # The batch the pump wakes: sized by how many of the last one fitted in the slice.
+        # The batch the pump wakes, and the most a slice lets straight through: sized by
+        # how many of the last one fitted in the slice and how long its iteration took.
         self._batch = 4
         self._batch_started: float | None = None
         self._batch_ran = 0
@@ -159,13 +160,17 @@ def _on(loop: asyncio.AbstractEventLoop) -> _Turns:
     return turns
 
 
-async def take_turn() -> None:
-    """Return when this step may run: at once, or when the loop has room for it."""
-    turns = _on(asyncio.get_running_loop())
-    waiter = turns.ticket()
+async def _until_its_turn(turns: _Turns, waiter: asyncio.Future[None] | None) -> None:
+    """Wait for ``waiter`` and then for as long as the pump's batch has no room."""
     while waiter is not None:
         await waiter
         waiter = turns.woken_ticket()
+
+
+async def take_turn() -> None:
+    """Return when this step may run: at once, or when the loop has room for it."""
+    turns = _on(asyncio.get_running_loop())
+    await _until_its_turn(turns, turns.ticket())
 
 
 async def take_turn_after(done: asyncio.Future[Any]) -> None:
@@ -176,7 +181,4 @@ async def take_turn_after(done: asyncio.Future[Any]) -> None:
     turns = _on(loop)
     queued: asyncio.Future[None] = loop.create_future()
     done.add_done_callback(functools.partial(turns.enqueue, queued))
-    waiter: asyncio.Future[None] | None = queued
-    while waiter is not None:
-        await waiter
-        waiter = turns.woken_ticket()
+    await _until_its_turn(turns, queued)

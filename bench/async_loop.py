@@ -23,7 +23,13 @@ this VM, whoever allocated them; the report counts those passes and their longes
 flexiai and for bare httpx, so a stall is not blamed on the wrong party. For the worst stall
 it also says how much CPU the loop's thread used meanwhile: on 2 cores the fake provider and
 Redis take their turns too, and the OS may preempt the loop in the middle of a tick, which
-shows as a stall the loop's own work did not cause.
+shows as a stall the loop's own work did not cause. Young collections (generations 0 and 1)
+are counted too: they walk what a burst keeps alive, so they grow with it. So are the TCP
+connections the fake provider accepted in each round: bare httpx sends its whole burst in one
+loop iteration, and its pool queues it on the 20 kept-alive connections; requests that take
+turns reach the pool spread over iterations, find those connections busy and open new ones
+(up to ``max_connections``), which the pool closes once idle. Each costs a connect, the
+server a thread, and the collector the connection's objects, which form reference cycles.
 
 A warm-up round of each kind runs first and is reported on its own: lazy imports, the
 first connections, the TLS context and pydantic's first validations are one-time costs,
@@ -82,28 +88,56 @@ class _Ticker:
         await self._task
 
 
-class _FullCollections:
-    """The durations (ms) of CPython's full (generation 2) collections while it is active:
-    they stop every thread, the loop included, for as long as they walk the whole heap."""
+class _Collections:
+    """The durations (ms) of CPython's collections while it is active: full (generation 2)
+    ones stop every thread, the loop included, for as long as they walk the whole heap;
+    young ones (generations 0 and 1) for as long as they walk what survived since the last,
+    which grows with the objects a burst keeps alive."""
 
     def __init__(self) -> None:
-        self.pauses: list[float] = []
+        self.pauses: list[float] = []  # full collections
+        self.young: list[float] = []
         self._started = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if info["generation"] != 2:
-            return
         if phase == "start":
             self._started = time.perf_counter()
-        else:
-            self.pauses.append((time.perf_counter() - self._started) * 1000)
+            return
+        pause = (time.perf_counter() - self._started) * 1000
+        (self.pauses if info["generation"] == 2 else self.young).append(pause)
 
-    def __enter__(self) -> _FullCollections:
+    def __enter__(self) -> _Collections:
         gc.callbacks.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         gc.callbacks.remove(self)
+
+
+class _Connections:
+    """TCP connections the fake provider accepted: what a round's requests could not get
+    from a pool's kept-alive connections. Read over one connection of its own, opened once."""
+
+    def __init__(self, server_url: str) -> None:
+        import httpx
+
+        self._url = f"{server_url}/_control/connections"
+        self._client = httpx.Client()
+        self._before = self._read()
+        self.opened = 0
+
+    def _read(self) -> int:
+        return int(self._client.get(self._url).json()["accepted"])
+
+    def __enter__(self) -> _Connections:
+        self._before = self._read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.opened = self._read() - self._before
+
+    def close(self) -> None:
+        self._client.close()
 
 
 async def _round(call: Callable[[int], Awaitable[Any]], n: int) -> tuple[float, float, list[float]]:
@@ -120,7 +154,8 @@ async def _round(call: Callable[[int], Awaitable[Any]], n: int) -> tuple[float, 
     return ticker.worst * 1000, ticker.worst_on_cpu * 1000, list(latencies)
 
 
-def _start_fake_llm() -> tuple[subprocess.Popen[str], str]:
+def _start_fake_llm() -> tuple[subprocess.Popen[str], str, str]:
+    """The process, the server's own URL (its control API) and the provider's base URL."""
     # -W: runpy warns that flexiai.testing already imported the module it runs.
     command = [sys.executable, "-W", "ignore::RuntimeWarning", "-m", "flexiai.testing.fake_llm"]
     process = subprocess.Popen(
@@ -130,10 +165,10 @@ def _start_fake_llm() -> tuple[subprocess.Popen[str], str]:
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert process.stdout is not None
-    process.stdout.readline()  # the server's own URL
+    server_url = process.stdout.readline().strip()
     name, _, base_url = process.stdout.readline().strip().partition(" ")
     assert name == "openai", name
-    return process, base_url
+    return process, server_url, base_url
 
 
 def _client(base_url: str, redis_host: str, redis_port: int) -> Any:
@@ -162,7 +197,7 @@ def _client(base_url: str, redis_host: str, redis_port: int) -> Any:
 
 
 async def _measure(
-    args: argparse.Namespace, base_url: str, redis: Any, *, freeze: bool
+    args: argparse.Namespace, server_url: str, base_url: str, redis: Any, *, freeze: bool
 ) -> list[Row]:
     import httpx
 
@@ -173,9 +208,22 @@ async def _measure(
     stalls: dict[str, list[float]] = {"flexiai": [], "bare": [], "frozen": [], "bare2": []}
     lats: dict[str, list[float]] = {key: [] for key in stalls}
     collections: dict[str, list[float]] = {key: [] for key in stalls}
+    young: dict[str, list[float]] = {key: [] for key in stalls}
+    opened: dict[str, list[int]] = {key: [] for key in stalls}
     on_cpus: dict[str, list[float]] = {key: [] for key in stalls}
     warm: dict[str, float] = {}
     host, port = redis.host, redis.port
+    connections = _Connections(server_url)
+
+    async def measured(key: str, call: Callable[[int], Awaitable[Any]]) -> None:
+        with _Collections() as passes, connections:
+            stall, on_cpu, latency = await _round(call, n)
+        stalls[key].append(stall)
+        on_cpus[key].append(on_cpu)
+        lats[key] += latency
+        collections[key] += passes.pauses
+        young[key] += passes.young
+        opened[key].append(connections.opened)
 
     async with httpx.AsyncClient(limits=limits) as bare:
 
@@ -195,12 +243,7 @@ async def _measure(
                 gc.freeze()
             for _ in range(args.rounds):
                 for key, call in (("bare", bare_call), ("flexiai", flexiai_call)):
-                    with _FullCollections() as full:
-                        stall, on_cpu, latency = await _round(call, n)
-                    stalls[key].append(stall)
-                    on_cpus[key].append(on_cpu)
-                    lats[key] += latency
-                    collections[key] += full.pauses
+                    await measured(key, call)
 
         for index in range(args.rounds + 1):  # the first frozen round is the warm-up
             async with _client(base_url, host, port) as client:
@@ -213,29 +256,23 @@ async def _measure(
                 await _round(frozen_call, n)
                 redis.freeze()
                 try:
-                    with _FullCollections() as frozen_full:
-                        stall, on_cpu, latency = await _round(frozen_call, n)
+                    if index == 0:
+                        warm["frozen"] = (await _round(frozen_call, n))[0]
+                    else:
+                        await measured("frozen", frozen_call)
                 finally:
                     redis.thaw()
                 assert client.store_health().degraded, "the frozen store was not noticed"
             # The client this bench just dropped is garbage a server does not make (it keeps
             # one client): collected here, not in the middle of the next measured round.
             gc.collect()
-            with _FullCollections() as bare_full:
-                bare_stall, bare_on_cpu, bare_latency = await _round(bare_call, n)
             if index == 0:
-                warm["frozen"] = stall
-                continue
-            stalls["frozen"].append(stall)
-            on_cpus["frozen"].append(on_cpu)
-            lats["frozen"] += latency
-            collections["frozen"] += frozen_full.pauses
-            stalls["bare2"].append(bare_stall)
-            on_cpus["bare2"].append(bare_on_cpu)
-            lats["bare2"] += bare_latency
-            collections["bare2"] += bare_full.pauses
+                await _round(bare_call, n)
+            else:
+                await measured("bare2", bare_call)
         if freeze:
             gc.unfreeze()
+    connections.close()
 
     gc_setup = "gc.freeze()" if freeze else "default gc"
 
@@ -283,6 +320,24 @@ async def _measure(
                 peer="bare httpx",
                 peer_value=max(peer_full, default=0.0),
             ),
+            row(
+                "async_loop",
+                f"{figure}, {gc_setup}: young gc passes in those rounds "
+                f"({len(young[key])}; bare httpx {len(young[peer])}), the longest",
+                max(young[key], default=0.0),
+                "ms",
+                peer="bare httpx",
+                peer_value=max(young[peer], default=0.0),
+            ),
+            row(
+                "async_loop",
+                f"{figure}, {gc_setup}: connections opened in a round, median of "
+                f"{args.rounds} (bare httpx queues its burst on its kept-alive ones)",
+                median(opened[key]),
+                "",
+                peer="bare httpx",
+                peer_value=median(opened[peer]),
+            ),
         ]
 
     def p99_row(figure: str, key: str, peer: str) -> Row:
@@ -320,13 +375,13 @@ def run(rounds: int = 5, concurrency: int = 100) -> list[Row]:
     # The frozen rounds fall back on purpose: their one warning each is not news here.
     logging.getLogger("flexiai").setLevel(logging.ERROR)
     args = argparse.Namespace(rounds=rounds, concurrency=concurrency)
-    fake, base_url = _start_fake_llm()
+    fake, server_url, base_url = _start_fake_llm()
     try:
         with contextlib.ExitStack() as stack:
             redis = start_server(stack, name="bench-async")
             return [
-                *asyncio.run(_measure(args, base_url, redis, freeze=False)),
-                *asyncio.run(_measure(args, base_url, redis, freeze=True)),
+                *asyncio.run(_measure(args, server_url, base_url, redis, freeze=False)),
+                *asyncio.run(_measure(args, server_url, base_url, redis, freeze=True)),
             ]
     finally:
         fake.terminate()

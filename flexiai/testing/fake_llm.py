@@ -25,7 +25,8 @@ From another process (worker fleets, demos)::
 prints the URL and then one ``<name> <base_url>`` line per provider, and serves until SIGTERM
 or SIGINT. ``POST /_control/<name>/down`` (answer 503 until ``/up``), ``POST
 /_control/<name>/up``, ``POST /_control/<name>/noisy?rate=0.02[&status=500&seed=0]``, ``GET
-/_control/<name>/count`` and ``POST /_control/reset`` steer it.
+/_control/<name>/count``, ``GET /_control/connections`` and ``POST /_control/reset`` steer
+and read it.
 
 A *noisy* provider (``noisy(name, rate)``) is healthy but fails a fraction ``rate`` of its
 requests with a transient 5xx, the way real APIs do. Which requests fail is drawn from a
@@ -183,6 +184,7 @@ class FakeLLMServer:
         self._providers: dict[str, _ProviderState] = {}
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
+        self._accepted = 0
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -309,6 +311,12 @@ class FakeLLMServer:
         with self._lock:
             return self._state(name).noise_errors
 
+    def connections_accepted(self) -> int:
+        """TCP connections accepted since the server started (``reset`` keeps the count):
+        how many connections clients opened, which keep-alive would have spared."""
+        with self._lock:
+            return self._accepted
+
     def pending(self, name: str) -> int:
         """Scripted behaviours not consumed yet."""
         with self._lock:
@@ -415,6 +423,8 @@ class FakeLLMServer:
         if parts == ["reset"] and post:
             self.reset()
             _send_json(handler, 200, {"reset": True})
+        elif parts == ["connections"]:
+            _send_json(handler, 200, {"accepted": self.connections_accepted()})
         elif parts == ["health"]:
             _send_json(handler, 200, {"ok": True})
         elif len(parts) == 2 and parts[1] == "count":
@@ -475,6 +485,7 @@ class _HTTPServer(ThreadingHTTPServer):
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self.fake._lock:
             self.fake._connections.add(request)
+            self.fake._accepted += 1
         try:
             super().process_request_thread(request, client_address)
         finally:

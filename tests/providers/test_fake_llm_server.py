@@ -102,6 +102,21 @@ def test_reset_forgets_scripts_defaults_down_flags_and_requests(fake_llm: FakeLL
         assert _chat(client, fake_llm, "anthropic").status_code == 200
 
 
+def test_connections_are_counted_once_each_however_many_requests_they_carry(
+    fake_llm: FakeLLMServer,
+) -> None:
+    before = fake_llm.connections_accepted()
+    with httpx.Client() as kept_alive:
+        for _ in range(3):
+            assert _chat(kept_alive, fake_llm, "openai").status_code == 200
+    with httpx.Client() as another:
+        assert _chat(another, fake_llm, "openai").status_code == 200
+        fake_llm.reset()  # forgets what was asked, not what connected
+        read = another.get(f"{fake_llm.url}/_control/connections").json()
+
+    assert fake_llm.connections_accepted() - before == 2
+    assert read == {"accepted": fake_llm.connections_accepted()}
+
 def test_unknown_paths_answer_404(fake_llm: FakeLLMServer) -> None:
     with httpx.Client() as client:
         outside = client.post(f"{fake_llm.url}/v1/chat/completions", json={})

@@ -11,7 +11,8 @@ TLS handshake, read and write it shrinks the operation's timeout to what is left
 ``attempt_deadline``), and fails with httpcore's own timeout error once nothing is left. An
 exchange therefore ends by its deadline however the peer paces its bytes. The async client
 needs no such help: the provider runs the exchange under a cancel scope
-(``anyio.fail_after``), which interrupts any await.
+(``anyio.fail_after``), which interrupts any await. What the async pool does instead, to stay
+fair to the event loop under a burst, is in ``flexiai.providers._async_transport``.
 
 What is not bounded this way: DNS resolution in the sync client (``getaddrinfo`` blocks and
 takes no timeout); requests sent through a proxy taken from ``HTTP(S)_PROXY``, which httpx
@@ -195,96 +196,6 @@ def _deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
     )
 
 
-def _turn_taking_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
-    """The async pool's transport: a connection is opened in its turn on the loop
-    (``flexiai._loop_turns``). A burst that needs new connections otherwise opens them all
-    at once, and anyio's connect (a task group racing the addresses, then cancelling the
-    losers) makes that the costliest thing a burst does on the loop."""
-    import httpx
-
-    return _with_backend(
-        httpx.AsyncHTTPTransport(limits=limits, verify=shared_ssl_context()),
-        _turn_taking_backend_class(),
-        "a burst opens its connections all in the same loop iteration",
-    )
-
-
-@functools.cache
-def _turn_taking_backend_class() -> Any:
-    import httpcore
-    from httpcore._utils import is_socket_readable
-
-    from flexiai._loop_turns import take_turn
-
-    class PooledStream(httpcore.AsyncNetworkStream):
-        """anyio's stream, with the one question httpcore's pool keeps asking answered
-        cheaply. Before each request it assigns, and after each response, the pool asks
-        every idle connection whether its socket is readable (a peer that hung up); anyio
-        answers by building a dict of all its typed attributes first, about 10 us a time,
-        so with 20 kept-alive connections a burst of 100 spent 50 ms there. The socket is
-        looked up once and polled directly, as httpcore's own sync backend does."""
-
-        def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
-            self._stream = stream
-            self._socket = stream.get_extra_info("socket")
-
-        async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-            return await self._stream.read(max_bytes, timeout)
-
-        async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-            await self._stream.write(buffer, timeout)
-
-        async def aclose(self) -> None:
-            await self._stream.aclose()
-
-        async def start_tls(
-            self,
-            ssl_context: ssl.SSLContext,
-            server_hostname: str | None = None,
-            timeout: float | None = None,
-        ) -> httpcore.AsyncNetworkStream:
-            stream = await self._stream.start_tls(ssl_context, server_hostname, timeout)
-            return PooledStream(stream)
-
-        def get_extra_info(self, info: str) -> Any:
-            if info == "is_readable":
-                return is_socket_readable(self._socket)
-            return self._stream.get_extra_info(info)
-
-    class TurnTakingBackend(httpcore.AsyncNetworkBackend):
-        def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
-            self._backend = backend
-
-        async def connect_tcp(
-            self,
-            host: str,
-            port: int,
-            timeout: float | None = None,
-            local_address: str | None = None,
-            socket_options: Iterable[Any] | None = None,
-        ) -> httpcore.AsyncNetworkStream:
-            await take_turn()
-            stream = await self._backend.connect_tcp(
-                host, port, timeout, local_address, socket_options
-            )
-            return PooledStream(stream)
-
-        async def connect_unix_socket(
-            self,
-            path: str,
-            timeout: float | None = None,
-            socket_options: Iterable[Any] | None = None,
-        ) -> httpcore.AsyncNetworkStream:
-            await take_turn()
-            stream = await self._backend.connect_unix_socket(path, timeout, socket_options)
-            return PooledStream(stream)
-
-        async def sleep(self, seconds: float) -> None:
-            await self._backend.sleep(seconds)
-
-    return TurnTakingBackend
-
-
 class HttpPool:
     def __init__(
         self,
@@ -323,9 +234,16 @@ class HttpPool:
 
             with self._lock:
                 if self._async is None:
-                    limits = httpx.Limits(max_keepalive_connections=20, keepalive_expiry=60)
+                    from flexiai.providers._async_transport import turn_taking_transport
+
+                    # As many kept alive as may be open (httpx's default): a burst above 20
+                    # would otherwise close the rest once idle, and the next burst open them
+                    # again, a TLS handshake each. The OpenAI SDK keeps 100 too.
+                    limits = httpx.Limits(
+                        max_connections=100, max_keepalive_connections=100, keepalive_expiry=60
+                    )
                     self._async = httpx.AsyncClient(
-                        transport=self._async_transport or _turn_taking_transport(limits),
+                        transport=self._async_transport or turn_taking_transport(limits),
                         limits=limits,
                         verify=shared_ssl_context(),
                         headers={"user-agent": "flexiai"},

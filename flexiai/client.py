@@ -276,6 +276,11 @@ class FlexiAI:
         max_tokens: int | None = None,
         **options: Any,
     ) -> UnifiedResponse:
+        from flexiai._loop_turns import take_turn  # asyncio: not loaded for sync callers
+
+        # Validating and building the request is a step too: 100 requests that start in one
+        # loop iteration (a gather, a server's burst) would otherwise all do it there.
+        await take_turn()
         request = self._request(messages, system, temperature, max_tokens, options)
 
         async def perform(step: _Call | _Sleep) -> _Outcome | None:

@@ -218,7 +218,7 @@ class FlexiAI:
         **options: Any,
     ) -> UnifiedResponse:
         return self.chat_completion(
-            [ChatMessage(role="user", content=prompt)],
+            [{"role": "user", "content": prompt}],
             system=system,
             temperature=temperature,
             max_tokens=max_tokens,
@@ -259,8 +259,9 @@ class FlexiAI:
         max_tokens: int | None = None,
         **options: Any,
     ) -> UnifiedResponse:
+        # Validated with the request, in its turn on the loop (see achat_completion).
         return await self.achat_completion(
-            [ChatMessage(role="user", content=prompt)],
+            [{"role": "user", "content": prompt}],
             system=system,
             temperature=temperature,
             max_tokens=max_tokens,

@@ -45,8 +45,10 @@ _MAX_BATCH = 64
 #: How long a whole loop iteration may take while steps are queued. A step's slice covers
 #: it only up to its first suspension; what it started goes on in later iterations as I/O
 #: and locks let it (httpcore takes a lock, yielding, before it sends), so the batches of
-#: a few iterations pile up in one. A 1 ms timer fires at most about two iterations late.
-_ITERATION_SECONDS = 0.002
+#: a few iterations pile up in one. A 1 ms timer fires at most about two iterations late,
+#: and a young collection (up to 2 ms under a burst on a slow VM) may fall in either: 2 ms
+#: left the worst of 10 bursts at 5.4-5.7 ms in half the runs, 1.5 ms at 3.1-5.0 ms.
+_ITERATION_SECONDS = 0.0015
 
 
 class _Turns:

@@ -60,7 +60,6 @@ class _Turns:
         "_batch_ran",
         "_batch_started",
         "_last_pump",
-        "_loop",
         "_open",
         "_pumping",
         "_requeued",
@@ -68,8 +67,10 @@ class _Turns:
         "_waiters",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    # It keeps no reference to its loop (every method runs on it): ``_turns`` is keyed
+    # weakly by the loop, and a value holding its key would keep every loop a process ever
+    # ran (each ``asyncio.run``) alive.
+    def __init__(self) -> None:
         self._open = False  # a slice is open in this iteration
         self._started = 0.0
         self._admitted = 0  # steps let straight through in this iteration's slice
@@ -89,14 +90,14 @@ class _Turns:
             now = time.perf_counter()
             if not self._open:
                 self._open, self._started, self._admitted = True, now, 1
-                self._loop.call_soon(self._close)  # runs first thing next iteration
+                asyncio.get_running_loop().call_soon(self._close)  # runs first thing next iteration
                 return None
             # No more than a batch either: a step that suspends at once (httpcore takes a
             # lock before it sends) costs its slice nothing and does its work later.
             if now - self._started < SLICE_SECONDS and self._admitted < self._batch:
                 self._admitted += 1
                 return None
-        waiter = self._loop.create_future()
+        waiter = asyncio.get_running_loop().create_future()
         self.enqueue(waiter)
         return waiter
 
@@ -105,7 +106,7 @@ class _Turns:
         self._waiters.append(waiter)
         if not self._pumping:
             self._pumping = True
-            self._loop.call_soon(self._pump)
+            asyncio.get_running_loop().call_soon(self._pump)
 
     def woken_ticket(self) -> asyncio.Future[None] | None:
         """For a step the pump woke: None to go on, or a future if its batch has used the
@@ -114,7 +115,7 @@ class _Turns:
         if self._batch_started is None:
             self._batch_started = now
         elif now - self._batch_started >= SLICE_SECONDS:
-            waiter = self._loop.create_future()
+            waiter = asyncio.get_running_loop().create_future()
             self._requeued.append(waiter)
             return waiter
         self._batch_ran += 1
@@ -147,7 +148,7 @@ class _Turns:
                 waiter.set_result(None)
                 woken += 1
         if woken:
-            self._loop.call_soon(self._pump)
+            asyncio.get_running_loop().call_soon(self._pump)
         else:
             self._pumping, self._last_pump = False, None
 
@@ -158,7 +159,7 @@ _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = weakref.W
 def _on(loop: asyncio.AbstractEventLoop) -> _Turns:
     turns = _turns.get(loop)
     if turns is None:
-        turns = _turns[loop] = _Turns(loop)
+        turns = _turns[loop] = _Turns()
     return turns
 
 

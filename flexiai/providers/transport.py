@@ -27,6 +27,7 @@ are the parent's connections, and the child builds its own on first use.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -38,7 +39,7 @@ from flexiai._fork import forget_parent_state
 if TYPE_CHECKING:
     import asyncio
     import ssl
-    from collections.abc import Callable, Iterable
+    from collections.abc import AsyncGenerator, Callable, Iterable
 
     import httpcore
     import httpx
@@ -206,8 +207,9 @@ class HttpPool:
         self._transport = transport
         self._async_transport = async_transport
         self._sync: httpx.Client | None = None
-        self._async: httpx.AsyncClient | None = None
-        self._async_loop: asyncio.AbstractEventLoop | None = None
+        # One async client per event loop: a connection belongs to the loop that opened it.
+        self._async: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
         self._lock = threading.Lock()
         forget_parent_state(self)
 
@@ -227,85 +229,137 @@ class HttpPool:
         return self._sync
 
     def async_(self) -> httpx.AsyncClient:
-        if self._async is None:
-            import asyncio
+        """The running loop's client. A client used from a second loop (a second
+        ``asyncio.run``, as a Lambda handler that runs one per invocation does, or a thread
+        with a loop of its own) gets a pool of its own: the first loop's kept-alive
+        connections cannot be used from it, and sending on one raised "Event loop is
+        closed". The pools of loops that have closed since are dropped on the way."""
+        import asyncio  # only async callers get here
 
-            import httpx
-
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
             with self._lock:
-                if self._async is None:
-                    from flexiai.providers._async_transport import turn_taking_transport
+                client = self._async.get(loop)
+                if client is None:
+                    for finished in [other for other in self._async if other.is_closed()]:
+                        self._forget(finished)
+                    client = self._async[loop] = self._new_async_client()
+                    self._closers[loop] = _closes_with_its_loop(client, self._forget)
+        return client
 
-                    # As many kept alive as may be open (httpx's default): a burst above 20
-                    # would otherwise close the rest once idle, and the next burst open them
-                    # again, a TLS handshake each. The OpenAI SDK keeps 100 too.
-                    limits = httpx.Limits(
-                        max_connections=100, max_keepalive_connections=100, keepalive_expiry=60
-                    )
-                    self._async = httpx.AsyncClient(
-                        transport=self._async_transport or turn_taking_transport(limits),
-                        limits=limits,
-                        verify=shared_ssl_context(),
-                        headers={"user-agent": "flexiai"},
-                    )
-                    # Its connections will belong to this loop: close() closes them there.
-                    try:
-                        self._async_loop = asyncio.get_running_loop()
-                    except RuntimeError:
-                        self._async_loop = None
-        return self._async
+    def _forget(
+        self, loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient | None = None
+    ) -> None:
+        """Drop ``loop``'s client (only if it is still ``client``, when given)."""
+        if client is None or self._async.get(loop) is client:
+            self._async.pop(loop, None)
+            self._closers.pop(loop, None)
+
+    def _new_async_client(self) -> httpx.AsyncClient:
+        import httpx
+
+        from flexiai.providers._async_transport import turn_taking_transport
+
+        # As many kept alive as may be open (httpx's default keeps 20): a burst above 20
+        # would otherwise close the rest once idle, and the next burst open them again, a
+        # TLS handshake each. The OpenAI SDK keeps 100 too.
+        limits = httpx.Limits(
+            max_connections=100, max_keepalive_connections=100, keepalive_expiry=60
+        )
+        return httpx.AsyncClient(
+            transport=self._async_transport or turn_taking_transport(limits),
+            limits=limits,
+            verify=shared_ssl_context(),
+            headers={"user-agent": "flexiai"},
+        )
 
     def close(self) -> None:
-        """Close both clients without blocking on a loop. The async client's connections
-        belong to the event loop it was first used in, and only that loop can close them:
-        from inside a running loop the close is scheduled there, a loop running in another
-        thread is handed the close, and a loop that is not running runs it (it sends
-        nothing: HTTP/1.1 closes by dropping the socket). A loop that has been closed
+        """Close every client without blocking on a loop. An async client's connections
+        belong to the event loop that opened them, and only that loop can close them: from
+        inside that loop the close is scheduled there, a loop running in another thread is
+        handed the close, and a loop that is not running runs it (it sends nothing:
+        HTTP/1.1 closes by dropping the socket). A loop that has been closed
         (``asyncio.run`` returned) cannot close anything any more: its sockets are freed
         with the client, and ``aclose()`` inside the loop is the way to avoid that."""
         with self._lock:
             sync, self._sync = self._sync, None
-            client, self._async = self._async, None
-            owner, self._async_loop = self._async_loop, None
+            clients, self._async, self._closers = self._async, {}, {}
         if sync is not None:
             sync.close()
-        if client is None:
-            return
-        import asyncio  # here: a process that never goes async never imports it
-
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        try:
-            if owner is not None and owner is not running and owner.is_running():
-                asyncio.run_coroutine_threadsafe(client.aclose(), owner)
-            elif running is not None:
-                task = running.create_task(client.aclose())
-                _closing.add(task)  # the loop keeps only a weak reference to its tasks
-                task.add_done_callback(_closing.discard)
-            elif owner is not None and not owner.is_closed():
-                owner.run_until_complete(client.aclose())
-            else:
-                asyncio.run(client.aclose())  # marks it closed; a closed loop's sockets stay
-        except Exception as exc:  # "Event loop is closed": that loop took its sockets along
-            _log.debug("closing the async HTTP client: %s: %s", type(exc).__name__, exc)
+        for owner, client in clients.items():
+            _close_on(owner, client)
 
     async def aclose(self) -> None:
+        import asyncio
+
         with self._lock:
-            client, self._async, self._async_loop = self._async, None, None
+            loop = asyncio.get_running_loop()
+            client = self._async.get(loop)
+            self._forget(loop)
         if client is not None:
             await client.aclose()
         self.close()
 
     def _reset_after_fork(self) -> None:
         self._sync = None
-        self._async = None
-        self._async_loop = None
+        self._async = {}
+        self._closers = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"HttpPool(sync={self._sync is not None}, async={self._async is not None})"
+        return f"HttpPool(sync={self._sync is not None}, async={bool(self._async)})"
+
+
+def _closes_with_its_loop(
+    client: httpx.AsyncClient,
+    forget: Callable[[asyncio.AbstractEventLoop, httpx.AsyncClient], None],
+) -> AsyncGenerator[None, None]:
+    """An async generator, started on the running loop, that closes ``client`` when that loop
+    shuts down. ``asyncio.run`` (and uvicorn, and every ``asyncio.Runner``) closes the async
+    generators still suspended on a loop before it closes the loop: that is the one hook a
+    loop's end offers. Without it, a loop that ended (a Lambda handler that runs
+    ``asyncio.run`` per invocation) left its kept-alive sockets to the garbage collector.
+    The pool keeps the generator (a loop holds its generators only weakly); dropped while
+    its loop runs, it closes the client then, and on a closed loop it does nothing."""
+
+    async def close_at_shutdown() -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            import asyncio
+
+            forget(asyncio.get_running_loop(), client)
+            await client.aclose()  # idempotent: the pool may have closed it already
+
+    closer = close_at_shutdown()
+    # Run it to its first yield, here and now: that registers it with the running loop.
+    with contextlib.suppress(StopIteration):
+        closer.asend(None).send(None)
+    return closer
+
+
+def _close_on(owner: asyncio.AbstractEventLoop, client: httpx.AsyncClient) -> None:
+    """Close ``client`` on ``owner``, the loop its connections belong to (see
+    ``HttpPool.close``), without blocking on it."""
+    import asyncio  # here: a process that never goes async never imports it
+
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    try:
+        if owner is running:
+            task = owner.create_task(client.aclose())
+            _closing.add(task)  # the loop keeps only a weak reference to its tasks
+            task.add_done_callback(_closing.discard)
+        elif owner.is_running():
+            asyncio.run_coroutine_threadsafe(client.aclose(), owner)
+        elif not owner.is_closed():
+            owner.run_until_complete(client.aclose())
+        # A closed loop took its sockets along: they are freed with the client.
+    except Exception as exc:  # the loop closed meanwhile, or refuses to run here
+        _log.debug("closing the async HTTP client: %s: %s", type(exc).__name__, exc)
 
 
 #: Async closes scheduled by ``HttpPool.close`` inside a running loop, until they finish.

@@ -3,7 +3,10 @@ retries and Retry-After, every row of the error classification, breakers, two cl
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -328,6 +331,27 @@ async def test_async_twins_fail_over_the_same_way(server: FakeLLMServer) -> None
     assert first.provider == "anthropic"
     assert second.provider == "openai"
     assert second.content == "openai says: again"
+
+
+def test_one_client_serves_one_event_loop_after_another(server: FakeLLMServer) -> None:
+    # A Lambda handler that calls asyncio.run in each invocation, or a script that calls it
+    # twice: the first loop's kept-alive connections cannot carry the next loop's requests
+    # (sending on one raised "Event loop is closed", and nothing failed over).
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def burst(client: FlexiAI) -> list[str]:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        answers = await asyncio.gather(*(client.agenerate(f"hi {i}") for i in range(10)))
+        return [answer.provider for answer in answers]
+
+    with make_client(server, ("openai",)) as client:
+        for _ in range(3):
+            assert asyncio.run(burst(client)) == ["openai"] * 10
+        assert server.count("openai") == 30
+    gc.collect()
+
+    # Nor does the client keep the loops it has served alive, with all they hold.
+    assert [loop() for loop in loops] == [None, None, None]
 
 
 def test_chat_completion_takes_a_conversation(server: FakeLLMServer) -> None:

@@ -117,6 +117,7 @@ def test_connections_are_counted_once_each_however_many_requests_they_carry(
     assert fake_llm.connections_accepted() - before == 2
     assert read == {"accepted": fake_llm.connections_accepted()}
 
+
 def test_unknown_paths_answer_404(fake_llm: FakeLLMServer) -> None:
     with httpx.Client() as client:
         outside = client.post(f"{fake_llm.url}/v1/chat/completions", json={})

@@ -27,7 +27,6 @@ are the parent's connections, and the child builds its own on first use.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import threading
@@ -37,12 +36,13 @@ from flexiai._deadline import remaining_time
 from flexiai._fork import forget_parent_state
 
 if TYPE_CHECKING:
-    import asyncio
     import ssl
-    from collections.abc import AsyncGenerator, Callable, Iterable
+    from collections.abc import Callable, Iterable
 
     import httpcore
     import httpx
+
+    from flexiai._per_loop import PerLoop
 
 __all__ = ["HttpPool"]
 
@@ -207,9 +207,9 @@ class HttpPool:
         self._transport = transport
         self._async_transport = async_transport
         self._sync: httpx.Client | None = None
-        # One async client per event loop: a connection belongs to the loop that opened it.
-        self._async: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
-        self._closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
+        # One async client per event loop (see flexiai._per_loop), made on the first async
+        # call: a process that never goes async never imports asyncio for it.
+        self._async: PerLoop[httpx.AsyncClient] | None = None
         self._lock = threading.Lock()
         forget_parent_state(self)
 
@@ -229,32 +229,15 @@ class HttpPool:
         return self._sync
 
     def async_(self) -> httpx.AsyncClient:
-        """The running loop's client. A client used from a second loop (a second
-        ``asyncio.run``, as a Lambda handler that runs one per invocation does, or a thread
-        with a loop of its own) gets a pool of its own: the first loop's kept-alive
-        connections cannot be used from it, and sending on one raised "Event loop is
-        closed". The pools of loops that have closed since are dropped on the way."""
-        import asyncio  # only async callers get here
+        """The running loop's client: a client used from a second loop (a second
+        ``asyncio.run``) cannot use the first loop's kept-alive connections."""
+        if self._async is None:
+            from flexiai._per_loop import PerLoop
 
-        loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is None:
             with self._lock:
-                client = self._async.get(loop)
-                if client is None:
-                    for finished in [other for other in self._async if other.is_closed()]:
-                        self._forget(finished)
-                    client = self._async[loop] = self._new_async_client()
-                    self._closers[loop] = _closes_with_its_loop(client, self._forget)
-        return client
-
-    def _forget(
-        self, loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient | None = None
-    ) -> None:
-        """Drop ``loop``'s client (only if it is still ``client``, when given)."""
-        if client is None or self._async.get(loop) is client:
-            self._async.pop(loop, None)
-            self._closers.pop(loop, None)
+                if self._async is None:
+                    self._async = PerLoop(self._new_async_client, _aclose)
+        return self._async.get()
 
     def _new_async_client(self) -> httpx.AsyncClient:
         import httpx
@@ -275,92 +258,30 @@ class HttpPool:
         )
 
     def close(self) -> None:
-        """Close every client without blocking on a loop. An async client's connections
-        belong to the event loop that opened them, and only that loop can close them: from
-        inside that loop the close is scheduled there, a loop running in another thread is
-        handed the close, and a loop that is not running runs it (it sends nothing:
-        HTTP/1.1 closes by dropping the socket). A loop that has been closed
-        (``asyncio.run`` returned) cannot close anything any more: its sockets are freed
-        with the client, and ``aclose()`` inside the loop is the way to avoid that."""
+        """Close every client without blocking on a loop (``PerLoop.close_all``): a loop's
+        connections are closed by that loop. ``aclose()`` inside the loop waits for it."""
         with self._lock:
             sync, self._sync = self._sync, None
-            clients, self._async, self._closers = self._async, {}, {}
         if sync is not None:
             sync.close()
-        for owner, client in clients.items():
-            _close_on(owner, client)
+        if self._async is not None:
+            self._async.close_all()
 
     async def aclose(self) -> None:
-        import asyncio
-
-        with self._lock:
-            loop = asyncio.get_running_loop()
-            client = self._async.get(loop)
-            self._forget(loop)
+        client = None if self._async is None else self._async.take()
         if client is not None:
             await client.aclose()
         self.close()
 
     def _reset_after_fork(self) -> None:
         self._sync = None
-        self._async = {}
-        self._closers = {}
+        if self._async is not None:
+            self._async.reset()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"HttpPool(sync={self._sync is not None}, async={bool(self._async)})"
 
 
-def _closes_with_its_loop(
-    client: httpx.AsyncClient,
-    forget: Callable[[asyncio.AbstractEventLoop, httpx.AsyncClient], None],
-) -> AsyncGenerator[None, None]:
-    """An async generator, started on the running loop, that closes ``client`` when that loop
-    shuts down. ``asyncio.run`` (and uvicorn, and every ``asyncio.Runner``) closes the async
-    generators still suspended on a loop before it closes the loop: that is the one hook a
-    loop's end offers. Without it, a loop that ended (a Lambda handler that runs
-    ``asyncio.run`` per invocation) left its kept-alive sockets to the garbage collector.
-    The pool keeps the generator (a loop holds its generators only weakly); dropped while
-    its loop runs, it closes the client then, and on a closed loop it does nothing."""
-
-    async def close_at_shutdown() -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            import asyncio
-
-            forget(asyncio.get_running_loop(), client)
-            await client.aclose()  # idempotent: the pool may have closed it already
-
-    closer = close_at_shutdown()
-    # Run it to its first yield, here and now: that registers it with the running loop.
-    with contextlib.suppress(StopIteration):
-        closer.asend(None).send(None)
-    return closer
-
-
-def _close_on(owner: asyncio.AbstractEventLoop, client: httpx.AsyncClient) -> None:
-    """Close ``client`` on ``owner``, the loop its connections belong to (see
-    ``HttpPool.close``), without blocking on it."""
-    import asyncio  # here: a process that never goes async never imports it
-
-    try:
-        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    try:
-        if owner is running:
-            task = owner.create_task(client.aclose())
-            _closing.add(task)  # the loop keeps only a weak reference to its tasks
-            task.add_done_callback(_closing.discard)
-        elif owner.is_running():
-            asyncio.run_coroutine_threadsafe(client.aclose(), owner)
-        elif not owner.is_closed():
-            owner.run_until_complete(client.aclose())
-        # A closed loop took its sockets along: they are freed with the client.
-    except Exception as exc:  # the loop closed meanwhile, or refuses to run here
-        _log.debug("closing the async HTTP client: %s: %s", type(exc).__name__, exc)
-
-
-#: Async closes scheduled by ``HttpPool.close`` inside a running loop, until they finish.
-_closing: set[asyncio.Task[None]] = set()
+async def _aclose(client: httpx.AsyncClient) -> None:
+    await client.aclose()

@@ -228,3 +228,27 @@ def test_a_burst_shares_one_store_read_and_its_one_timeout(
     # Each request waited for that one failed read, and only for it.
     assert [r.metadata.store_failures for r in responses] == [1] * 40
     assert client.store_health().degraded
+
+
+def test_each_event_loop_gets_store_connections_of_its_own_closed_when_it_ends(
+    redis_server: RedisProcess, fake_llm: FakeLLMServer
+) -> None:
+    # A Lambda handler that runs asyncio.run in each invocation, with a module-level client:
+    # every loop needs asyncio connections of its own, and they must be closed when its
+    # asyncio.run returns, not left open on the server until the garbage collector runs.
+    sync = sync_config_for(redis_server, mode="snapshot", snapshot_max_age=0.0)
+    client = FlexiAI(FlexiAIConfig(providers=[provider_config(fake_llm, "openai")], sync=sync))
+
+    def connected() -> int:
+        with redis_server.client() as admin:
+            return int(admin.info("clients")["connected_clients"]) - 1  # minus this one
+
+    async def invocation() -> list[int]:
+        answers = await asyncio.gather(*(client.agenerate(f"q{i}") for i in range(5)))
+        return [answer.metadata.store_failures for answer in answers]
+
+    before = connected()
+    with client:
+        for _ in range(3):
+            assert asyncio.run(invocation()) == [0] * 5  # every read reached Redis
+            assert connected() == before

@@ -11,20 +11,20 @@ else.
 
 An asyncio client belongs to the loop it first ran on (its connections are that loop's
 transports), so the twin keeps one client per running loop, built on first use there and
-dropped with the loop. A forked child drops them all (see ``flexiai._fork``) and builds
-its own. The subscriber of pub/sub mode and its background flusher stay threads of the
-blocking backend: they are not on the loop, so they cannot stall it.
+closed when asyncio shuts that loop down (``flexiai._per_loop``). A forked child drops them
+all (see ``flexiai._fork``) and builds its own. The subscriber of pub/sub mode and its
+background flusher stay threads of the blocking backend: they are not on the loop, so they
+cannot stall it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from flexiai._fork import forget_parent_state
+from flexiai._per_loop import PerLoop
 from flexiai.circuit_breaker._machine import NO_TALLY, Op, Policy, Tally, Transition
 from flexiai.circuit_breaker.stores import connections
 from flexiai.circuit_breaker.stores.base import AsyncBackend, StoreSnapshot
@@ -64,14 +64,12 @@ class AsyncRedisBackend(AsyncBackend):
         self._twin = twin
         self._config: SyncConfig = twin._config
         self._cluster = twin._cluster
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients: PerLoop[_LoopClient] = PerLoop(self._new_client, _close_client)
         forget_parent_state(self)
 
     def _reset_after_fork(self) -> None:
         """In a forked child the parent's loops and their sockets are not ours to use."""
-        self._clients = weakref.WeakKeyDictionary()
+        self._clients.reset()
 
     # -- AsyncBackend -----------------------------------------------------------------
 
@@ -151,9 +149,8 @@ class AsyncRedisBackend(AsyncBackend):
         return True
 
     async def aclose(self) -> None:
-        """Close the running loop's client (the other loops' clients go with their loops)."""
-        loop = asyncio.get_running_loop()
-        made = self._clients.pop(loop, None)
+        """Close the running loop's client (the other loops' close as their loops end)."""
+        made = self._clients.take()
         if made is not None:
             await made.close()
 
@@ -165,17 +162,20 @@ class AsyncRedisBackend(AsyncBackend):
     def _client(self) -> _LoopClient:
         if self._twin._closed:
             raise StateStoreError(f"{self._twin.describe()}: backend is closed")
-        loop = asyncio.get_running_loop()
-        made = self._clients.get(loop)
-        if made is None:
-            client, close = build_async_client(self._config)
-            breaker: Any
-            if self._config.redis_use_functions:
-                breaker = _AsyncFunction(client)
-            else:
-                breaker = client.register_script(_script_source("breaker.lua"))
-            made = self._clients[loop] = _LoopClient(client, breaker, close)
-        return made
+        return self._clients.get()
+
+    def _new_client(self) -> _LoopClient:
+        client, close = build_async_client(self._config)
+        breaker: Any
+        if self._config.redis_use_functions:
+            breaker = _AsyncFunction(client)
+        else:
+            breaker = client.register_script(_script_source("breaker.lua"))
+        return _LoopClient(client, breaker, close)
+
+
+async def _close_client(made: _LoopClient) -> None:
+    await made.close()
 
 
 class _AsyncFunction:

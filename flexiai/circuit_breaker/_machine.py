@@ -31,7 +31,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from flexiai.circuit_breaker._record import (
     BreakerRecord,
@@ -130,8 +130,9 @@ class Policy:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Tally:
+# A NamedTuple, not a frozen dataclass: an internal record on the Lambda cold-start path,
+# and python3.12 creates a NamedTuple class in ~0.1 ms, a frozen slotted dataclass in ~0.6.
+class Tally(NamedTuple):
     """One worker's calls not yet sent to the store: successes, how many calls (these
     successes and the failure that carries them) were slow, and how long ago the latest
     success happened (None: no success in this tally)."""
@@ -153,8 +154,9 @@ class Tally:
 NO_TALLY = Tally()
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+# A NamedTuple, not a frozen dataclass: an internal record on the Lambda cold-start path,
+# and python3.12 creates a NamedTuple class in ~0.1 ms, a frozen slotted dataclass in ~0.6.
+class Transition(NamedTuple):
     """The result of one operation: the new record, whether it changed (must be written),
     whether a probe lease was granted, the event to publish, if any, and the store's clock."""
 

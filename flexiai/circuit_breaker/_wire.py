@@ -18,8 +18,7 @@ app has, so it is dropped too; the periodic resync covers a rolling upgrade.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from flexiai.circuit_breaker._machine import EventType
 from flexiai.circuit_breaker._record import MAX_RECORD_BYTES, BreakerRecord
@@ -35,8 +34,9 @@ class MalformedEventError(ValueError):
     """A message on the channel is not a valid event. It is dropped, logged and counted."""
 
 
-@dataclass(frozen=True, slots=True)
-class SyncEvent:
+# A NamedTuple, not a frozen dataclass: an internal record on the Lambda cold-start path,
+# and python3.12 creates a NamedTuple class in ~0.1 ms, a frozen slotted dataclass in ~0.6.
+class SyncEvent(NamedTuple):
     type: EventType
     provider: str
     worker_id: str

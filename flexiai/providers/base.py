@@ -22,9 +22,9 @@ import json
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple, NoReturn
 
 import httpx
 
@@ -93,17 +93,17 @@ def _shape_error(exc: BaseException) -> str:
 ApiKeySource = Callable[[], str | None]
 
 
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
+# A NamedTuple, not a frozen dataclass: an internal record on the Lambda cold-start path,
+# and python3.12 creates a NamedTuple class in ~0.1 ms, a frozen slotted dataclass in ~0.6.
+class ChatRequest(NamedTuple):
     messages: list[ChatMessage]
     system: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = MappingProxyType({})  # read-only: one default for all
 
 
-@dataclass(frozen=True, slots=True)
-class HttpRequestSpec:
+class HttpRequestSpec(NamedTuple):
     method: str
     url: str
     headers: dict[str, str]

@@ -30,6 +30,9 @@ logger = logging.getLogger("flexiai.client")
 
 @dataclass(frozen=True, slots=True)
 class ProviderCallSucceeded:
+    """``provider`` answered in ``latency_ms``; ``attempt``: the request's provider calls so
+    far, this one included."""
+
     provider: str
     latency_ms: float
     attempt: int
@@ -37,6 +40,9 @@ class ProviderCallSucceeded:
 
 @dataclass(frozen=True, slots=True)
 class ProviderCallFailed:
+    """A call of ``provider`` failed with ``error_type`` (``status_code`` when the provider
+    answered); ``counted``: whether it counts toward the provider's breaker."""
+
     provider: str
     error_type: str
     status_code: int | None

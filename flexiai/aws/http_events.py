@@ -76,6 +76,8 @@ class BadRequestError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class GenerateRequest:
+    """A valid ``/generate`` body, the prompt already turned into one user message."""
+
     messages: list[dict[str, str]]
     system: str | None = None
     temperature: float | None = None

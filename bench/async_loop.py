@@ -23,7 +23,8 @@ this VM, whoever allocated them; the report counts those passes and their longes
 flexiai and for bare httpx, so a stall is not blamed on the wrong party. For the worst stall
 it also says how much CPU the loop's thread used meanwhile: on 2 cores the fake provider and
 Redis take their turns too, and the OS may preempt the loop in the middle of a tick, which
-shows as a stall the loop's own work did not cause. Young collections (generations 0 and 1)
+shows as a stall the loop's own work did not cause; the first row is that floor, the
+ticker alone on an idle loop (on a VM, an idle vCPU can wake a few ms late). Young collections (generations 0 and 1)
 are counted too: they walk what a burst keeps alive, so they grow with it. So are the TCP
 connections the fake provider accepted in each round: bare httpx sends its whole burst in one
 loop iteration, and its pool queues it on the 20 kept-alive connections; requests that take
@@ -403,6 +404,29 @@ async def _measure(
     ]
 
 
+async def _idle_floor(rounds: int) -> list[tuple[float, float]]:
+    """(worst lateness, loop CPU in that tick), in ms, of the ticker alone on an idle loop,
+    ``rounds`` times 0.5 s: the machine's own wake-up latency. A frozen round idles on the
+    loop for most of its 0.25 s socket timeout, so its worst tick can be this one."""
+    idle = []
+    for _ in range(rounds):
+        async with _Ticker() as ticker:
+            await asyncio.sleep(0.5)
+        idle.append((ticker.worst * 1000, ticker.worst_on_cpu * 1000))
+    return idle
+
+
+def _idle_row(idle: list[tuple[float, float]]) -> Row:
+    worst, on_cpu = max(idle)
+    return row(
+        "async_loop",
+        f"floor: a 1 ms ticker alone on an idle loop, worst lateness of {len(idle)} x 0.5 s "
+        f"(the loop thread ran {on_cpu:.1f} ms of that tick)",
+        worst,
+        "ms",
+    )
+
+
 def run(rounds: int = 5, concurrency: int = 100) -> list[Row]:
     """The rows, with a fake LLM server and a redis-server of this run's own."""
     import logging
@@ -417,6 +441,7 @@ def run(rounds: int = 5, concurrency: int = 100) -> list[Row]:
         with contextlib.ExitStack() as stack:
             redis = start_server(stack, name="bench-async")
             return [
+                _idle_row(asyncio.run(_idle_floor(rounds))),
                 *asyncio.run(_measure(args, server_url, base_url, redis, freeze=False)),
                 *asyncio.run(_measure(args, server_url, base_url, redis, freeze=True)),
             ]

@@ -71,9 +71,21 @@ def test_half_the_calls_failing_opens_the_breaker_on_the_fleets_failure_rate(
         assert len({e.worker_id for e in before + opened}) > 1  # the fleet's rate, not one's
         phase = result.phase(0.0, spec.duration)
         assert phase.opened
-        assert phase.fleet_skips_after is not None, "some worker kept calling it"
+        assert phase.fleet_skips_after is not None, (spec.sync, _never_left_closed(result))
         assert result.summary().failed_requests == 0
         assert stored_record(redis_server, spec, PRIMARY).state is CircuitState.OPEN
+
+
+def _never_left_closed(result: FleetResult) -> dict[int, list[float]]:
+    """The workers whose view of the primary stayed CLOSED, each with the start times of
+    its requests: what to look at when the fleet did not all learn of the open (a busy
+    machine failed this test once, with 211 requests in the 4 s instead of ~640)."""
+    left = {e.worker for e in result.events if e.provider == PRIMARY and e.new != "CLOSED"}
+    return {
+        worker: [round(r.t0, 2) for r in result.records if r.worker == worker]
+        for worker in range(result.spec.workers)
+        if worker not in left
+    }
 
 
 def test_a_dead_primary_opens_it_once_for_the_whole_fleet_and_nobody_calls_it_after_knowing(

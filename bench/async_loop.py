@@ -305,33 +305,27 @@ async def _measure(
     gc_setup = "gc.freeze()" if freeze else "default gc"
 
     def stall_rows(figure: str, key: str, peer: str) -> list[Row]:
-        worst, peer_worst = max(stalls[key]), max(stalls[peer])
         full, peer_full = collections[key], collections[peer]
+
+        def target_row(what: str, of: dict[str, list[float]]) -> Row:
+            worst = max(of[key])
+            return row(
+                "async_loop",
+                f"{figure}, {gc_setup}: {what}",
+                worst,
+                "ms",
+                peer="bare httpx",
+                peer_value=max(of[peer]),
+                target=f"<= {STALL_TARGET_MS:g} ms",
+                passed=worst <= STALL_TARGET_MS,
+            )
 
         def on_cpu(of: str) -> float:  # the worst round's worst stall, on this thread's CPU
             return on_cpus[of][stalls[of].index(max(stalls[of]))]
 
         return [
-            row(
-                "async_loop",
-                f"{figure}, {gc_setup}: worst loop stall (max of {args.rounds} rounds)",
-                worst,
-                "ms",
-                peer="bare httpx",
-                peer_value=peer_worst,
-                target=f"<= {STALL_TARGET_MS:g} ms",
-                passed=worst <= STALL_TARGET_MS,
-            ),
-            row(
-                "async_loop",
-                f"{figure}, {gc_setup}: worst loop stall in ticks no full gc pass overlapped",
-                max(outside_full_gc[key]),
-                "ms",
-                peer="bare httpx",
-                peer_value=max(outside_full_gc[peer]),
-                target=f"<= {STALL_TARGET_MS:g} ms",
-                passed=max(outside_full_gc[key]) <= STALL_TARGET_MS,
-            ),
+            target_row(f"worst loop stall (max of {args.rounds} rounds)", stalls),
+            target_row("worst loop stall in ticks no full gc pass overlapped", outside_full_gc),
             row(
                 "async_loop",
                 f"{figure}, {gc_setup}: a round's worst stall, median of {args.rounds}",

@@ -232,11 +232,13 @@ class HttpPool:
         """The running loop's client: a client used from a second loop (a second
         ``asyncio.run``) cannot use the first loop's kept-alive connections."""
         if self._async is None:
+            import httpx
+
             from flexiai._per_loop import PerLoop
 
             with self._lock:
                 if self._async is None:
-                    self._async = PerLoop(self._new_async_client, _aclose)
+                    self._async = PerLoop(self._new_async_client, httpx.AsyncClient.aclose)
         return self._async.get()
 
     def _new_async_client(self) -> httpx.AsyncClient:
@@ -281,7 +283,3 @@ class HttpPool:
 
     def __repr__(self) -> str:
         return f"HttpPool(sync={self._sync is not None}, async={bool(self._async)})"
-
-
-async def _aclose(client: httpx.AsyncClient) -> None:
-    await client.aclose()

@@ -64,7 +64,7 @@ class AsyncRedisBackend(AsyncBackend):
         self._twin = twin
         self._config: SyncConfig = twin._config
         self._cluster = twin._cluster
-        self._clients: PerLoop[_LoopClient] = PerLoop(self._new_client, _close_client)
+        self._clients: PerLoop[_LoopClient] = PerLoop(self._new_client, lambda made: made.close())
         forget_parent_state(self)
 
     def _reset_after_fork(self) -> None:
@@ -172,10 +172,6 @@ class AsyncRedisBackend(AsyncBackend):
         else:
             breaker = client.register_script(_script_source("breaker.lua"))
         return _LoopClient(client, breaker, close)
-
-
-async def _close_client(made: _LoopClient) -> None:
-    await made.close()
 
 
 class _AsyncFunction:

@@ -373,9 +373,13 @@ class StateSyncManager:
 
     def refresh_flow(self) -> StoreFlow[bool]:
         names = list(self._breakers)
+        # The snapshot's age counts from when the read was sent, not from when its answer
+        # arrived: the store may be read at any moment in between, so only this makes
+        # snapshot_max_age a bound on how stale a view is when the answer is slow.
+        sent_at = self._clock.monotonic()
         # Counts ride along at most once per flush_interval (or at once when hurried): the
         # other refreshes stay a plain read, the cheapest round trip there is.
-        tallies = self._take_tallies() if self._flush_due(self._clock.monotonic()) else {}
+        tallies = self._take_tallies() if self._flush_due(sent_at) else {}
         snapshot: StoreSnapshot
         try:
             if tallies:
@@ -390,7 +394,7 @@ class StateSyncManager:
             self._degrade(exc)
             self._count_locally(tallies)
             return False
-        self._snapshot_at = self._clock.monotonic()
+        self._snapshot_at = sent_at
         if self._degraded_until is not None:
             with self._lock:
                 self._degraded_until = None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import pytest
 
 from flexiai.circuit_breaker import CircuitBreaker, CircuitState, Op, Policy, StateSyncManager
 from flexiai.circuit_breaker._machine import admission, transition
 from flexiai.circuit_breaker._record import BreakerRecord
+from flexiai.circuit_breaker.stores.base import StoreSnapshot
 from flexiai.circuit_breaker.stores.memory import MemorySyncBackend
 from flexiai.exceptions import InvalidRequestError, ProviderServerError
 from flexiai.models import CircuitBreakerConfig
@@ -277,3 +279,29 @@ def test_an_ordinary_success_waits_for_the_periodic_report() -> None:
     clock.advance(61)
     manager.before_request()
     assert backend.load(["p"]).records["p"].window(int(clock.now() * 1000), 60_000).calls == 1
+
+
+def test_a_snapshots_age_counts_from_when_its_read_was_sent() -> None:
+    """A slow answer may hold the store as it was when the read arrived, any time after it
+    was sent: counting the age from the answer would let a view grow older than
+    ``snapshot_max_age`` (a busy fleet showed a request calling an open provider so)."""
+    clock = FakeClock()
+
+    class SlowStore(MemorySyncBackend):
+        loads = 0
+
+        def load(self, providers: Sequence[str]) -> StoreSnapshot:
+            snapshot = super().load(providers)
+            self.loads += 1
+            clock.advance(0.8)  # the answer arrives 0.8 s after the store was read
+            return snapshot
+
+    store = SlowStore("slow", clock=clock)
+    manager = StateSyncManager(
+        store, mode="snapshot", snapshot_max_age=1.0, flush_interval=60, clock=clock
+    )
+    make_breaker(clock, manager)
+    manager.before_request()
+    clock.advance(0.3)  # 1.1 s since the read was sent, 0.3 s since the answer came
+    manager.before_request()
+    assert store.loads == 2

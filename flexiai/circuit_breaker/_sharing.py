@@ -612,6 +612,8 @@ class StateSyncManager:
             self._flusher.stop()
         if self._degraded_until is None:
             self.flush()
+        if self._async_backend is not None:
+            self._async_backend.close()  # the asyncio connections of loops still running
         self.backend.close()
         self._fallback.close()
 

@@ -10,6 +10,8 @@ pending, and these counts would be zero.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -252,3 +254,35 @@ def test_each_event_loop_gets_store_connections_of_its_own_closed_when_it_ends(
         for _ in range(3):
             assert asyncio.run(invocation()) == [0] * 5  # every read reached Redis
             assert connected() == before
+
+
+def test_close_from_outside_closes_the_store_connections_of_a_loop_still_running(
+    redis_server: RedisProcess, fake_llm: FakeLLMServer
+) -> None:
+    # A server's loop in a thread of its own, the client closed by the main thread at
+    # shutdown, while that loop still runs: its asyncio connections must be closed on it,
+    # not left open until the process exits.
+    sync = sync_config_for(redis_server, mode="snapshot", snapshot_max_age=0.0)
+    client = FlexiAI(FlexiAIConfig(providers=[provider_config(fake_llm, "openai")], sync=sync))
+
+    def connected() -> int:
+        with redis_server.client() as admin:
+            return int(admin.info("clients")["connected_clients"]) - 1  # minus this one
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        before = connected()
+        answer = asyncio.run_coroutine_threadsafe(client.agenerate("q"), loop).result()
+        assert answer.metadata.store_failures == 0
+        client.close()  # the blocking connections close here, the loop's on the loop
+        waited = 0
+        while connected() > before and waited < 400:  # a hang guard, not a time limit
+            time.sleep(0.025)
+            waited += 1
+        assert connected() == before
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()

@@ -148,6 +148,10 @@ class AsyncBackend(ABC):
     async def aclose(self) -> None:  # noqa: B027 - most twins hold nothing of their own
         """Release the connections this twin opened on the running loop. Idempotent."""
 
+    def close(self) -> None:  # noqa: B027 - most twins hold nothing of their own
+        """Release the connections this twin opened on every loop, without waiting on any
+        loop (``StateSyncManager.close``, called from outside them). Idempotent."""
+
 
 class ThreadedAsyncBackend(AsyncBackend):
     """Any ``SyncBackend``, its calls run in the default executor's threads: the loop goes

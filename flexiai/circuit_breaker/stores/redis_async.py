@@ -154,6 +154,10 @@ class AsyncRedisBackend(AsyncBackend):
         if made is not None:
             await made.close()
 
+    def close(self) -> None:
+        """Close every loop's client, each on its own loop (``PerLoop.close_all``)."""
+        self._clients.close_all()
+
     def __repr__(self) -> str:
         return f"AsyncRedisBackend({self._twin.describe()!r})"
 

@@ -47,23 +47,30 @@ def test_half_the_calls_failing_opens_the_breaker_on_the_fleets_failure_rate(
     llm: Any, redis_server: Any, channel_recorder: Any
 ) -> None:
     # Half the calls fail from the first one on (no warm-up success in the window either),
-    # and the run ends well inside one failure_window: if it opened, it opened within it.
-    # A run of 1000 failures in a row never happens here: only the rate can open it. The
-    # threshold is 40 %, not the shipped 50 %: at exactly the threshold, whether a random
-    # half of a few hundred calls ever reaches it is a coin toss (it stays under 50 % at
-    # every flush in about one run of ten, more when a busy machine makes fewer calls).
-    # The store's timeout is generous: a store call that times out sends the worker to its
-    # local breaker, which has not opened, and this test is about the shared one.
+    # and the whole run is inside one failure_window and before any recovery: if it
+    # opened, it opened within the window, and it stays open. A run of 1000 failures in a
+    # row never happens here: only the rate can open it. The threshold is 40 %, not the
+    # shipped 50 %: at exactly the threshold, whether a random half of a few hundred calls
+    # ever reaches it is a coin toss (it stays under 50 % at every flush in about one run
+    # of ten, more when a busy machine makes fewer calls).
+    # Each worker stops after its 40th request (about 4 s on a quiet machine); the long
+    # duration and the generous timeouts are for a busy machine, where 32 workers share two
+    # cores: a call or a store read that times out there is not what this test is about
+    # (a store read that times out sends the worker to its local breaker, which has not
+    # opened).
     fleets = specs(
         llm,
         redis_server,
-        duration=4.0,
+        duration=120.0,
         rate=10.0,
-        failure_window=10.0,
+        max_requests=40,
+        failure_window=600.0,
+        recovery_timeout=600.0,
         failure_threshold=1000,
         failure_rate_threshold=40.0,
         error_rate=0.5,
         warm_up=False,
+        call_timeout=30.0,
         redis_socket_timeout=2.0,
     )
     channels = [channel_recorder(redis_server, spec) for spec in fleets]

@@ -132,11 +132,14 @@ def test_a_dead_primary_opens_it_once_for_the_whole_fleet_and_nobody_calls_it_af
     busy machine stretches without limit: bench/noisy.py measures it against that target.
     Here, what load cannot change: the run opens it once, in the store, every worker
     learns it, and no worker calls the primary once its own view is OPEN."""
+    # A generous call timeout: the fake answers at once, and a call a loaded machine slows
+    # past 2 s would fail a request, which is not what this test is about.
     fleets = specs(
         llm,
         redis_server,
         duration=2.5,
         rate=10.0,
+        call_timeout=30.0,
         script=(Step(0.5, "noisy", PRIMARY, 1.0),),
     )
     channels = [channel_recorder(redis_server, spec) for spec in fleets]

@@ -232,28 +232,35 @@ def test_a_burst_shares_one_store_read_and_its_one_timeout(
     assert client.store_health().degraded
 
 
+def reading_client(redis_server: RedisProcess, fake_llm: FakeLLMServer) -> FlexiAI:
+    """A client whose every request reads the shared store (snapshot, no maximum age)."""
+    sync = sync_config_for(redis_server, mode="snapshot", snapshot_max_age=0.0)
+    return FlexiAI(FlexiAIConfig(providers=[provider_config(fake_llm, "openai")], sync=sync))
+
+
+def connections_to(redis_server: RedisProcess) -> int:
+    """The server's client connections, not counting the one that asks."""
+    with redis_server.client() as admin:
+        return int(admin.info("clients")["connected_clients"]) - 1
+
+
 def test_each_event_loop_gets_store_connections_of_its_own_closed_when_it_ends(
     redis_server: RedisProcess, fake_llm: FakeLLMServer
 ) -> None:
     # A Lambda handler that runs asyncio.run in each invocation, with a module-level client:
     # every loop needs asyncio connections of its own, and they must be closed when its
     # asyncio.run returns, not left open on the server until the garbage collector runs.
-    sync = sync_config_for(redis_server, mode="snapshot", snapshot_max_age=0.0)
-    client = FlexiAI(FlexiAIConfig(providers=[provider_config(fake_llm, "openai")], sync=sync))
-
-    def connected() -> int:
-        with redis_server.client() as admin:
-            return int(admin.info("clients")["connected_clients"]) - 1  # minus this one
+    client = reading_client(redis_server, fake_llm)
 
     async def invocation() -> list[int]:
         answers = await asyncio.gather(*(client.agenerate(f"q{i}") for i in range(5)))
         return [answer.metadata.store_failures for answer in answers]
 
-    before = connected()
+    before = connections_to(redis_server)
     with client:
         for _ in range(3):
             assert asyncio.run(invocation()) == [0] * 5  # every read reached Redis
-            assert connected() == before
+            assert connections_to(redis_server) == before
 
 
 def test_close_from_outside_closes_the_store_connections_of_a_loop_still_running(
@@ -262,26 +269,21 @@ def test_close_from_outside_closes_the_store_connections_of_a_loop_still_running
     # A server's loop in a thread of its own, the client closed by the main thread at
     # shutdown, while that loop still runs: its asyncio connections must be closed on it,
     # not left open until the process exits.
-    sync = sync_config_for(redis_server, mode="snapshot", snapshot_max_age=0.0)
-    client = FlexiAI(FlexiAIConfig(providers=[provider_config(fake_llm, "openai")], sync=sync))
-
-    def connected() -> int:
-        with redis_server.client() as admin:
-            return int(admin.info("clients")["connected_clients"]) - 1  # minus this one
+    client = reading_client(redis_server, fake_llm)
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
-        before = connected()
+        before = connections_to(redis_server)
         answer = asyncio.run_coroutine_threadsafe(client.agenerate("q"), loop).result()
         assert answer.metadata.store_failures == 0
         client.close()  # the blocking connections close here, the loop's on the loop
-        waited = 0
-        while connected() > before and waited < 400:  # a hang guard, not a time limit
+        waited = 0  # a hang guard of 10 s, not a time limit: the close runs on the loop
+        while connections_to(redis_server) > before and waited < 400:
             time.sleep(0.025)
             waited += 1
-        assert connected() == before
+        assert connections_to(redis_server) == before
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join()

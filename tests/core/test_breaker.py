@@ -284,7 +284,7 @@ def test_an_ordinary_success_waits_for_the_periodic_report() -> None:
 def test_a_snapshots_age_counts_from_when_its_read_was_sent() -> None:
     """A slow answer may hold the store as it was when the read arrived, any time after it
     was sent: counting the age from the answer would let a view grow older than
-    ``snapshot_max_age`` (a busy fleet showed a request calling an open provider so)."""
+    ``snapshot_max_age``."""
     clock = FakeClock()
 
     class SlowStore(MemorySyncBackend):

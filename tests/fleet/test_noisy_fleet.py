@@ -115,7 +115,7 @@ def _assert_the_fleet_stopped_calling_it(spec: FleetSpec, result: FleetResult) -
 
 def _never_left_closed(result: FleetResult) -> dict[int, list[float]]:
     """The workers whose view of the primary stayed CLOSED, each with the start times of
-    its requests: what to look at when a pub/sub fleet did not all learn of the open."""
+    its requests: what to look at when the fleet did not all learn of the open."""
     left = {e.worker for e in result.events if e.provider == PRIMARY and e.new != "CLOSED"}
     return {
         worker: [round(r.t0, 2) for r in result.records if r.worker == worker]
